@@ -1,0 +1,5 @@
+"""The Dagster code location: `dagster dev -m plex_etl.definitions`."""
+
+import dagster as dg
+
+defs = dg.Definitions(assets=[])

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real MariaDB at 127.0.0.1:3306 and demo databases built for tests.
+
+Tests never touch the demo databases `plex` and `quantio`: they build their own copies
+(`plexetl_test_plex`, `plexetl_test_quantio`) once per session at a small scale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from plex_etl.sources import Source, get_source, with_database
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "plex-reference"
+TEST_SCALE = 0.001
+TEST_DAYS = 30
+TEST_SEED = 7
+
+
+def test_source(name: str, database: str) -> Source:
+    """The configured source `name`, pointed at another database on the same server."""
+    return with_database(get_source(name), database)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not REFERENCE.exists():
+        pytest.fail(f"plex-reference not found at {REFERENCE} (shared/ must sit beside the repo)")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def demo_end_date() -> dt.date:
+    return dt.date.today()
+
+
+@pytest.fixture(scope="session")
+def demo_sources(demo_end_date: dt.date) -> dict[str, Source]:
+    """plex and quantio demo databases built once for the whole test session."""
+    from plex_etl.demo.builder import build_demo
+
+    sources = {
+        "plex": test_source("plex", "plexetl_test_plex"),
+        "quantio": test_source("quantio", "plexetl_test_quantio"),
+    }
+    for source in sources.values():
+        build_demo(
+            source, scale=TEST_SCALE, days=TEST_DAYS, seed=TEST_SEED, force=True,
+            end_date=demo_end_date, log=lambda _msg: None,
+        )
+    return sources
+
+
+@pytest.fixture(autouse=True)
+def _no_dagster_home_leak(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    # Tests use ephemeral or temporary Dagster instances, never the developer's .dagster_home.
+    if "DAGSTER_HOME" in os.environ:
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path_factory.getbasetemp()))
