@@ -9,19 +9,33 @@ only once the stream is exhausted does one atomic step make the rows visible:
 - mode "replace": delete the target rows whose partition date is in the loaded range,
   insert the staged rows;
 - mode "upsert": the same, and also delete target rows (in any partition) whose
-  primary key is among the staged rows, so a key is never duplicated.
+  primary key is among the staged rows, so a key is never duplicated (a key staged
+  twice in one load lands once: the row with the latest partition date).
 If the stream raises, or the final step fails, the target is left exactly as before and
 the staging area is dropped.
+
+Table layout: the data columns (all NULLABLE in the warehouse: nullability is the
+source's business, and a relaxed MySQL column must not break loads), then
+`_etl_partition_date DATE NOT NULL`, then `_etl_loaded_at TIMESTAMP`. Columns added
+later by schema evolution (present in the TargetTable, missing in the warehouse) are
+appended after them as NULLABLE, so earlier rows read NULL. A changed type of an
+existing column is never applied automatically: the load raises WarehouseError.
+(BigQuery cannot add columns inside a transaction: there the columns are added just
+before it, and stay if the transaction then fails; they only hold NULLs.)
+
+Every batch must carry partition dates within [start, end]; otherwise the load raises
+WarehouseError naming the table and the date, and the target is not touched.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PARTITION_COLUMN = "_etl_partition_date"
 LOADED_AT_COLUMN = "_etl_loaded_at"
@@ -29,8 +43,11 @@ LOADED_AT_COLUMN = "_etl_loaded_at"
 LoadMode = Literal["replace", "upsert"]
 
 
+LOAD_MODES: tuple[str, ...] = ("replace", "upsert")
+
+
 class WarehouseError(RuntimeError):
-    """A warehouse operation failed; the message names the table."""
+    """A warehouse operation failed; the message names the table (`dataset.table`)."""
 
 
 @dataclass(frozen=True)
@@ -65,12 +82,12 @@ class TargetTable:
 
 @dataclass(frozen=True)
 class LoadResult:
-    rows: int
-    bytes: int
-    chunks: int
+    rows: int  # rows staged and landed
+    bytes: int  # Parquet bytes staged
+    chunks: int  # non-empty record batches consumed
     seconds: float
-    rows_by_partition: Mapping[dt.date, int] = field(default_factory=dict)
-    added_columns: tuple[str, ...] = ()
+    rows_by_partition: Mapping[dt.date, int] = field(default_factory=dict)  # from the batches
+    added_columns: tuple[str, ...] = ()  # columns added to the warehouse table by this load
 
 
 class Warehouse(Protocol):
@@ -90,7 +107,12 @@ class Warehouse(Protocol):
         ...
 
     def columns(self, dataset: str, table: str) -> dict[str, str] | None:
-        """Column name -> warehouse type of an existing table, in order; None if absent."""
+        """Column name -> warehouse type of an existing table, in order; None if absent.
+
+        Includes the bookkeeping columns. Types are spelled like WarehouseColumn's
+        `bigquery_type` ("NUMERIC(20, 0)") or, locally, DuckDB's canonical names
+        ("DECIMAL(20,0)", "VARCHAR", "TIMESTAMP WITH TIME ZONE").
+        """
         ...
 
     def count_by_partition(
@@ -104,9 +126,115 @@ class Warehouse(Protocol):
         ...
 
     def delete_partitions_before(self, dataset: str, table: str, before: dt.date) -> int:
-        """Drop rows of partitions older than `before` (snapshot retention); returns rows deleted."""
+        """Delete rows of partitions older than `before` (snapshot retention); rows deleted.
+
+        A missing table deletes nothing (returns 0).
+        """
         ...
 
     def create_view(self, dataset: str, name: str, sql: str) -> None:
         """Create or replace a view from a query written for this warehouse."""
         ...
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers shared by the implementations (not part of the protocol).
+
+
+def check_mode(target: TargetTable, mode: str) -> None:
+    if mode not in LOAD_MODES:
+        raise WarehouseError(f"{target.qualified_name}: unknown load mode {mode!r}")
+    if mode == "upsert" and not target.primary_key:
+        raise WarehouseError(f"{target.qualified_name}: mode 'upsert' needs a primary key")
+    names = {c.name for c in target.columns}
+    missing = [k for k in target.primary_key if k not in names]
+    if missing:
+        raise WarehouseError(
+            f"{target.qualified_name}: primary key column(s) {missing} are not table columns"
+        )
+    for reserved in (PARTITION_COLUMN, LOADED_AT_COLUMN):
+        if reserved in names:
+            raise WarehouseError(
+                f"{target.qualified_name}: column {reserved} is reserved for bookkeeping"
+            )
+
+
+class BatchStream:
+    """Checks and conforms the record batches of one load, counting rows per partition.
+
+    Iterating yields each non-empty batch cast to `target.arrow_schema` (columns matched
+    by name). A batch whose partition dates fall outside [start, end] (or are NULL) raises
+    WarehouseError naming the table and the date.
+    """
+
+    def __init__(
+        self,
+        target: TargetTable,
+        batches: Iterable[pa.RecordBatch],
+        start: dt.date,
+        end: dt.date,
+    ) -> None:
+        if start > end:
+            raise WarehouseError(f"{target.qualified_name}: start {start} is after end {end}")
+        self.target = target
+        self.schema = target.arrow_schema
+        self.start = start
+        self.end = end
+        self._batches = batches
+        self.rows = 0
+        self.chunks = 0
+        self.rows_by_partition: dict[dt.date, int] = {}
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            if isinstance(batch, pa.Table):
+                for b in batch.to_batches():
+                    if b.num_rows:
+                        yield self._accept(b)
+            elif batch.num_rows:
+                yield self._accept(batch)
+
+    def _accept(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        batch = self._conform(batch)
+        self._check_partitions(batch)
+        self.rows += batch.num_rows
+        self.chunks += 1
+        return batch
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if batch.schema.equals(self.schema, check_metadata=False):
+            return batch
+        present = set(batch.schema.names)
+        missing = [n for n in self.schema.names if n not in present]
+        extra = [n for n in batch.schema.names if n not in set(self.schema.names)]
+        if missing or extra:
+            raise WarehouseError(
+                f"{self.target.qualified_name}: record batch columns do not match the table "
+                f"(missing {missing}, unexpected {extra})"
+            )
+        arrays = [batch.column(n) for n in self.schema.names]
+        try:
+            arrays = [
+                a if a.type == f.type else a.cast(f.type)
+                for a, f in zip(arrays, self.schema, strict=True)
+            ]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise WarehouseError(
+                f"{self.target.qualified_name}: record batch types do not match the table: {e}"
+            ) from e
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _check_partitions(self, batch: pa.RecordBatch) -> None:
+        dates = batch.column(PARTITION_COLUMN)
+        if dates.null_count:
+            raise WarehouseError(
+                f"{self.target.qualified_name}: record batch has NULL {PARTITION_COLUMN}"
+            )
+        for item in pc.value_counts(dates).to_pylist():
+            day, n = item["values"], item["counts"]
+            if not self.start <= day <= self.end:
+                raise WarehouseError(
+                    f"{self.target.qualified_name}: record batch has partition date {day} "
+                    f"outside the loaded range [{self.start}, {self.end}]"
+                )
+            self.rows_by_partition[day] = self.rows_by_partition.get(day, 0) + n

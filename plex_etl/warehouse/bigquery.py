@@ -1,0 +1,472 @@
+"""The BigQuery warehouse.
+
+A load creates a staging table (unique name, expiring after a few hours as a safety net),
+sends each chunk as one Parquet load job (in-memory buffer, WRITE_APPEND: no Cloud Storage,
+no streaming inserts), and only when the stream is exhausted adds the new columns to the
+target and runs one multi-statement transaction (DELETE the loaded partitions [and, for
+upsert, the staged keys], INSERT ... SELECT FROM staging). The staging table is dropped
+afterwards, also on failure. Partition decorators are not used.
+
+The endpoint is the only thing that differs for tests (a local emulator): see
+`bigquery_client(..., api_endpoint=...)`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.cloud import bigquery
+from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
+
+from plex_etl.warehouse.base import (
+    LOADED_AT_COLUMN,
+    PARTITION_COLUMN,
+    BatchStream,
+    LoadMode,
+    LoadResult,
+    TargetTable,
+    WarehouseError,
+    check_mode,
+)
+
+log = logging.getLogger(__name__)
+
+STAGING_INFIX = "__staging_"
+STAGING_EXPIRATION = dt.timedelta(hours=6)
+# Types BigQuery can cluster by.
+CLUSTERABLE = {"INT64", "STRING", "DATE", "DATETIME", "TIMESTAMP", "BOOL", "NUMERIC",
+               "BIGNUMERIC", "GEOGRAPHY"}
+_ALIASES = {
+    "INTEGER": "INT64",
+    "FLOAT": "FLOAT64",
+    "BOOLEAN": "BOOL",
+    "DECIMAL": "NUMERIC",
+    "BIGDECIMAL": "BIGNUMERIC",
+    "RECORD": "STRUCT",
+}
+_TYPE_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+# Messages of a transaction aborted by a concurrent one (retrying it is safe: the script
+# is idempotent, it re-reads the staging table).
+_CONCURRENT = ("concurrent update", "could not serialize", "transaction is aborted",
+               "failed to commit")
+_TRANSACTION_ATTEMPTS = 3
+
+
+def bigquery_client(
+    project: str,
+    location: str | None,
+    api_endpoint: str | None = None,
+    credentials: Any = None,
+) -> bigquery.Client:
+    """A BigQuery client; `api_endpoint` points it elsewhere (e.g. a local emulator).
+
+    With an endpoint and no credentials the client is anonymous (emulators ignore auth).
+    """
+    kwargs: dict[str, Any] = {"project": project, "location": location}
+    if api_endpoint:
+        from google.api_core.client_options import ClientOptions
+
+        kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
+        if credentials is None:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+    if credentials is not None:
+        kwargs["credentials"] = credentials
+    return bigquery.Client(**kwargs)
+
+
+def parse_type(type_: str) -> tuple[str, int | None, int | None]:
+    """'NUMERIC(20, 0)' -> ('NUMERIC', 20, 0); 'STRING(10)' -> ('STRING', 10, None)."""
+    m = _TYPE_RE.match(type_)
+    if not m:
+        raise ValueError(f"unsupported BigQuery column type {type_!r}")
+    base = m.group(1).upper()
+    base = _ALIASES.get(base, base)
+    p = int(m.group(2)) if m.group(2) else None
+    s = int(m.group(3)) if m.group(3) else None
+    return base, p, s
+
+
+def normalize_type(type_: str) -> str:
+    """Canonical spelling of a BigQuery column type: 'numeric(20,0)' -> 'NUMERIC(20, 0)'."""
+    base, p, s = parse_type(type_)
+    if p is None:
+        return base
+    return f"{base}({p})" if s is None else f"{base}({p}, {s})"
+
+
+def field_type(f: bigquery.SchemaField) -> str:
+    """The type of a schema field, spelled like WarehouseColumn.bigquery_type."""
+    base = _ALIASES.get(f.field_type.upper(), f.field_type.upper())
+    if base in ("NUMERIC", "BIGNUMERIC") and f.precision is not None:
+        return f"{base}({f.precision}, {f.scale or 0})"
+    if base in ("STRING", "BYTES") and f.max_length is not None:
+        return f"{base}({f.max_length})"
+    if f.mode == "REPEATED":
+        return f"ARRAY<{base}>"
+    return base
+
+
+def schema_field(name: str, type_: str, mode: str = "NULLABLE") -> bigquery.SchemaField:
+    base, p, s = parse_type(type_)
+    kwargs: dict[str, Any] = {}
+    if base in ("NUMERIC", "BIGNUMERIC"):
+        kwargs.update(precision=p, scale=s if p is not None else None)
+    elif base in ("STRING", "BYTES"):
+        kwargs.update(max_length=p)
+    return bigquery.SchemaField(name, base, mode=mode, **kwargs)
+
+
+def _q(identifier: str) -> str:
+    if "`" in identifier or "\\" in identifier:
+        raise WarehouseError(f"invalid BigQuery identifier {identifier!r}")
+    return f"`{identifier}`"
+
+
+class BigQueryWarehouse:
+    """Warehouse in BigQuery (production)."""
+
+    kind = "bigquery"
+
+    def __init__(
+        self,
+        client: bigquery.Client,
+        location: str | None = None,
+        *,
+        retry: Retry = DEFAULT_RETRY,
+        job_retry: Retry | None = DEFAULT_JOB_RETRY,
+        job_timeout: float | None = None,
+        staging_expiration: dt.timedelta = STAGING_EXPIRATION,
+    ) -> None:
+        self.client = client
+        self.project = client.project
+        self.location = location or client.location
+        self.retry = retry
+        self.job_retry = job_retry
+        self.job_timeout = job_timeout
+        self.staging_expiration = staging_expiration
+
+    def __repr__(self) -> str:
+        return f"BigQueryWarehouse(project={self.project!r}, location={self.location!r})"
+
+    # ------------------------------------------------------------------ plumbing
+    def _table_id(self, dataset: str, table: str) -> str:
+        return f"{self.project}.{dataset}.{table}"
+
+    def _ref(self, dataset: str, table: str) -> str:
+        return _q(self._table_id(dataset, table))
+
+    def _get_table(self, dataset: str, table: str) -> bigquery.Table | None:
+        try:
+            return self.client.get_table(self._table_id(dataset, table), retry=self.retry)
+        except gexc.NotFound:
+            return None
+
+    def _run(self, sql: str, *, job_retry: Retry | str | None = "default") -> Any:
+        job = self.client.query(
+            sql,
+            location=self.location,
+            retry=self.retry,
+            job_retry=self.job_retry if job_retry == "default" else job_retry,
+        )
+        job.result(retry=self.retry, timeout=self.job_timeout)
+        return job
+
+    def _ensure_dataset(self, dataset: str) -> None:
+        ds = bigquery.Dataset(f"{self.project}.{dataset}")
+        if self.location:
+            ds.location = self.location
+        self.client.create_dataset(ds, exists_ok=True, retry=self.retry)
+
+    # ------------------------------------------------------------------ load
+    def load(
+        self,
+        target: TargetTable,
+        batches: Iterable[pa.RecordBatch],
+        start: dt.date,
+        end: dt.date,
+        mode: LoadMode = "replace",
+    ) -> LoadResult:
+        """Stage every batch, then atomically replace partitions [start, end] (inclusive)."""
+        t0 = time.monotonic()
+        name = target.qualified_name
+        check_mode(target, mode)
+        stream = BatchStream(target, batches, start, end)
+        for c in target.columns:
+            try:
+                parse_type(c.bigquery_type)
+            except ValueError as e:
+                raise WarehouseError(f"{name}: column {c.name}: {e}") from e
+        try:
+            existing = self._get_table(target.dataset, target.name)
+            if existing is not None:
+                _check_types(target, existing)  # fail before staging anything
+            self._ensure_dataset(target.dataset)
+            staging_name = f"{target.name}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
+            staging = bigquery.Table(
+                self._table_id(target.dataset, staging_name),
+                schema=[*_staging_fields(target), bigquery.SchemaField(PARTITION_COLUMN, "DATE")],
+            )
+            staging.expires = dt.datetime.now(dt.UTC) + self.staging_expiration
+            staging.description = f"plex_etl staging for {name}; dropped after the load"
+            self.client.create_table(staging, retry=self.retry)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{name}: cannot prepare the load: {_message(e)}") from e
+
+        nbytes = 0
+        try:
+            for batch in stream:
+                nbytes += self._load_chunk(target, staging, batch, stream.chunks)
+            added = self._ensure_target(target)
+            self._replace(target, staging_name, start, end, mode)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{name}: load failed: {_message(e)}") from e
+        finally:
+            try:
+                self.client.delete_table(staging, not_found_ok=True, retry=self.retry)
+            except Exception as e:  # the expiration removes it eventually
+                log.warning("%s: could not drop staging table %s: %s", name, staging_name, e)
+        return LoadResult(
+            rows=stream.rows,
+            bytes=nbytes,
+            chunks=stream.chunks,
+            seconds=time.monotonic() - t0,
+            rows_by_partition=dict(sorted(stream.rows_by_partition.items())),
+            added_columns=added,
+        )
+
+    def _load_chunk(
+        self, target: TargetTable, staging: bigquery.Table, batch: pa.RecordBatch, chunk: int
+    ) -> int:
+        buf = io.BytesIO()
+        pq.write_table(
+            pa.Table.from_batches([batch]), buf, compression="snappy", coerce_timestamps="us"
+        )
+        size = buf.tell()
+        buf.seek(0)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+        )
+        upload: dict[str, Any] = {} if self.job_timeout is None else {"timeout": self.job_timeout}
+        job = self.client.load_table_from_file(
+            buf, staging, job_config=config, size=size, location=self.location, **upload
+        )
+        try:
+            job.result(retry=self.retry, timeout=self.job_timeout)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(
+                f"{target.qualified_name}: Parquet load of chunk {chunk} into staging failed: "
+                f"{_message(e)}"
+            ) from e
+        return size
+
+    def _ensure_target(self, target: TargetTable) -> tuple[str, ...]:
+        """Create the target table, or add its missing columns; returns the added ones."""
+        table = self._get_table(target.dataset, target.name)
+        if table is None:
+            table = bigquery.Table(
+                self._table_id(target.dataset, target.name),
+                schema=[
+                    *_data_fields(target),
+                    bigquery.SchemaField(PARTITION_COLUMN, "DATE", mode="REQUIRED"),
+                    bigquery.SchemaField(LOADED_AT_COLUMN, "TIMESTAMP"),
+                ],
+            )
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=PARTITION_COLUMN
+            )
+            cluster = _clustering(target)
+            if cluster:
+                table.clustering_fields = cluster
+            if target.description:
+                table.description = target.description
+            try:
+                self.client.create_table(table, retry=self.retry)
+                return ()
+            except gexc.Conflict:  # created meanwhile by a concurrent load
+                table = self._get_table(target.dataset, target.name)
+                if table is None:
+                    raise WarehouseError(
+                        f"{target.qualified_name}: table vanished while being created"
+                    ) from None
+        _check_types(target, table)
+        have = {f.name for f in table.schema}
+        new = [f for f in _data_fields(target) if f.name not in have]
+        changed = []
+        if new:
+            table.schema = [*table.schema, *new]
+            changed.append("schema")
+        if target.description and table.description != target.description:
+            table.description = target.description
+            changed.append("description")
+        if changed:
+            self.client.update_table(table, changed, retry=self.retry)
+        return tuple(f.name for f in new)
+
+    def _replace(
+        self, target: TargetTable, staging_name: str, start: dt.date, end: dt.date, mode: str
+    ) -> None:
+        ref = self._ref(target.dataset, target.name)
+        stg = self._ref(target.dataset, staging_name)
+        cols = [_q(c.name) for c in target.columns]
+        part = _q(PARTITION_COLUMN)
+        where = f"{part} BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}'"
+        source = stg
+        if mode == "upsert":
+            keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
+            where += f" OR EXISTS (SELECT 1 FROM {stg} s WHERE {keys})"
+            pk = ", ".join(_q(k) for k in target.primary_key)
+            # A key staged twice lands once (the row of the latest partition).
+            source = (
+                f"(SELECT * FROM {stg} WHERE TRUE QUALIFY ROW_NUMBER() OVER "
+                f"(PARTITION BY {pk} ORDER BY {part} DESC) = 1)"
+            )
+        column_list = ", ".join([*cols, part])
+        # JSON is staged as STRING (BigQuery cannot load JSON from Parquet): parse it here.
+        select_list = ", ".join(
+            [
+                *(
+                    f"PARSE_JSON({_q(c.name)})" if _is_json(c.bigquery_type) else _q(c.name)
+                    for c in target.columns
+                ),
+                part,
+            ]
+        )
+        sql = (
+            "BEGIN TRANSACTION;\n"
+            f"DELETE FROM {ref} t WHERE {where};\n"
+            f"INSERT INTO {ref} ({column_list}, {_q(LOADED_AT_COLUMN)})\n"
+            f"SELECT {select_list}, CURRENT_TIMESTAMP() FROM {source};\n"
+            "COMMIT TRANSACTION;"
+        )
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            try:
+                self._run(sql, job_retry=None)
+                return
+            except gexc.GoogleAPIError as e:
+                text = _message(e).lower()
+                if attempt == _TRANSACTION_ATTEMPTS or not any(c in text for c in _CONCURRENT):
+                    raise
+                log.info("%s: transaction aborted by a concurrent one, retrying: %s",
+                         target.qualified_name, _message(e))
+                time.sleep(2.0 * attempt)
+
+    # ------------------------------------------------------------------ reads
+    def columns(self, dataset: str, table: str) -> dict[str, str] | None:
+        """Column name -> BigQuery type (e.g. 'NUMERIC(20, 0)'), in order; None if absent."""
+        try:
+            t = self._get_table(dataset, table)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{dataset}.{table}: cannot read schema: {_message(e)}") from e
+        if t is None:
+            return None
+        return {f.name: field_type(f) for f in t.schema}
+
+    def count_by_partition(
+        self, dataset: str, table: str, start: dt.date, end: dt.date
+    ) -> dict[dt.date, int]:
+        """Rows per partition date in [start, end] (dates without rows are omitted)."""
+        part = _q(PARTITION_COLUMN)
+        sql = (
+            f"SELECT {part} AS d, COUNT(*) AS n FROM {self._ref(dataset, table)} "
+            f"WHERE {part} BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}' "
+            "GROUP BY d ORDER BY d"
+        )
+        try:
+            if self._get_table(dataset, table) is None:
+                return {}
+            rows = self._run(sql).result(retry=self.retry, timeout=self.job_timeout)
+            return {r["d"]: int(r["n"]) for r in rows}
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{dataset}.{table}: count failed: {_message(e)}") from e
+
+    def query(self, sql: str) -> pa.Table:
+        """Run a BigQuery (GoogleSQL) query and return the rows."""
+        try:
+            job = self._run(sql)
+            return job.to_arrow(create_bqstorage_client=False)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"query failed: {_message(e)}") from e
+
+    # ------------------------------------------------------------------ writes
+    def delete_partitions_before(self, dataset: str, table: str, before: dt.date) -> int:
+        """Delete rows of partitions older than `before`; returns rows deleted."""
+        try:
+            if self._get_table(dataset, table) is None:
+                return 0
+            job = self._run(
+                f"DELETE FROM {self._ref(dataset, table)} "
+                f"WHERE {_q(PARTITION_COLUMN)} < DATE '{before.isoformat()}'",
+                job_retry=None,
+            )
+            return int(job.num_dml_affected_rows or 0)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{dataset}.{table}: delete failed: {_message(e)}") from e
+
+    def create_view(self, dataset: str, name: str, sql: str) -> None:
+        """Create or replace a view from a BigQuery (GoogleSQL) query."""
+        try:
+            self._ensure_dataset(dataset)
+            self._run(f"CREATE OR REPLACE VIEW {self._ref(dataset, name)} AS\n{sql}")
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{dataset}.{name}: cannot create view: {_message(e)}") from e
+
+
+# ---------------------------------------------------------------------- helpers
+def _message(e: gexc.GoogleAPIError) -> str:
+    text = getattr(e, "message", None) or str(e)
+    return text.splitlines()[0][:1000] if text else type(e).__name__
+
+
+def _data_fields(target: TargetTable) -> list[bigquery.SchemaField]:
+    return [schema_field(c.name, c.bigquery_type) for c in target.columns]
+
+
+def _is_json(type_: str) -> bool:
+    return parse_type(type_)[0] == "JSON"
+
+
+def _staging_fields(target: TargetTable) -> list[bigquery.SchemaField]:
+    """The data columns as staged: like the target, but JSON as STRING (batch loads of
+    JSON columns accept only CSV, Avro and JSON files, not Parquet)."""
+    return [
+        schema_field(c.name, "STRING" if _is_json(c.bigquery_type) else c.bigquery_type)
+        for c in target.columns
+    ]
+
+
+def _clustering(target: TargetTable) -> list[str]:
+    types = {c.name: parse_type(c.bigquery_type)[0] for c in target.columns}
+    fields: list[str] = []
+    for key in target.primary_key[:4]:
+        if types.get(key) not in CLUSTERABLE:
+            break  # clustering by a prefix of the key is still useful; a gap is not
+        fields.append(key)
+    return fields
+
+
+def _check_types(target: TargetTable, table: bigquery.Table) -> None:
+    have = {f.name: field_type(f) for f in table.schema}
+    for c in target.columns:
+        old = have.get(c.name)
+        if old is None:
+            continue
+        new = normalize_type(c.bigquery_type)
+        if old != new:
+            raise WarehouseError(
+                f"{target.qualified_name}: column {c.name} has type {old} in BigQuery but "
+                f"{new} in the catalog; type changes are not applied automatically"
+            )

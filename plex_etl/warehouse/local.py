@@ -1,0 +1,345 @@
+"""The local warehouse: one DuckDB file; a dataset is a DuckDB schema.
+
+A load stages the record batches into a Parquet file in a per-load temporary directory
+(one row group per chunk: memory stays flat), and only then opens the DuckDB file to run
+the final step in one transaction (create/evolve the table, DELETE, INSERT ... SELECT FROM
+read_parquet). DuckDB allows one writing process per file, so the file is opened only
+for short steps, with a bounded retry while another process holds the lock: several
+Dagster step processes can load different tables into the same file concurrently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from plex_etl.warehouse.base import (
+    LOADED_AT_COLUMN,
+    PARTITION_COLUMN,
+    BatchStream,
+    LoadMode,
+    LoadResult,
+    TargetTable,
+    WarehouseError,
+    check_mode,
+)
+
+DEFAULT_LOCK_TIMEOUT = 120.0
+_MAX_DUCKDB_DECIMAL = 38
+
+
+def quote(identifier: str) -> str:
+    """A DuckDB quoted identifier."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _is_lock_error(error: Exception) -> bool:
+    text = str(error).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text)
+
+
+class LocalWarehouse:
+    """Warehouse in a DuckDB file (demos, development, tests)."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        staging_dir: str | Path | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        """`path`: the DuckDB file (created on first write). `lock_timeout`: how long to wait
+        while another process holds the file. `staging_dir`: where per-load temporary
+        directories go (default: the system temp dir). `memory_limit`: DuckDB's, e.g. "2GB".
+        """
+        self.path = Path(path)
+        self.memory_limit = memory_limit
+        self.lock_timeout = lock_timeout
+        self.staging_dir = Path(staging_dir) if staging_dir is not None else None
+
+    def __repr__(self) -> str:
+        return f"LocalWarehouse({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ connection
+    @contextmanager
+    def _connect(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the DuckDB file, retrying while another process holds its lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.Error as e:
+                if not _is_lock_error(e):
+                    raise WarehouseError(f"{what}: cannot open {self.path}: {e}") from e
+                if time.monotonic() >= deadline:
+                    raise WarehouseError(
+                        f"{what}: DuckDB file {self.path} stayed locked by another process "
+                        f"for {self.lock_timeout:.0f} s; giving up ({e})"
+                    ) from e
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+        try:
+            # TIMESTAMP WITH TIME ZONE values are instants: never shift them to a local zone.
+            con.execute("SET TimeZone = 'UTC'")
+            # Large INSERT ... SELECT FROM read_parquet need far less memory without it.
+            con.execute("SET preserve_insertion_order = false")
+            if self.memory_limit:
+                con.execute(f"SET memory_limit = {_literal(self.memory_limit)}")
+            yield con
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------------ load
+    def load(
+        self,
+        target: TargetTable,
+        batches: Iterable[pa.RecordBatch],
+        start: dt.date,
+        end: dt.date,
+        mode: LoadMode = "replace",
+    ) -> LoadResult:
+        """Stage every batch, then atomically replace partitions [start, end] (inclusive)."""
+        t0 = time.monotonic()
+        check_mode(target, mode)
+        stream = BatchStream(target, batches, start, end)
+        if self.staging_dir is not None:
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(
+            prefix=f"plex_etl_{target.dataset}_{target.name}_", dir=self.staging_dir
+        ) as tmp:
+            staged = Path(tmp) / "stage.parquet"
+            nbytes = _stage(stream, staged, target)
+            added = self._apply(target, staged if stream.chunks else None, start, end, mode)
+        return LoadResult(
+            rows=stream.rows,
+            bytes=nbytes,
+            chunks=stream.chunks,
+            seconds=time.monotonic() - t0,
+            rows_by_partition=dict(sorted(stream.rows_by_partition.items())),
+            added_columns=added,
+        )
+
+    def _apply(
+        self,
+        target: TargetTable,
+        staged: Path | None,
+        start: dt.date,
+        end: dt.date,
+        mode: LoadMode,
+    ) -> tuple[str, ...]:
+        name = target.qualified_name
+        ref = f"{quote(target.dataset)}.{quote(target.name)}"
+        with self._connect(name) as con:
+            try:
+                con.execute("BEGIN TRANSACTION")
+                added = _ensure_table(con, target)
+                date_range = (
+                    f"{quote(PARTITION_COLUMN)} BETWEEN DATE '{start.isoformat()}' "
+                    f"AND DATE '{end.isoformat()}'"
+                )
+                source = f"read_parquet({_literal(str(staged))})" if staged else None
+                where = date_range
+                if mode == "upsert" and source:
+                    keys = " AND ".join(
+                        f"s.{quote(k)} = {ref}.{quote(k)}" for k in target.primary_key
+                    )
+                    where = f"{date_range} OR EXISTS (SELECT 1 FROM {source} s WHERE {keys})"
+                con.execute(f"DELETE FROM {ref} WHERE {where}")
+                if source:
+                    cols = [c.name for c in target.columns]
+                    insert_cols = ", ".join(
+                        quote(c) for c in [*cols, PARTITION_COLUMN, LOADED_AT_COLUMN]
+                    )
+                    select_cols = ", ".join(
+                        [
+                            *(f"CAST({quote(c.name)} AS {c.local_type})" for c in target.columns),
+                            quote(PARTITION_COLUMN),
+                            "CURRENT_TIMESTAMP",
+                        ]
+                    )
+                    dedup = ""
+                    if mode == "upsert":
+                        pk = ", ".join(quote(k) for k in target.primary_key)
+                        dedup = (
+                            f" QUALIFY row_number() OVER (PARTITION BY {pk} "
+                            f"ORDER BY {quote(PARTITION_COLUMN)} DESC) = 1"
+                        )
+                    con.execute(
+                        f"INSERT INTO {ref} ({insert_cols}) "
+                        f"SELECT {select_cols} FROM {source}{dedup}"
+                    )
+                con.execute("COMMIT")
+                return added
+            except BaseException as e:
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                if isinstance(e, duckdb.Error):
+                    raise WarehouseError(f"{name}: load failed: {e}") from e
+                raise
+
+    # ------------------------------------------------------------------ reads
+    def columns(self, dataset: str, table: str) -> dict[str, str] | None:
+        """Column name -> DuckDB type of an existing table, in order; None if absent."""
+        if not self.path.exists():
+            return None
+        with self._connect(f"{dataset}.{table}") as con:
+            return _columns(con, dataset, table)
+
+    def count_by_partition(
+        self, dataset: str, table: str, start: dt.date, end: dt.date
+    ) -> dict[dt.date, int]:
+        """Rows per partition date in [start, end] (dates without rows are omitted)."""
+        if not self.path.exists():
+            return {}
+        with self._connect(f"{dataset}.{table}") as con:
+            if _columns(con, dataset, table) is None:
+                return {}
+            rows = con.execute(
+                f"SELECT {quote(PARTITION_COLUMN)}, COUNT(*) FROM "
+                f"{quote(dataset)}.{quote(table)} WHERE {quote(PARTITION_COLUMN)} "
+                f"BETWEEN ? AND ? GROUP BY 1 ORDER BY 1",
+                [start, end],
+            ).fetchall()
+        return {d: int(n) for d, n in rows}
+
+    def query(self, sql: str) -> pa.Table:
+        """Run a DuckDB query and return the rows."""
+        with self._connect("query") as con:
+            try:
+                rel = con.sql(sql)
+                if rel is None:  # a statement without a result
+                    return pa.table({})
+                fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+                return fetch()
+            except duckdb.Error as e:
+                raise WarehouseError(f"query failed: {e}") from e
+
+    # ------------------------------------------------------------------ writes
+    def delete_partitions_before(self, dataset: str, table: str, before: dt.date) -> int:
+        """Delete rows of partitions older than `before`; returns rows deleted."""
+        if not self.path.exists():
+            return 0
+        with self._connect(f"{dataset}.{table}") as con:
+            if _columns(con, dataset, table) is None:
+                return 0
+            try:
+                row = con.execute(
+                    f"DELETE FROM {quote(dataset)}.{quote(table)} "
+                    f"WHERE {quote(PARTITION_COLUMN)} < ?",
+                    [before],
+                ).fetchone()
+            except duckdb.Error as e:
+                raise WarehouseError(f"{dataset}.{table}: delete failed: {e}") from e
+        return int(row[0]) if row else 0
+
+    def create_view(self, dataset: str, name: str, sql: str) -> None:
+        """Create or replace a view from a DuckDB query."""
+        with self._connect(f"{dataset}.{name}") as con:
+            try:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(dataset)}")
+                con.execute(f"CREATE OR REPLACE VIEW {quote(dataset)}.{quote(name)} AS {sql}")
+            except duckdb.Error as e:
+                raise WarehouseError(f"{dataset}.{name}: cannot create view: {e}") from e
+
+
+# ---------------------------------------------------------------------- helpers
+def _staging_type(t: pa.DataType) -> pa.DataType:
+    # DuckDB decimals stop at 38 digits and it reads wider Parquet decimals as DOUBLE:
+    # stage them as exact decimal text, cast to the local type on insert.
+    if pa.types.is_decimal(t) and t.precision > _MAX_DUCKDB_DECIMAL:
+        return pa.string()
+    return t
+
+
+def _stage(stream: BatchStream, path: Path, target: TargetTable) -> int:
+    """Write every batch as one row group of a Parquet file; returns its size in bytes."""
+    schema = stream.schema
+    staged_schema = pa.schema([f.with_type(_staging_type(f.type)) for f in schema])
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in stream:
+            if staged_schema != schema:
+                batch = pa.RecordBatch.from_arrays(
+                    [
+                        col if col.type == f.type else col.cast(f.type)
+                        for col, f in zip(batch.columns, staged_schema, strict=True)
+                    ],
+                    schema=staged_schema,
+                )
+            if writer is None:
+                writer = pq.ParquetWriter(path, staged_schema, compression="zstd")
+            writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+    return path.stat().st_size if writer is not None else 0
+
+
+def _canonical_type(con: duckdb.DuckDBPyConnection, type_name: str, table: str) -> str:
+    try:
+        row = con.execute(f"SELECT typeof(CAST(NULL AS {type_name}))").fetchone()
+    except duckdb.Error as e:
+        raise WarehouseError(f"{table}: invalid DuckDB type {type_name!r}: {e}") from e
+    return str(row[0]) if row else type_name
+
+
+def _columns(con: duckdb.DuckDBPyConnection, dataset: str, table: str) -> dict[str, str] | None:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = ? AND table_name = ? "
+        "ORDER BY column_index",
+        [dataset, table],
+    ).fetchall()
+    return {name: str(type_) for name, type_ in rows} if rows else None
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection, target: TargetTable) -> tuple[str, ...]:
+    """Create the table, or check its types and add the missing columns; returns those."""
+    name = target.qualified_name
+    ref = f"{quote(target.dataset)}.{quote(target.name)}"
+    existing = _columns(con, target.dataset, target.name)
+    if existing is None:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(target.dataset)}")
+        defs = [f"{quote(c.name)} {c.local_type}" for c in target.columns]
+        defs += [
+            f"{quote(PARTITION_COLUMN)} DATE NOT NULL",
+            f"{quote(LOADED_AT_COLUMN)} TIMESTAMP WITH TIME ZONE",
+        ]
+        con.execute(f"CREATE TABLE {ref} ({', '.join(defs)})")
+        if target.description:
+            con.execute(f"COMMENT ON TABLE {ref} IS {_literal(target.description)}")
+        return ()
+    if target.description:
+        con.execute(f"COMMENT ON TABLE {ref} IS {_literal(target.description)}")
+    added: list[str] = []
+    for c in target.columns:
+        want = _canonical_type(con, c.local_type, name)
+        have = existing.get(c.name)
+        if have is None:
+            con.execute(f"ALTER TABLE {ref} ADD COLUMN {quote(c.name)} {c.local_type}")
+            added.append(c.name)
+        elif have != want:
+            raise WarehouseError(
+                f"{name}: column {c.name} has type {have} in the warehouse but {want} in the "
+                f"catalog; type changes are not applied automatically"
+            )
+    return tuple(added)

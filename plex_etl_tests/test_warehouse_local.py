@@ -1,0 +1,166 @@
+"""The local (DuckDB) warehouse: shared scenarios plus DuckDB-specific behaviour."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from plex_etl.warehouse import LocalWarehouse, TargetTable, WarehouseColumn, WarehouseError
+from plex_etl_tests import warehouse_scenarios as sc
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> sc.Harness:
+    staging = tmp_path / "staging"
+    wh = LocalWarehouse(tmp_path / "warehouse.duckdb", staging_dir=staging)
+    return sc.Harness(
+        wh=wh,
+        dataset="plex_analytics",
+        staging_leftovers=lambda: sorted(p.name for p in staging.iterdir()),
+    )
+
+
+SCENARIOS = [
+    sc.scenario_create_and_reload,
+    sc.scenario_upsert,
+    sc.scenario_failure_mid_stream,
+    sc.scenario_schema_evolution,
+    sc.scenario_partition_out_of_range,
+    sc.scenario_types_round_trip,
+    sc.scenario_counts_retention_views,
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__.removeprefix("scenario_"))
+def test_scenario(harness: sc.Harness, scenario) -> None:
+    scenario(harness)
+
+
+def test_kind_and_description(harness: sc.Harness) -> None:
+    assert harness.wh.kind == "local"
+    t = sc.simple_target(harness, "described")
+    harness.wh.load(t, [sc.batch(t, sc.D1, sc.people([1]))], sc.D1, sc.D1)
+    got = harness.wh.query(
+        "SELECT comment FROM duckdb_tables() WHERE schema_name = 'plex_analytics' "
+        "AND table_name = 'described'"
+    ).to_pylist()
+    assert got == [{"comment": "test table described"}]
+
+
+def test_failure_in_final_step_rolls_back(harness: sc.Harness) -> None:
+    """The DELETE has run when the INSERT fails: the transaction restores the target."""
+    t = sc.three_partitions(harness, "fragile")
+    before = harness.rows("fragile", loaded_at=True)
+    # Same table, but a value the local type cannot hold (DECIMAL(2,0) overflow on insert).
+    tiny = WarehouseColumn("n", pa.int64(), "NUMERIC(2, 0)", "DECIMAL(2,0)")
+    t2 = TargetTable(t.dataset, t.name, (*t.columns, tiny), t.primary_key)
+    with pytest.raises(WarehouseError, match=r"plex_analytics\.fragile"):
+        harness.wh.load(t2, [sc.batch(t2, sc.D1, [{"id": 1, "name": "x", "n": 1000}])],
+                        sc.D1, sc.D3)
+    assert harness.rows("fragile", loaded_at=True) == before
+    assert harness.wh.columns("plex_analytics", "fragile") == {
+        "id": "BIGINT", "name": "VARCHAR", "_etl_partition_date": "DATE",
+        "_etl_loaded_at": "TIMESTAMP WITH TIME ZONE",
+    }, "the added column must be rolled back too"
+    assert harness.staging_leftovers() == []
+
+
+def test_wide_decimal_is_exact_into_decimal38(harness: sc.Harness) -> None:
+    col = WarehouseColumn("amount", pa.decimal256(50, 10), "BIGNUMERIC(50, 10)", "DECIMAL(38,10)")
+    t = TargetTable("plex_analytics", "wide", (sc.ID, col), ("id",))
+    value = Decimal("1234567890123456789012345678.0123456789")  # 38 digits
+    harness.wh.load(t, [sc.batch(t, sc.D1, [{"id": 1, "amount": value}])], sc.D1, sc.D1)
+    assert harness.rows("wide")[0]["amount"] == value
+
+
+def test_batches_are_matched_by_name_and_cast(harness: sc.Harness) -> None:
+    t = sc.simple_target(harness, "loose")
+    # columns in another order, int32 ids, large strings
+    b = pa.RecordBatch.from_pydict({
+        "_etl_partition_date": pa.array([sc.D1], pa.date32()),
+        "name": pa.array(["a"], pa.large_string()),
+        "id": pa.array([1], pa.int32()),
+    })
+    harness.wh.load(t, [b], sc.D1, sc.D1)
+    assert harness.rows("loose") == [{"id": 1, "name": "a", "_etl_partition_date": sc.D1}]
+    bad = pa.RecordBatch.from_pydict({"id": [2], "_etl_partition_date": [sc.D1]})
+    with pytest.raises(WarehouseError, match=r"plex_analytics\.loose.*missing"):
+        harness.wh.load(t, [bad], sc.D1, sc.D1)
+
+
+def test_lock_held_too_long_gives_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); "
+         "time.sleep(30)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        wh = LocalWarehouse(path, lock_timeout=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(WarehouseError, match="locked by another process"):
+            wh.columns("plex_analytics", "anything")
+        assert time.monotonic() - t0 < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _load_in_child(path: str, table: str, first_id: int) -> None:
+    """Runs in a separate process: a slow stream of 5 chunks into `table`."""
+    wh = LocalWarehouse(path)
+    t = TargetTable("plex_analytics", table, (sc.ID, sc.NAME), ("id",))
+
+    def slow():
+        for i in range(5):
+            time.sleep(0.05)
+            yield sc.batch(t, sc.D1, sc.people(range(first_id + 100 * i, first_id + 100 * i + 100)))
+
+    result = wh.load(t, slow(), sc.D1, sc.D1)
+    assert result.rows == 500
+
+
+def test_two_processes_load_two_tables_into_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.duckdb"
+    ctx = multiprocessing.get_context("spawn")
+    # Hold the file while the children stage: both must wait for the lock, then succeed.
+    holder = duckdb.connect(str(path))
+    children = [
+        ctx.Process(target=_load_in_child, args=(str(path), name, first))
+        for name, first in (("left", 0), ("right", 10_000))
+    ]
+    for p in children:
+        p.start()
+    time.sleep(2.0)
+    holder.close()
+    for p in children:
+        p.join(timeout=120)
+    assert [p.exitcode for p in children] == [0, 0]
+    wh = LocalWarehouse(path)
+    for table, first in (("left", 0), ("right", 10_000)):
+        assert wh.count_by_partition("plex_analytics", table, sc.D1, sc.D1) == {sc.D1: 500}
+        got = wh.query(f"SELECT MIN(id) AS lo, MAX(id) AS hi FROM plex_analytics.{table}")
+        assert got.to_pylist() == [{"lo": first, "hi": first + 499}]
+
+
+def test_invalid_load_arguments(harness: sc.Harness) -> None:
+    t = sc.simple_target(harness, "args")
+    with pytest.raises(WarehouseError, match="mode"):
+        harness.wh.load(t, [], sc.D1, sc.D1, "merge")  # type: ignore[arg-type]
+    with pytest.raises(WarehouseError, match="after end"):
+        harness.wh.load(t, [], sc.D2, sc.D1)
+    reserved = WarehouseColumn("_etl_loaded_at", pa.string(), "STRING", "VARCHAR")
+    with pytest.raises(WarehouseError, match="reserved"):
+        harness.wh.load(TargetTable("plex_analytics", "r", (reserved,)), [], sc.D1, sc.D1)
+    assert harness.wh.columns("plex_analytics", "args") is None
