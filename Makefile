@@ -25,6 +25,7 @@ demo: venv mysql
 	$(BIN)/plex-etl demo-db --scale $(DEMO_SCALE) --source all
 
 test: venv mysql
+	./scripts/setup-bq-emulator.sh
 	$(BIN)/python -m pytest
 
 lint: venv

@@ -8,7 +8,7 @@ file, never the database. Names: `name` is always the MySQL name (used in SQL), 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 

@@ -1,0 +1,219 @@
+"""Read a MySQL source's structure from INFORMATION_SCHEMA into a Catalog.
+
+Only metadata queries, row estimates and small samples (for inferred relationships):
+never a full scan of a table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+
+import sqlalchemy as sa
+
+from plex_etl.catalog.model import Catalog, Column, Index, Relationship, Table
+from plex_etl.catalog.naming import asset_names, warehouse_names
+from plex_etl.catalog.relationships import infer_relationships
+from plex_etl.typemap import TypeMappingError, map_column
+
+
+def _estimate(value: object) -> int:
+    """Two significant digits: InnoDB's estimates drift run to run; a catalog diff should not."""
+    number = int(value or 0)
+    if number < 100:
+        return number
+    digits = len(str(number)) - 2
+    return round(number, -digits)
+
+
+OWN_TABLES = "_plex_etl_*"  # plex_etl's own bookkeeping (the demo marker), never replicated
+
+
+def _selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    if fnmatch.fnmatchcase(name, OWN_TABLES):
+        return False
+    if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+def _json_columns(connection: sa.Connection, database: str) -> set[tuple[str, str]]:
+    """MariaDB stores JSON as LONGTEXT plus a json_valid() check named after the column."""
+    try:
+        rows = connection.execute(
+            sa.text(
+                "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = :db"
+            ),
+            {"db": database},
+        ).all()
+    except sa.exc.DBAPIError:  # MySQL < 8.0.16 has no CHECK_CONSTRAINTS
+        return set()
+    return {
+        (t, c) for t, c, clause in rows if clause and clause.replace(" ", "").lower().startswith("json_valid(")
+    }
+
+
+def read_structure(
+    connection: sa.Connection,
+    source: str,
+    database: str,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    previous: Catalog | None = None,
+) -> Catalog:
+    """Tables, columns, keys and declared foreign keys of `database`.
+
+    Warehouse names recorded in `previous` are kept, so a rediscovery never renames
+    a warehouse table or column silently.
+    """
+    params = {"db": database}
+    table_rows = connection.execute(
+        sa.text(
+            "SELECT TABLE_NAME, ENGINE, TABLE_ROWS, DATA_LENGTH, TABLE_COLLATION "
+            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = :db AND TABLE_TYPE = 'BASE TABLE' "
+            "ORDER BY TABLE_NAME"
+        ),
+        params,
+    ).all()
+    names = [r[0] for r in table_rows if _selected(r[0], include, exclude)]
+    wanted = set(names)
+
+    json_columns = _json_columns(connection, database)
+    columns: dict[str, list[Column]] = defaultdict(list)
+    for row in connection.execute(
+        sa.text(
+            "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, "
+            "COLUMN_DEFAULT, CHARACTER_SET_NAME, COLLATION_NAME, EXTRA, IS_GENERATED "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :db "
+            "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        ),
+        params,
+    ):
+        if row.TABLE_NAME not in wanted:
+            continue
+        is_json = (row.TABLE_NAME, row.COLUMN_NAME) in json_columns
+        columns[row.TABLE_NAME].append(
+            Column(
+                name=row.COLUMN_NAME,
+                ordinal=int(row.ORDINAL_POSITION),
+                column_type="json" if is_json else row.COLUMN_TYPE,
+                data_type="json" if is_json else row.DATA_TYPE,
+                nullable=row.IS_NULLABLE == "YES",
+                default=None if row.COLUMN_DEFAULT in (None, "NULL") else str(row.COLUMN_DEFAULT),
+                charset=row.CHARACTER_SET_NAME,
+                collation=row.COLLATION_NAME,
+                generated=(row.IS_GENERATED or "NEVER") != "NEVER",
+                extra=row.EXTRA or None,
+            )
+        )
+
+    index_columns: dict[tuple[str, str], list[str]] = defaultdict(list)
+    index_unique: dict[tuple[str, str], bool] = {}
+    for row in connection.execute(
+        sa.text(
+            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
+        ),
+        params,
+    ):
+        if row.TABLE_NAME in wanted:
+            key = (row.TABLE_NAME, row.INDEX_NAME)
+            index_columns[key].append(row.COLUMN_NAME)
+            index_unique[key] = int(row.NON_UNIQUE) == 0
+
+    fk_columns: dict[tuple[str, str], list[tuple[str, str, str]]] = defaultdict(list)
+    for row in connection.execute(
+        sa.text(
+            "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, "
+            "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+            "WHERE TABLE_SCHEMA = :db AND REFERENCED_TABLE_NAME IS NOT NULL "
+            "ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION"
+        ),
+        params,
+    ):
+        if row.TABLE_NAME in wanted:
+            fk_columns[(row.TABLE_NAME, row.CONSTRAINT_NAME)].append(
+                (row.COLUMN_NAME, row.REFERENCED_TABLE_NAME, row.REFERENCED_COLUMN_NAME)
+            )
+
+    previous_tables = previous.tables if previous else {}
+    table_names = asset_names(
+        names, existing={n: t.warehouse_name for n, t in previous_tables.items() if t.warehouse_name}
+    )
+    meta = {r[0]: r for r in table_rows}
+    tables: dict[str, Table] = {}
+    for name in names:
+        cols = columns[name]
+        old = previous_tables.get(name)
+        recorded = {c.name: c.warehouse_name for c in old.columns} if old else {}
+        col_names = warehouse_names([c.name for c in cols], existing=recorded)
+        cols = [_with_mapping(name, replace(c, warehouse_name=col_names[c.name])) for c in cols]
+        indexes = tuple(
+            Index(index, tuple(index_columns[(t, index)]), index_unique[(t, index)])
+            for (t, index) in sorted(index_columns)
+            if t == name
+        )
+        primary = next((i.columns for i in indexes if i.name == "PRIMARY"), ())
+        _, engine, rows, data_length, collation = meta[name]
+        tables[name] = Table(
+            name=name,
+            columns=tuple(cols),
+            primary_key=primary,
+            unique_keys=tuple(i.columns for i in indexes if i.unique and i.name != "PRIMARY"),
+            indexes=indexes,
+            engine=engine,
+            row_estimate=_estimate(rows),
+            data_bytes=_estimate(data_length),
+            warehouse_name=table_names[name],
+            charset=collation.split("_")[0] if collation else None,
+        )
+
+    relationships = tuple(
+        Relationship(
+            name=constraint,
+            table=table,
+            columns=tuple(c for c, _, _ in parts),
+            referenced_table=parts[0][1],
+            referenced_columns=tuple(r for _, _, r in parts),
+        )
+        for (table, constraint), parts in sorted(fk_columns.items())
+    )
+    version = connection.execute(sa.text("SELECT VERSION()")).scalar()
+    return Catalog(
+        source=source, database=database, tables=tables, relationships=relationships,
+        server_version=str(version),
+    )
+
+
+def _with_mapping(table: str, column: Column) -> Column:
+    """Record the mapped types in the catalog so reviewers see them next to the MySQL type."""
+    try:
+        mapped = map_column(column)
+    except TypeMappingError as exc:
+        raise TypeMappingError(f"table {table}: {exc}") from None
+    return replace(
+        column,
+        arrow_type=str(mapped.arrow_type),
+        bigquery_type=mapped.bigquery_type,
+        local_type=mapped.local_type,
+    )
+
+
+def discover(
+    connection: sa.Connection,
+    source: str,
+    database: str,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    previous: Catalog | None = None,
+    infer: bool = True,
+) -> Catalog:
+    """The full catalog: structure, declared relationships, and inferred ones for the rest."""
+    catalog = read_structure(connection, source, database, include, exclude, previous)
+    if not infer:
+        return catalog
+    inferred = infer_relationships(connection, catalog)
+    return replace(catalog, relationships=catalog.relationships + tuple(inferred))

@@ -1,0 +1,359 @@
+"""The hand-owned load plan of a source: which tables, how each is partitioned, how often.
+
+`<source>.plan.yaml` in the config directory. `plex-etl discover` appends proposed entries
+for tables the plan does not mention yet (marked `proposed: true`) and never rewrites
+what is there, so comments and decisions survive. Strategies (see DESIGN.md):
+
+- `event`: the partition for day D holds rows whose date expression falls on D; the
+  expression is one column or the COALESCE of `date_columns`, in order;
+- `child`: rows whose parent, reached through the relationship `parent` (and its own
+  parent, when the parent is itself a child), is in D;
+- `upsert`: rows created or modified on D (`COALESCE(modified_column, created_column)`),
+  merged by primary key;
+- `snapshot`: the whole table as read when materialized; only today's partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from plex_etl.catalog.model import Catalog, Table
+
+STRATEGIES = ("event", "child", "upsert", "snapshot")
+# How often each tier is refreshed (cron, in the source's time zone): the old system's tiers.
+TIERS: dict[str, str] = {
+    "critical": "0 */4 * * *",
+    "high": "0 */6 * * *",
+    "standard": "0 */8 * * *",
+    "app_orders": "0 */2 * * *",
+    "master_daily": "0 6 * * *",
+    "master_weekly": "0 3 * * 0",
+}
+DATE_TYPES = ("date", "datetime", "timestamp")
+
+
+class PlanError(ValueError):
+    """The plan file contradicts itself or the catalog; the message names table and field."""
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    table: str
+    include: bool = True
+    strategy: str = "snapshot"
+    date_columns: tuple[str, ...] = ()
+    parent: str | None = None
+    created_column: str | None = None
+    modified_column: str | None = None
+    tier: str = "master_daily"
+    chunk_rows: int = 200_000
+    lookback_days: int | None = None
+    type_overrides: dict[str, str] = field(default_factory=dict)
+    proposed: bool = False
+    note: str | None = None
+
+    @property
+    def partition_columns(self) -> tuple[str, ...]:
+        """The columns whose COALESCE decides a row's day (event and upsert)."""
+        if self.strategy == "upsert":
+            return tuple(c for c in (self.modified_column, self.created_column) if c)
+        return self.date_columns
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    source: str
+    tables: dict[str, TablePlan]
+    lookback_days: int = 3
+    weekly_catchup_days: int = 7
+    snapshot_retention_days: int = 90
+    tier_lookback_days: dict[str, int] = field(default_factory=dict)
+    first_day: dt.date = dt.date(2020, 1, 1)  # the oldest daily partition
+
+    @property
+    def included(self) -> list[TablePlan]:
+        return [p for p in self.tables.values() if p.include]
+
+    def lookback_for(self, plan: TablePlan) -> int:
+        if plan.lookback_days is not None:
+            return plan.lookback_days
+        return self.tier_lookback_days.get(plan.tier, self.lookback_days)
+
+
+_TABLE_KEYS = {
+    "include", "strategy", "date_columns", "parent", "created_column", "modified_column", "tier",
+    "chunk_rows", "lookback_days", "type_overrides", "proposed", "note",
+}
+
+
+def _table_plan(name: str, raw: dict[str, Any], where: str) -> TablePlan:
+    raw = raw or {}
+    unknown = set(raw) - _TABLE_KEYS
+    if unknown:
+        raise PlanError(f"{where}: table {name}: unknown keys {sorted(unknown)}")
+    dates = raw.get("date_columns") or ()
+    return TablePlan(
+        table=name,
+        include=bool(raw.get("include", True)),
+        strategy=str(raw.get("strategy", "snapshot")),
+        date_columns=(dates,) if isinstance(dates, str) else tuple(dates),
+        parent=raw.get("parent"),
+        created_column=raw.get("created_column"),
+        modified_column=raw.get("modified_column"),
+        tier=str(raw.get("tier", "master_daily")),
+        chunk_rows=int(raw.get("chunk_rows", 200_000)),
+        lookback_days=raw.get("lookback_days"),
+        type_overrides=dict(raw.get("type_overrides") or {}),
+        proposed=bool(raw.get("proposed", False)),
+        note=raw.get("note"),
+    )
+
+
+def load_plan(path: Path, source: str) -> SourcePlan:
+    if not path.exists():
+        return SourcePlan(source=source, tables={})
+    raw = yaml.safe_load(path.read_text()) or {}
+    defaults = raw.get("defaults") or {}
+    tables = {n: _table_plan(n, body, str(path)) for n, body in (raw.get("tables") or {}).items()}
+    return SourcePlan(
+        source=source,
+        tables=tables,
+        lookback_days=int(defaults.get("lookback_days", 3)),
+        weekly_catchup_days=int(defaults.get("weekly_catchup_days", 7)),
+        snapshot_retention_days=int(defaults.get("snapshot_retention_days", 90)),
+        tier_lookback_days={str(k): int(v) for k, v in (defaults.get("tier_lookback_days") or {}).items()},
+        first_day=dt.date.fromisoformat(str(defaults.get("first_day", "2020-01-01"))),
+    )
+
+
+def validate(plan: SourcePlan, catalog: Catalog) -> None:
+    """Raise PlanError listing every inconsistency between plan and catalog."""
+    errors: list[str] = []
+    for p in plan.tables.values():
+        where = f"{plan.source}.plan: table {p.table}"
+        if p.table not in catalog.tables:
+            if p.include:
+                errors.append(f"{where}: not in the catalog (dropped from MySQL? set include: false)")
+            continue
+        if not p.include:
+            continue
+        table = catalog.tables[p.table]
+        if p.strategy not in STRATEGIES:
+            errors.append(f"{where}: strategy {p.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if p.tier not in TIERS:
+            errors.append(f"{where}: tier {p.tier!r} is not one of {', '.join(TIERS)}")
+        if p.chunk_rows <= 0:
+            errors.append(f"{where}: chunk_rows must be positive")
+        for column in (*p.partition_columns, *p.type_overrides):
+            if column not in table.column_names:
+                errors.append(f"{where}: column {column!r} does not exist")
+        if p.strategy == "event" and not p.date_columns:
+            errors.append(f"{where}: strategy event needs date_columns")
+        if p.strategy == "upsert":
+            if not p.partition_columns:
+                errors.append(f"{where}: strategy upsert needs created_column and/or modified_column")
+            if not table.primary_key:
+                errors.append(f"{where}: strategy upsert needs a primary key")
+        for column in p.partition_columns:
+            if column in table.column_names and table.column(column).data_type not in DATE_TYPES:
+                errors.append(f"{where}: column {column!r} is {table.column(column).column_type}, not a date")
+        if p.strategy == "child":
+            errors.extend(_child_errors(plan, catalog, p, where))
+    if errors:
+        raise PlanError("invalid plan:\n  " + "\n  ".join(errors))
+
+
+def _child_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) -> list[str]:
+    if not p.parent:
+        return [f"{where}: strategy child needs parent (a relationship name)"]
+    try:
+        rel = catalog.relationship(p.parent)
+    except KeyError:
+        return [f"{where}: parent relationship {p.parent!r} not found in the catalog"]
+    if rel.table != p.table:
+        return [f"{where}: relationship {p.parent} belongs to {rel.table}, not {p.table}"]
+    parent_plan = plan.tables.get(rel.referenced_table)
+    if parent_plan is None or parent_plan.strategy not in ("event", "child", "upsert"):
+        return [f"{where}: parent table {rel.referenced_table} must be planned as event, child or upsert"]
+    parent = catalog.tables.get(rel.referenced_table)
+    if parent is None:
+        return [f"{where}: parent table {rel.referenced_table} is not in the catalog"]
+    keys = {parent.primary_key, *parent.unique_keys}
+    if rel.referenced_columns not in keys:
+        return [f"{where}: {p.parent} must reference a primary or unique key of {parent.name}"]
+    seen = {p.table}
+    current = parent_plan
+    while current.strategy == "child":
+        if current.table in seen:
+            return [f"{where}: parent chain loops back to {current.table}"]
+        seen.add(current.table)
+        nxt = catalog.relationship(current.parent or "").referenced_table
+        current = plan.tables[nxt]
+    return []
+
+
+def child_chain(plan: SourcePlan, catalog: Catalog, table: str) -> list[tuple[str, str]]:
+    """The (relationship, referenced table) hops from a child to the table that holds the date."""
+    hops = []
+    current = plan.tables[table]
+    while current.strategy == "child":
+        rel = catalog.relationship(current.parent or "")
+        hops.append((rel.name, rel.referenced_table))
+        current = plan.tables[rel.referenced_table]
+    return hops
+
+
+# --- proposals -------------------------------------------------------------------------
+
+_EVENT_NAMES = ("emision", "fechahora", "fecha", "fechaemision", "fechacompra", "created_at", "created")
+_CREATED = re.compile(r"(alta|created|creacion|insert)", re.IGNORECASE)
+_MODIFIED = re.compile(r"(modific|updated|modified|changed|ultimacambio)", re.IGNORECASE)
+_DATE_LIKE = re.compile(r"(fecha|emision|date|created|updated|modified)", re.IGNORECASE)
+
+
+def chunk_rows_for(rows: int) -> int:
+    """The old system's chunk sizes by volume."""
+    if rows >= 30_000_000:
+        return 50_000
+    if rows >= 1_000_000:
+        return 100_000
+    return 200_000
+
+
+def tier_for(strategy: str, rows: int) -> str:
+    """The old system's volume thresholds."""
+    if strategy == "snapshot":
+        return "master_weekly" if rows < 1_000 else "master_daily"
+    if rows >= 30_000_000:
+        return "critical"
+    if rows >= 9_000_000:
+        return "high"
+    return "standard"
+
+
+def propose(table: Table, catalog: Catalog, planned: dict[str, TablePlan]) -> TablePlan:
+    """A first plan for a new table, from its date columns, relationships and volume."""
+    dates = [c for c in table.columns if c.data_type in DATE_TYPES and _DATE_LIKE.search(c.name)]
+    created = next((c.name for c in dates if _CREATED.search(c.name)), None)
+    modified = next((c.name for c in dates if _MODIFIED.search(c.name)), None)
+    rows = table.row_estimate
+    note = None
+    if modified and table.primary_key:
+        plan = TablePlan(table.name, strategy="upsert", created_column=created, modified_column=modified)
+    elif dates:
+        ranked = sorted(
+            dates, key=lambda c: (_EVENT_NAMES.index(c.name.lower()) if c.name.lower() in _EVENT_NAMES
+                                  else len(_EVENT_NAMES), c.ordinal)
+        )
+        plan = TablePlan(table.name, strategy="event", date_columns=(ranked[0].name,))
+        if ranked[0].nullable:
+            note = f"rows whose {ranked[0].name} is NULL belong to no day and are not loaded"
+    else:
+        parent = _parent_relationship(table, catalog, planned)
+        if parent:
+            plan = TablePlan(table.name, strategy="child", parent=parent)
+        else:
+            plan = TablePlan(table.name, strategy="snapshot")
+            note = "no date column or dated parent found: whole table each day"
+    return TablePlan(
+        **{
+            **plan.__dict__,
+            "tier": tier_for(plan.strategy, rows),
+            "chunk_rows": chunk_rows_for(rows),
+            "proposed": True,
+            "note": note,
+        }
+    )
+
+
+def _parent_relationship(table: Table, catalog: Catalog, planned: dict[str, TablePlan]) -> str | None:
+    """A relationship over NOT NULL columns to a dated table: a child row always has a parent."""
+    for rel in sorted(catalog.relationships_of(table.name), key=lambda r: (r.inferred, r.name)):
+        parent = planned.get(rel.referenced_table)
+        if parent is None or parent.strategy not in ("event", "child", "upsert") or rel.self_referencing:
+            continue
+        if all(not table.column(c).nullable for c in rel.columns):
+            return rel.name
+    return None
+
+
+def propose_missing(plan: SourcePlan, catalog: Catalog) -> list[TablePlan]:
+    """Proposals for catalog tables the plan does not mention; dated parents first."""
+    planned = dict(plan.tables)
+    proposals: list[TablePlan] = []
+    pending = [t for n, t in sorted(catalog.tables.items()) if n not in planned]
+    # Tables with their own dates first, so children can attach to parents proposed in this run.
+    for _ in range(len(pending) + 1):
+        progress = False
+        for table in list(pending):
+            proposal = propose(table, catalog, planned)
+            if proposal.strategy == "snapshot" and any(
+                r.referenced_table in {t.name for t in pending} for r in catalog.relationships_of(table.name)
+            ):
+                continue  # its parent may still become dated in a later pass
+            planned[table.name] = proposal
+            proposals.append(proposal)
+            pending.remove(table)
+            progress = True
+        if not progress:
+            break
+    for table in pending:
+        proposal = propose(table, catalog, planned)
+        planned[table.name] = proposal
+        proposals.append(proposal)
+    return proposals
+
+
+def render_entry(p: TablePlan) -> str:
+    """YAML for one plan entry, indented under `tables:`."""
+    body: dict[str, Any] = {"include": p.include, "strategy": p.strategy}
+    if p.date_columns:
+        body["date_columns"] = list(p.date_columns)
+    for key in ("parent", "created_column", "modified_column"):
+        if getattr(p, key):
+            body[key] = getattr(p, key)
+    body["tier"] = p.tier
+    body["chunk_rows"] = p.chunk_rows
+    if p.type_overrides:
+        body["type_overrides"] = dict(p.type_overrides)
+    if p.proposed:
+        body["proposed"] = True
+    if p.note:
+        body["note"] = p.note
+    text = yaml.safe_dump({p.table: body}, sort_keys=False, allow_unicode=True, width=120)
+    return "".join("  " + line + "\n" for line in text.splitlines())
+
+
+PLAN_HEADER = """\
+# Load plan for source {source}: hand-owned. `plex-etl discover` appends entries for new
+# tables (proposed: true) and never changes what is written here. Review a proposal, then
+# delete its `proposed` line. Strategies: event | child | upsert | snapshot (see DESIGN.md);
+# tiers: {tiers}.
+defaults:
+  first_day: 2020-01-01     # the oldest daily partition
+  lookback_days: 3          # partitions re-loaded at every tick of a tier
+  weekly_catchup_days: 7    # partitions re-loaded by the weekly catch-up
+  snapshot_retention_days: 90
+  tier_lookback_days: {{}}    # e.g. {{critical: 2}}
+tables:
+"""
+
+
+def append_proposals(path: Path, source: str, proposals: list[TablePlan]) -> None:
+    """Write proposals at the end of the plan (creating it with its header if absent)."""
+    if not path.exists():
+        path.write_text(PLAN_HEADER.format(source=source, tiers=", ".join(TIERS)))
+    text = path.read_text()
+    if not text.endswith("\n"):
+        text += "\n"
+    if not re.search(r"^tables:", text, re.MULTILINE):
+        text += "tables:\n"
+    elif re.search(r"^tables:\s*\{\s*\}\s*$", text, re.MULTILINE):
+        text = re.sub(r"^tables:\s*\{\s*\}\s*$", "tables:", text, flags=re.MULTILINE)
+    path.write_text(text + "".join(render_entry(p) for p in proposals))

@@ -1,0 +1,86 @@
+"""Where a source's catalog and plan live, and the `discover` workflow that writes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from plex_etl.catalog.discover import discover
+from plex_etl.catalog.model import Catalog, dump_catalog, load_catalog
+from plex_etl.catalog.plan import SourcePlan, append_proposals, load_plan, propose_missing, validate
+from plex_etl.catalog.report import catalog_markdown, diff_catalogs
+from plex_etl.mysql import connect
+from plex_etl.sources import Source, config_dir
+
+
+def catalog_path(source: str, directory: Path | None = None) -> Path:
+    return (directory or config_dir()) / f"{source}.catalog.yaml"
+
+
+def plan_path(source: str, directory: Path | None = None) -> Path:
+    return (directory or config_dir()) / f"{source}.plan.yaml"
+
+
+def load_source_catalog(source: str, directory: Path | None = None) -> tuple[Catalog, SourcePlan]:
+    """The committed catalog and plan of a source, checked against each other."""
+    path = catalog_path(source, directory)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no catalog for source '{source}' at {path}: run `plex-etl discover --source {source}`"
+        )
+    catalog = load_catalog(path)
+    plan = load_plan(plan_path(source, directory), source)
+    validate(plan, catalog)
+    return catalog, plan
+
+
+@dataclass(frozen=True)
+class DiscoveryReport:
+    catalog: Catalog
+    changes: list[str]
+    proposals: list[str]
+
+
+def run_discover(
+    source: Source,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    directory: Path | None = None,
+    docs_directory: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> DiscoveryReport:
+    """Rewrite the catalog from the database, append plan proposals, print what changed."""
+    path = catalog_path(source.name, directory)
+    previous = load_catalog(path) if path.exists() else None
+    with connect(source) as connection:
+        catalog = discover(connection, source.name, source.database, include, exclude, previous)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dump_catalog(catalog, path)
+    changes = diff_catalogs(previous, catalog)
+
+    plans = plan_path(source.name, directory)
+    plan = load_plan(plans, source.name)
+    proposals = propose_missing(plan, catalog)
+    if proposals:
+        append_proposals(plans, source.name, proposals)
+        plan = load_plan(plans, source.name)
+        missing = [p.table for p in proposals if p.table not in plan.tables]
+        if missing:
+            raise RuntimeError(f"{plans}: proposals did not land under `tables:` for {missing}")
+    if docs_directory is not None:
+        docs_directory.mkdir(parents=True, exist_ok=True)
+        (docs_directory / f"{source.name}.md").write_text(catalog_markdown(catalog, plan))
+
+    declared = sum(1 for r in catalog.relationships if not r.inferred)
+    inferred = len(catalog.relationships) - declared
+    log(f"{source.describe()}: {len(catalog.tables)} tables, "
+        f"{sum(len(t.columns) for t in catalog.tables.values())} columns")
+    log(f"{declared} declared relationships, {inferred} inferred")
+    for change in changes:
+        log(f"  changed: {change}")
+    if previous is not None and not changes:
+        log("  no structural change since the last catalog")
+    for p in proposals:
+        log(f"  proposed plan for {p.table}: {p.strategy}, tier {p.tier}")
+    return DiscoveryReport(catalog, changes, [p.table for p in proposals])

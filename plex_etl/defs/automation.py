@@ -1,0 +1,72 @@
+"""Freshness tiers as declarative automation.
+
+Each tier (plan file) has a cron. At every tick of its tier, a table re-loads the last
+`lookback` daily partitions (default 3, per source, tier or table in the plan), which
+also picks up late changes to recent days; once a week (Sunday 02:00) every dated table
+re-loads the last `weekly_catchup_days` partitions. Snapshot tables only ever load today.
+The automation sensor that evaluates these conditions is RUNNING by default.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from plex_etl.catalog.plan import TIERS, SourcePlan, TablePlan
+from plex_etl.sources import Source
+
+WEEKLY_CATCHUP_CRON = "0 2 * * 0"
+AUTOMATION_SENSOR = "plex_etl_automation"
+
+
+def window(days: int) -> dg.AutomationCondition:
+    """The latest `days` daily partitions (today included)."""
+    # in_latest_time_window counts back from the end of today's partition; a delta of
+    # N days therefore covers exactly N partitions.
+    return dg.AutomationCondition.in_latest_time_window(lookback_delta=dt.timedelta(days=days))
+
+
+def reload_on(cron: str, time_zone: str, days: int) -> dg.AutomationCondition:
+    return (
+        dg.AutomationCondition.cron_tick_passed(cron, time_zone).since_last_handled()
+        & window(days)
+    )
+
+
+def table_condition(source: Source, plan: SourcePlan, table: TablePlan) -> dg.AutomationCondition:
+    cron = TIERS[table.tier]
+    if table.strategy == "snapshot":
+        condition = reload_on(cron, source.time_zone, 1)
+    else:
+        condition = reload_on(cron, source.time_zone, plan.lookback_for(table)) | reload_on(
+            WEEKLY_CATCHUP_CRON, source.time_zone, plan.weekly_catchup_days
+        )
+    return (
+        condition
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.backfill_in_progress()
+    ).with_label(f"tier {table.tier} ({cron})")
+
+
+def freshness_policy(table: TablePlan) -> dg.FreshnessPolicy:
+    """Warn when a table misses one tick of its tier, fail when it misses two."""
+    interval = tier_interval(table.tier)
+    return dg.FreshnessPolicy.time_window(fail_window=interval * 2 + dt.timedelta(hours=1), warn_window=interval)
+
+
+def tier_interval(tier: str) -> dt.timedelta:
+    _minute, hour, _day, _month, weekday = TIERS[tier].split()
+    if weekday != "*":
+        return dt.timedelta(days=7)
+    if hour.startswith("*/"):
+        return dt.timedelta(hours=int(hour[2:]))
+    return dt.timedelta(days=1)
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Evaluates each table's tier condition: reloads the lookback window at every tick.",
+    )

@@ -1,0 +1,103 @@
+"""Asset checks: the warehouse agrees with the catalog (schema) and with MySQL (row counts)."""
+
+import re
+
+import dagster as dg
+
+from plex_etl.extract.spec import ReplicatedTable
+from plex_etl.extract.stream import PartitionStream
+from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
+
+SCHEMA_CHECK = "schema_matches_catalog"
+ROW_COUNT_CHECK = "row_count_matches_mysql"
+
+_SYNONYMS = {
+    "INTEGER": "INT64", "INT": "INT64", "BIGINT": "INT64", "FLOAT": "FLOAT64", "DOUBLE": "FLOAT64",
+    "BOOLEAN": "BOOL", "TEXT": "VARCHAR", "STRING": "STRING", "BYTEA": "BLOB",
+    "TIMESTAMP_NS": "TIMESTAMP", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def normalise_type(type_name: str) -> str:
+    """One spelling per type, so `NUMERIC(20, 0)` equals `NUMERIC(20,0)` and INTEGER equals INT64."""
+    text = re.sub(r"\s*([(),])\s*", r"\1", type_name.strip().upper())
+    base, _, rest = text.partition("(")
+    return _SYNONYMS.get(base, base) + (f"({rest}" if rest else "")
+
+
+def expected_columns(spec: ReplicatedTable, kind: str) -> dict[str, str]:
+    columns = {
+        c.name: (c.bigquery_type if kind == "bigquery" else c.local_type) for c in spec.target.columns
+    }
+    columns[PARTITION_COLUMN] = "DATE"
+    columns[LOADED_AT_COLUMN] = "TIMESTAMP" if kind == "bigquery" else "TIMESTAMP WITH TIME ZONE"
+    return columns
+
+
+def schema_check(warehouse: Warehouse, spec: ReplicatedTable) -> dg.AssetCheckResult:
+    """The warehouse table has exactly the catalog's mapped columns and types."""
+    actual = warehouse.columns(spec.target.dataset, spec.target.name) or {}
+    expected = expected_columns(spec, warehouse.kind)
+    missing = [c for c in expected if c not in actual]
+    extra = [c for c in actual if c not in expected]
+    retyped = [
+        f"{c}: {actual[c]} (expected {expected[c]})"
+        for c in expected
+        if c in actual and normalise_type(actual[c]) != normalise_type(expected[c])
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing columns: {', '.join(missing)}")
+    if extra:
+        problems.append(f"extra columns (dropped in MySQL?): {', '.join(extra)}")
+    if retyped:
+        problems.append(f"retyped columns: {'; '.join(retyped)}")
+    return dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        passed=not problems,
+        description="; ".join(problems) or f"{len(expected)} columns as in the catalog",
+        metadata={
+            "missing_columns": dg.IntMetadataValue(len(missing)),
+            "extra_columns": dg.IntMetadataValue(len(extra)),
+            "retyped_columns": dg.IntMetadataValue(len(retyped)),
+            "problems": dg.TextMetadataValue("\n".join(problems) or "none"),
+        },
+    )
+
+
+def row_count_check(warehouse: Warehouse, stream: PartitionStream) -> dg.AssetCheckResult:
+    """Rows landed per partition equal the MySQL count taken in the extraction's snapshot."""
+    target = stream.spec.target
+    landed = warehouse.count_by_partition(target.dataset, target.name, stream.start, stream.end)
+    days = sorted(set(landed) | set(stream.snapshot_counts))
+    mismatches = [
+        f"{d}: MySQL {stream.snapshot_counts.get(d, 0):,}, warehouse {landed.get(d, 0):,}"
+        for d in days
+        if stream.snapshot_counts.get(d, 0) != landed.get(d, 0)
+    ]
+    mysql_rows, warehouse_rows = stream.expected_rows, sum(landed.values())
+    return dg.AssetCheckResult(
+        check_name=ROW_COUNT_CHECK,
+        passed=not mismatches,
+        description="; ".join(mismatches[:10]) or f"{mysql_rows:,} rows in MySQL and in the warehouse",
+        metadata={
+            "mysql_rows": dg.IntMetadataValue(mysql_rows),
+            "warehouse_rows": dg.IntMetadataValue(warehouse_rows),
+            "difference": dg.IntMetadataValue(warehouse_rows - mysql_rows),
+            "partitions_checked": dg.IntMetadataValue((stream.end - stream.start).days + 1),
+            "partitions_mismatched": dg.IntMetadataValue(len(mismatches)),
+        },
+    )
+
+
+def table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK, asset=key, blocking=True,
+            description="warehouse columns and types equal the catalog's mapped schema",
+        ),
+        dg.AssetCheckSpec(
+            ROW_COUNT_CHECK, asset=key, blocking=True,
+            description="rows landed per partition equal the count in the extraction's MySQL snapshot",
+        ),
+    ]

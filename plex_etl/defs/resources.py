@@ -1,0 +1,60 @@
+"""Dagster resources: the MySQL sources and the warehouse."""
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from plex_etl.sources import Source, get_source
+from plex_etl.warehouse.base import Warehouse
+
+DEFAULT_LOCAL_WAREHOUSE = "warehouse/plex_etl.duckdb"
+
+
+class MySQLResource(dg.ConfigurableResource):
+    """The MySQL sources of `sources.yaml` (passwords come from the env vars or secrets it names)."""
+
+    sources_file: str | None = Field(
+        default=None, description="Path of sources.yaml; default: the config directory's."
+    )
+
+    def source(self, name: str) -> Source:
+        from pathlib import Path
+
+        return get_source(name, Path(self.sources_file) if self.sources_file else None)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Where tables land: BigQuery when a GCP project is configured, else the local DuckDB file."""
+
+    kind: str = Field(default="auto", description="bigquery, local, or auto (bigquery if project set)")
+    project: str | None = Field(default=None, description="GCP project of the BigQuery dataset")
+    dataset: str = Field(default="plex_analytics", description="BigQuery dataset / local schema")
+    location: str | None = Field(default=None, description="BigQuery location, e.g. US")
+    api_endpoint: str | None = Field(
+        default=None, description="BigQuery API endpoint override (a private endpoint or emulator)"
+    )
+    local_path: str = Field(default=DEFAULT_LOCAL_WAREHOUSE, description="DuckDB file (local kind)")
+
+    @property
+    def resolved_kind(self) -> str:
+        if self.kind == "auto":
+            return "bigquery" if self.project else "local"
+        if self.kind not in ("bigquery", "local"):
+            raise dg.DagsterInvalidConfigError(
+                f"warehouse kind must be bigquery, local or auto, not {self.kind!r}", [], None
+            )
+        return self.kind
+
+    def get(self) -> Warehouse:
+        if self.resolved_kind == "bigquery":
+            from plex_etl.warehouse.bigquery import BigQueryWarehouse, bigquery_client
+
+            if not self.project:
+                raise dg.Failure("the bigquery warehouse needs a GCP project (PLEX_ETL_GCP_PROJECT)")
+            client = bigquery_client(self.project, self.location, self.api_endpoint)
+            return BigQueryWarehouse(client, location=self.location)
+        from plex_etl.warehouse.local import LocalWarehouse
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.local_path)), exist_ok=True)
+        return LocalWarehouse(self.local_path)

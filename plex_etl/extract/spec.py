@@ -1,0 +1,81 @@
+"""A replicated table: the catalog's table, its plan, its mapped types and its warehouse target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plex_etl.catalog.model import Catalog, Relationship, Table
+from plex_etl.catalog.plan import SourcePlan, TablePlan
+from plex_etl.typemap import MappedType, map_column
+from plex_etl.warehouse.base import TargetTable, WarehouseColumn
+
+DEFAULT_DATASET = "plex_analytics"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One join from a child towards the table that holds the partition date."""
+
+    relationship: Relationship
+    table: Table
+
+
+@dataclass(frozen=True)
+class ReplicatedTable:
+    source: str
+    table: Table
+    plan: TablePlan
+    mapped: tuple[MappedType, ...]
+    hops: tuple[Hop, ...]  # child -> ... -> dated ancestor; empty for other strategies
+    dated: TablePlan  # the plan whose partition columns decide the day (itself unless child)
+    target: TargetTable
+    retention_days: int  # snapshots: days of history kept in the warehouse
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def warehouse_table(self) -> str:
+        return self.target.name
+
+
+def warehouse_table_name(source: str, table: Table) -> str:
+    """`<source>_<table>`: the names the analysts' queries already use."""
+    return f"{source}_{table.warehouse_name or table.name}"
+
+
+def replicated_table(
+    catalog: Catalog, plan: SourcePlan, name: str, dataset: str = DEFAULT_DATASET
+) -> ReplicatedTable:
+    table = catalog.table(name)
+    table_plan = plan.tables[name]
+    mapped = tuple(map_column(c, table_plan.type_overrides.get(c.name)) for c in table.columns)
+    hops: list[Hop] = []
+    dated = table_plan
+    while dated.strategy == "child":
+        rel = catalog.relationship(dated.parent or "")
+        hops.append(Hop(rel, catalog.table(rel.referenced_table)))
+        dated = plan.tables[rel.referenced_table]
+    columns = tuple(
+        WarehouseColumn(
+            name=c.warehouse_name or c.name,
+            arrow_type=m.arrow_type,
+            bigquery_type=m.bigquery_type,
+            local_type=m.local_type,
+            nullable=True,  # a MySQL NOT NULL can still yield NULL after a counted fix (zero dates)
+        )
+        for c, m in zip(table.columns, mapped, strict=True)
+    )
+    pk = {c.name: c.warehouse_name or c.name for c in table.columns}
+    target = TargetTable(
+        dataset=dataset,
+        name=warehouse_table_name(catalog.source, table),
+        columns=columns,
+        primary_key=tuple(pk[c] for c in table.primary_key),
+        description=f"{catalog.source}.{name} ({table_plan.strategy}), replicated by plex_etl",
+    )
+    return ReplicatedTable(
+        catalog.source, table, table_plan, mapped, tuple(hops), dated, target,
+        retention_days=plan.snapshot_retention_days,
+    )

@@ -1,0 +1,205 @@
+"""Partitioned table assets stream MySQL partitions into the local warehouse, atomically."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from plex_etl.catalog.store import load_source_catalog
+from plex_etl.extract.spec import replicated_table
+from plex_etl.extract.stream import PartitionStream
+from plex_etl.mysql import create_engine
+from plex_etl.warehouse.local import LocalWarehouse
+from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
+
+DATASET = "plex_analytics"
+
+
+@pytest.fixture(scope="module")
+def env(demo_sources, demo_end_date, tmp_path_factory):
+    warehouse = tmp_path_factory.mktemp("replication") / "warehouse.duckdb"
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_test_databases(patch, demo_sources, warehouse)
+        yield {
+            "defs": build_defs(),
+            "warehouse": LocalWarehouse(warehouse),
+            "plex": create_engine(demo_sources["plex"]),
+            "source": demo_sources["plex"],
+            "day": demo_end_date - dt.timedelta(days=2),
+            "today": demo_end_date,
+        }
+
+
+def warehouse_count(env, table: str, day: dt.date) -> int:
+    return env["warehouse"].count_by_partition(DATASET, f"plex_{table}", day, day).get(day, 0)
+
+
+def checks_passed(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()
+    }
+
+
+def test_event_child_and_grandchild_partitions_equal_mysql(env):
+    day = env["day"]
+    result = materialize(env["defs"], ["plex/factcabecera", "plex/factlineas", "plex/factcoberturas"], day)
+    assert result.success
+    lo, hi = f"'{day}'", f"'{day + dt.timedelta(days=1)}'"
+    expected = {
+        "factcabecera": f"SELECT COUNT(*) FROM factcabecera WHERE Emision >= {lo} AND Emision < {hi}",
+        "factlineas": "SELECT COUNT(*) FROM factlineas l JOIN factcabecera c USING (IDComprobante) "
+        f"WHERE c.Emision >= {lo} AND c.Emision < {hi}",
+        "factcoberturas": "SELECT COUNT(*) FROM factcoberturas f "
+        "JOIN factlineas l ON l.IDComprobante = f.IDComprobante AND l.Orden = f.Orden "
+        f"JOIN factcabecera c ON c.IDComprobante = l.IDComprobante WHERE c.Emision >= {lo} AND c.Emision < {hi}",
+    }
+    for table, sql in expected.items():
+        mysql = mysql_rows(env["plex"], sql)[0][0]
+        assert mysql > 0, table
+        assert warehouse_count(env, table, day) == mysql, table
+    assert all(checks_passed(result).values()), checks_passed(result)
+    metadata = result.asset_materializations_for_node("plex__factlineas")[0].metadata
+    assert metadata["rows"].value == metadata["dagster/row_count"].value == warehouse_count(env, "factlineas", day)
+    assert metadata["chunks"].value >= 1 and metadata["rows_per_second"].value > 0
+    assert "dagster/column_schema" in metadata
+
+
+def test_rematerializing_a_partition_leaves_identical_content(env):
+    day = env["day"] - dt.timedelta(days=1)
+    materialize(env["defs"], ["plex/factlineas"], day)
+    sql = f"SELECT * FROM {DATASET}.plex_factlineas WHERE _etl_partition_date = DATE '{day}'"
+    first = sorted_rows(env["warehouse"].query(sql))
+    materialize(env["defs"], ["plex/factlineas"], day)
+    second = sorted_rows(env["warehouse"].query(sql))
+    assert first == second and len(first) == warehouse_count(env, "factlineas", day)
+
+
+def test_upsert_never_duplicates_a_key(env):
+    day = env["day"]
+    for _ in range(2):
+        materialize(env["defs"], ["plex/apppedidos"], day - dt.timedelta(days=1), day)
+    rows = env["warehouse"].query(
+        f"SELECT COUNT(*) AS n, COUNT(DISTINCT IDPedido) AS k FROM {DATASET}.plex_apppedidos"
+    ).to_pylist()[0]
+    assert rows["n"] == rows["k"] > 0
+    mysql = mysql_rows(
+        env["plex"],
+        f"SELECT COUNT(*) FROM apppedidos WHERE DATE(COALESCE(FechaEstado, Fecha)) = '{day}'",
+    )[0][0]
+    assert warehouse_count(env, "apppedidos", day) == mysql
+
+
+def test_date_range_is_one_run_with_one_materialization_per_day(env):
+    start, end = env["day"] - dt.timedelta(days=3), env["day"]
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(env["defs"], ["plex/asientos", "plex/asientos_detalle"], start, end, instance=instance)
+    assert result.success
+    assert len(instance.get_runs()) == 1
+    days = {m.partition for m in result.asset_materializations_for_node("plex__asientos")}
+    assert days == {(start + dt.timedelta(days=i)).isoformat() for i in range(4)}
+    for i in range(4):
+        day = start + dt.timedelta(days=i)
+        mysql = mysql_rows(
+            env["plex"], f"SELECT COUNT(*) FROM asientos WHERE DATE(FechaHora) = '{day}'"
+        )[0][0]
+        assert warehouse_count(env, "asientos", day) == mysql
+
+
+def test_snapshot_loads_today_only(env):
+    result = materialize(env["defs"], ["plex/stock"], env["today"])
+    assert result.success
+    mysql = mysql_rows(env["plex"], "SELECT COUNT(*) FROM stock")[0][0]
+    assert warehouse_count(env, "stock", env["today"]) == mysql
+    latest = env["warehouse"].query(f"SELECT COUNT(*) AS n FROM {DATASET}.plex_stock_latest").to_pylist()
+    assert latest[0]["n"] == mysql
+    failed = materialize(env["defs"], ["plex/stock"], env["day"], raise_on_error=False)
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "only today's partition" in str(failure.event_specific_data.error.message)
+
+
+@pytest.mark.parametrize("fail_after", ["first", "middle", "last"])
+def test_failure_after_chunk_k_leaves_the_target_untouched(env, fail_after):
+    catalog, plan = load_source_catalog("plex")
+    small = replace(plan, tables={**plan.tables, "factlineas": replace(plan.tables["factlineas"], chunk_rows=40)})
+    spec = replicated_table(catalog, small, "factlineas")
+    day = env["day"]
+    materialize(env["defs"], ["plex/factlineas"], day)
+    sql = f"SELECT * FROM {DATASET}.plex_factlineas"
+    before = sorted_rows(env["warehouse"].query(sql), drop=())
+    stream = PartitionStream(env["source"], spec, day, day)
+    chunks = max(3, -(-warehouse_count(env, "factlineas", day) // 40))
+    k = {"first": 1, "middle": chunks // 2, "last": chunks}[fail_after]
+
+    def failing():
+        for i, batch in enumerate(stream, start=1):
+            yield batch
+            if i == k:
+                raise RuntimeError(f"injected failure after chunk {k}")
+
+    with pytest.raises(RuntimeError, match="injected failure"):
+        env["warehouse"].load(spec.target, failing(), day, day)
+    assert sorted_rows(env["warehouse"].query(sql), drop=()) == before
+
+
+def test_cli_materialize_one_partition(env, tmp_path):
+    day = env["day"]
+    variables = dict(os.environ, DAGSTER_HOME=str(tmp_path))
+    command = [
+        str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "plex_etl.definitions",
+        "--select", "plex/pedidos", "--partition", day.isoformat(),
+    ]
+    completed = subprocess.run(command, env=variables, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    mysql = mysql_rows(env["plex"], f"SELECT COUNT(*) FROM pedidos WHERE DATE(FechaDesde) = '{day}'")[0][0]
+    assert warehouse_count(env, "pedidos", day) == mysql
+    assert "RUN_SUCCESS" in completed.stderr + completed.stdout
+
+
+def test_cli_partition_range_is_one_run(env, tmp_path):
+    start, end = env["day"] - dt.timedelta(days=2), env["day"]
+    variables = dict(os.environ, DAGSTER_HOME=str(tmp_path))
+    command = [
+        str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "plex_etl.definitions",
+        "--select", "key:plex/fact*", "--partition-range", f"{start}...{end}",
+    ]
+    completed = subprocess.run(command, env=variables, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    assert len(instance.get_runs()) == 1
+    for i in range(3):
+        day = start + dt.timedelta(days=i)
+        mysql = mysql_rows(
+            env["plex"],
+            "SELECT COUNT(*) FROM factpagos p JOIN factcabecera c USING (IDComprobante) "
+            f"WHERE DATE(c.Emision) = '{day}'",
+        )[0][0]
+        assert warehouse_count(env, "factpagos", day) == mysql
+
+
+def test_definitions_load_without_a_database(monkeypatch):
+    monkeypatch.setenv("PLEX_MYSQL_HOST", "192.0.2.1")  # TEST-NET: nothing answers there
+    monkeypatch.setenv("PLEX_MYSQL_PORT", "1")
+    defs = build_defs()
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for a in defs.assets for k in a.keys}
+    assert {"plex/factcabecera", "plex/factlineas", "quantio/stock"} <= keys
+
+
+def test_asset_graph_follows_foreign_keys(env):
+    defs = env["defs"]
+    graph = defs.resolve_asset_graph()
+    factlineas = graph.get(dg.AssetKey(["plex", "factlineas"]))
+    assert dg.AssetKey(["plex", "factcabecera"]) in factlineas.parent_keys
+    categories = graph.get(dg.AssetKey(["plex", "categories"]))
+    assert dg.AssetKey(["plex", "categories"]) not in categories.parent_keys
+    node = defs.get_assets_def(dg.AssetKey(["plex", "factlineas"]))
+    assert node.group_names_by_key[dg.AssetKey(["plex", "factlineas"])] == "plex_factcabecera"
+    spec = next(iter(node.specs))
+    assert spec.kinds == {"mysql", "bigquery"} and spec.tags["plex_etl/tier"] == "critical"
+    assert node.backfill_policy == dg.BackfillPolicy.single_run()
