@@ -8,7 +8,6 @@ PLEX_ETL_BIGQUERY_ENDPOINT, PLEX_ETL_LOCAL_WAREHOUSE, PLEX_ETL_CONFIG_DIR.
 """
 
 import os
-import warnings
 
 import dagster as dg
 
@@ -20,10 +19,6 @@ from plex_etl.defs.resources import DEFAULT_LOCAL_WAREHOUSE, MySQLResource, Ware
 from plex_etl.defs.views import build_view_assets
 from plex_etl.extract.spec import warehouse_table_name
 from plex_etl.sources import load_sources
-
-# Single-run backfill policies and pools are the documented way to load a date range in one
-# run and to cap MySQL load; their beta status is not news at every import.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_definitions() -> dg.Definitions:

@@ -1,0 +1,109 @@
+"""Freshness tiers as automation: which assets and partitions are requested, and when."""
+
+import datetime as dt
+from dataclasses import replace
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from plex_etl.catalog.store import load_source_catalog
+from plex_etl.defs.assets import build_source_assets
+from plex_etl.defs.automation import AUTOMATION_SENSOR, automation_sensor, freshness_policy
+from plex_etl.sources import get_source
+
+TZ = ZoneInfo("America/Argentina/Buenos_Aires")
+CRITICAL = ["asientos", "asientos_detalle", "factlineas"]
+
+
+def plex_assets(**plan_changes) -> list[dg.AssetsDefinition]:
+    catalog, plan = load_source_catalog("plex")
+    return build_source_assets(get_source("plex"), catalog, replace(plan, **plan_changes))
+
+
+class Clock:
+    """Evaluates the automation conditions at chosen instants, carrying the cursor like the daemon."""
+
+    def __init__(self, assets: list[dg.AssetsDefinition]) -> None:
+        from plex_etl.definitions import defs
+
+        self.defs = dg.Definitions(assets=assets, resources=defs.resources)
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.cursor = None
+
+    def at(self, when: dt.datetime) -> dict[str, set[str]]:
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, evaluation_time=when, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        requested = {}
+        for assets_def in self.defs.assets:
+            for key in assets_def.keys:
+                partitions = result.get_requested_partitions(key)
+                if partitions:
+                    requested[key.path[-1]] = set(partitions)
+        return requested
+
+
+def days(last: dt.date, n: int) -> set[str]:
+    return {(last - dt.timedelta(days=i)).isoformat() for i in range(n)}
+
+
+@pytest.fixture(scope="module")
+def clock_assets():
+    return plex_assets()
+
+
+def test_critical_tier_reloads_the_last_three_days_at_its_tick_and_nothing_in_between(clock_assets):
+    clock = Clock(clock_assets)
+    friday = dt.date(2026, 11, 27)
+    assert clock.at(dt.datetime(2026, 11, 27, 3, 58, tzinfo=TZ)) == {}
+    at_tick = clock.at(dt.datetime(2026, 11, 27, 4, 1, tzinfo=TZ))
+    for table in CRITICAL:
+        assert at_tick[table] == days(friday, 3), table
+    assert "factcabecera" not in at_tick  # high tier: every 6h
+    assert "stock" not in at_tick  # snapshots tick daily at 06:00
+    for minute in (4 * 60 + 2, 5 * 60, 6 * 60 + 30, 7 * 60 + 59):
+        between = clock.at(dt.datetime(2026, 11, 27, tzinfo=TZ) + dt.timedelta(minutes=minute))
+        assert not set(between) & set(CRITICAL), (minute, between)
+    again = clock.at(dt.datetime(2026, 11, 27, 8, 1, tzinfo=TZ))
+    assert {t: again.get(t) for t in CRITICAL} == {t: days(friday, 3) for t in CRITICAL}
+
+
+def test_each_tier_at_its_own_cron(clock_assets):
+    clock = Clock(clock_assets)
+    clock.at(dt.datetime(2026, 11, 27, 5, 58, tzinfo=TZ))
+    six = clock.at(dt.datetime(2026, 11, 27, 6, 1, tzinfo=TZ))
+    assert six["factcabecera"] == days(dt.date(2026, 11, 27), 3)  # high: every 6h
+    assert six["apppedidos"] == days(dt.date(2026, 11, 27), 3)  # app orders: every 2h
+    assert six["stock"] == {"2026-11-27"}  # master_daily snapshot: today only
+    assert six["clientes"] == days(dt.date(2026, 11, 27), 3)  # master_daily upsert
+    assert "asientos" not in six and "empresas" not in six  # critical at 4/8h, weekly on Sunday
+
+
+def test_weekly_catch_up_reloads_seven_days(clock_assets):
+    clock = Clock(clock_assets)
+    sunday = dt.date(2026, 11, 29)
+    clock.at(dt.datetime(2026, 11, 29, 1, 58, tzinfo=TZ))
+    catch_up = clock.at(dt.datetime(2026, 11, 29, 2, 1, tzinfo=TZ))
+    assert catch_up["factcabecera"] == days(sunday, 7)
+    assert catch_up["reclineas"] == days(sunday, 7)
+    assert "stock" not in catch_up  # a snapshot has no past to catch up
+
+
+def test_lookback_is_configurable_per_tier():
+    clock = Clock(plex_assets(tier_lookback_days={"critical": 2}))
+    clock.at(dt.datetime(2026, 11, 27, 3, 58, tzinfo=TZ))
+    requested = clock.at(dt.datetime(2026, 11, 27, 4, 1, tzinfo=TZ))
+    assert requested["factlineas"] == days(dt.date(2026, 11, 27), 2)
+
+
+def test_automation_sensor_runs_by_default_and_tables_have_freshness_policies(clock_assets):
+    sensor = automation_sensor()
+    assert sensor.name == AUTOMATION_SENSOR
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    _catalog, plan = load_source_catalog("plex")
+    policy = freshness_policy(plan.tables["factlineas"])
+    assert policy.fail_window.to_timedelta() > policy.warn_window.to_timedelta() == dt.timedelta(hours=4)
+    spec = next(a for a in clock_assets if dg.AssetKey(["plex", "factlineas"]) in a.keys).specs
+    assert next(iter(spec)).freshness_policy is not None
