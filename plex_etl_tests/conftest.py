@@ -43,9 +43,10 @@ def demo_sources(demo_end_date: dt.date) -> dict[str, Source]:
     """plex and quantio demo databases built once for the whole test session."""
     from plex_etl.demo.builder import build_demo
 
+    prefix = os.environ.get("PLEX_ETL_TEST_DB_PREFIX", "plexetl_test")  # parallel sessions differ
     sources = {
-        "plex": test_source("plex", "plexetl_test_plex"),
-        "quantio": test_source("quantio", "plexetl_test_quantio"),
+        "plex": test_source("plex", f"{prefix}_plex"),
+        "quantio": test_source("quantio", f"{prefix}_quantio"),
     }
     for source in sources.values():
         build_demo(
