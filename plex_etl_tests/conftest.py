@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -35,7 +36,8 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_end_date() -> dt.date:
-    return dt.date.today()
+    """Today in the sources' time zone: the latest daily partition."""
+    return dt.datetime.now(ZoneInfo(get_source("plex").time_zone)).date()
 
 
 @pytest.fixture(scope="session")

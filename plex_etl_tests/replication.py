@@ -27,16 +27,19 @@ def build_defs() -> dg.Definitions:
 def materialize(
     defs: dg.Definitions,
     keys: list[str],
-    start: dt.date,
+    start: dt.date | None,
     end: dt.date | None = None,
     instance: dg.DagsterInstance | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """One run over the partitions [start, end] of the selected assets (a single-run backfill)."""
+    """One run over the partitions [start, end] of the selected assets (a single-run backfill);
+    `start=None` for unpartitioned assets."""
     end = end or start
     tags = {}
     partition_key = None
-    if start == end:
+    if start is None:
+        pass
+    elif start == end:
         partition_key = start.isoformat()
     else:
         tags = {

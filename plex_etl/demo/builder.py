@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from plex_etl.demo.generate import TableGenerator, load_columns
 from plex_etl.demo.keys import Keys
@@ -76,7 +77,8 @@ def build_demo(
         )
     if scale <= 0 or days < 1:
         raise ValueError(f"scale must be > 0 and days >= 1 (got scale={scale}, days={days})")
-    end_date = end_date or dt.date.today()
+    # Today where the source is: its latest daily partition, not the machine's date.
+    end_date = end_date or dt.datetime.now(ZoneInfo(source.time_zone)).date()
     schema = load_schema(source.name)
     keys = Keys(schema, scale, seed, schema.foreign_keys + SOFT_REFERENCES[source.name])
     period = Period(end_date, days)

@@ -1,0 +1,175 @@
+"""Value fidelity: for every table of both demo databases, per-column checksums computed in
+MySQL and in the local warehouse agree (zero dates, which become NULL, are left out of both).
+"""
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from plex_etl.catalog.relationships import quote
+from plex_etl.catalog.store import load_source_catalog
+from plex_etl.extract.spec import ReplicatedTable, replicated_table
+from plex_etl.extract.sql import partition_query
+from plex_etl.mysql import create_engine
+from plex_etl.warehouse.local import LocalWarehouse
+from plex_etl_tests.conftest import TEST_DAYS
+from plex_etl_tests.replication import build_defs, materialize, point_at_test_databases
+
+DATASET = "plex_analytics"
+EXACT = ("INT64", "NUMERIC", "BIGNUMERIC", "BOOL")
+
+
+def family(bigquery_type: str) -> str:
+    return bigquery_type.split("(")[0]
+
+
+def mysql_checksums(column: str, kind: str) -> list[str]:
+    c = f"x.{quote(column)}"
+    valid_date = f"(YEAR({c}) > 0 AND MONTH({c}) > 0 AND DAYOFMONTH({c}) > 0)"
+    if kind in EXACT:
+        return [f"COUNT({c})", f"SUM({c})"]
+    if kind == "FLOAT64":
+        return [f"COUNT({c})", f"SUM({c})", f"MIN({c})", f"MAX({c})"]
+    if kind in ("STRING", "JSON"):
+        return [f"COUNT({c})", f"SUM(CHAR_LENGTH({c}))"]
+    if kind == "BYTES":
+        return [f"COUNT({c})", f"SUM(LENGTH({c}))"]
+    if kind == "DATE":
+        return [f"COUNT(CASE WHEN {valid_date} THEN 1 END)",
+                f"SUM(CASE WHEN {valid_date} THEN DATEDIFF({c}, '1970-01-01') END)"]
+    if kind in ("DATETIME", "TIMESTAMP"):
+        return [f"COUNT(CASE WHEN {valid_date} THEN 1 END)",
+                f"SUM(CASE WHEN {valid_date} THEN TIMESTAMPDIFF(MICROSECOND, '1970-01-01', {c}) END)"]
+    raise AssertionError(f"no checksum for {kind}")
+
+
+def warehouse_checksums(column: str, kind: str) -> list[str]:
+    c = f'"{column}"'
+    if kind in EXACT:
+        return [f"COUNT({c})", f"SUM(CAST({c} AS DECIMAL(38, 10)))" if kind != "BOOL" else f"SUM(CAST({c} AS INT))"]
+    if kind == "FLOAT64":
+        return [f"COUNT({c})", f"SUM({c})", f"MIN({c})", f"MAX({c})"]
+    if kind in ("STRING", "JSON"):
+        return [f"COUNT({c})", f"SUM(LENGTH(CAST({c} AS VARCHAR)))"]
+    if kind == "BYTES":
+        return [f"COUNT({c})", f"SUM(OCTET_LENGTH({c}))"]
+    if kind == "DATE":
+        return [f"COUNT({c})", f"SUM({c} - DATE '1970-01-01')"]
+    if kind in ("DATETIME", "TIMESTAMP"):
+        return [f"COUNT({c})", f"SUM(EPOCH_US({c}))"]
+    raise AssertionError(f"no checksum for {kind}")
+
+
+def same(a, b) -> bool:
+    if a is None or b is None:
+        return (a in (None, 0)) and (b in (None, 0))
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-6)
+    return Decimal(str(a)) == Decimal(str(b))
+
+
+def compare_table(engine: sa.Engine, warehouse: LocalWarehouse, spec: ReplicatedTable, start: dt.date,
+                  today: dt.date) -> list[str]:
+    first = today if spec.plan.strategy == "snapshot" else start
+    rows_sql = partition_query(spec, first, today).rows_sql
+    kinds = [family(c.bigquery_type) for c in spec.target.columns]
+    mysql_exprs = [e for col, k in zip(spec.table.columns, kinds, strict=True) for e in mysql_checksums(col.name, k)]
+    with engine.connect() as connection:
+        mysql = connection.execute(sa.text(f"SELECT COUNT(*), {', '.join(mysql_exprs)} FROM ({rows_sql}) x")).one()
+    wh_exprs = [e for col, k in zip(spec.target.columns, kinds, strict=True) for e in warehouse_checksums(col.name, k)]
+    where = f"_etl_partition_date BETWEEN DATE '{first}' AND DATE '{today}'"
+    landed = warehouse.query(
+        f"SELECT COUNT(*), {', '.join(wh_exprs)} FROM {DATASET}.{spec.target.name} WHERE {where}"
+    )
+    values = [landed.column(i)[0].as_py() for i in range(landed.num_columns)]
+    labels = ["rows"] + [
+        f"{col.name}:{e.split('(')[0]}" for col, k in zip(spec.table.columns, kinds, strict=True)
+        for e in mysql_checksums(col.name, k)
+    ]
+    return [
+        f"{spec.name}.{label}: MySQL {m!r} warehouse {w!r}"
+        for label, m, w in zip(labels, mysql, values, strict=True)
+        if not same(m, w)
+    ]
+
+
+@pytest.fixture(scope="module")
+def replicated(demo_sources, demo_end_date, tmp_path_factory):
+    path = tmp_path_factory.mktemp("fidelity") / "warehouse.duckdb"
+    start = demo_end_date - dt.timedelta(days=TEST_DAYS + 5)
+    with pytest.MonkeyPatch.context() as patch:
+        point_at_test_databases(patch, demo_sources, path)
+        defs = build_defs()
+        for source in ("plex", "quantio"):
+            _, plan = load_source_catalog(source)
+            dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
+            snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
+            for keys, first in ((dated, start), (snapshots, demo_end_date)):
+                result = materialize(defs, keys, first, demo_end_date)
+                assert result.success
+                failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+                assert not failed, [(e.asset_key, e.check_name, e.description) for e in failed]
+        yield {"warehouse": LocalWarehouse(path), "start": start, "today": demo_end_date, "defs": defs}
+
+
+@pytest.mark.parametrize("source", ["plex", "quantio"])
+def test_every_column_of_every_table_agrees(replicated, demo_sources, source):
+    catalog, plan = load_source_catalog(source)
+    engine = create_engine(demo_sources[source])
+    problems = []
+    for p in sorted(plan.included, key=lambda p: p.table):
+        spec = replicated_table(catalog, plan, p.table, DATASET)
+        problems += compare_table(engine, replicated["warehouse"], spec, replicated["start"], replicated["today"])
+    assert not problems, "\n".join(problems)
+
+
+def test_views_return_rows_that_agree_with_mysql(replicated, demo_sources):
+    defs: dg.Definitions = replicated["defs"]
+    views = [k.to_user_string() for a in defs.assets for k in a.keys if k.path[0] == "views"]
+    assert len(views) == 4
+    assert materialize(defs, views, None).success
+    warehouse = replicated["warehouse"]
+    engine = create_engine(demo_sources["plex"])
+    start, today = replicated["start"], replicated["today"]
+
+    def one(sql: str):
+        with engine.connect() as connection:
+            return connection.execute(sa.text(sql)).one()
+
+    facturas = warehouse.query(
+        f"SELECT COUNT(*) AS n, SUM(lineas) AS lineas, ROUND(SUM(total_pagos), 2) AS pagos "
+        f"FROM {DATASET}.v_facturas_consolidated"
+    ).to_pylist()[0]
+    window = f"Emision >= '{start}' AND Emision < '{today + dt.timedelta(days=1)}'"
+    mysql = one(
+        f"SELECT COUNT(*), (SELECT COUNT(*) FROM factlineas l JOIN factcabecera c USING (IDComprobante) "
+        f"WHERE {window}), (SELECT ROUND(SUM(p.Importe), 2) FROM factpagos p JOIN factcabecera c "
+        f"USING (IDComprobante) WHERE {window}) FROM factcabecera WHERE {window}"
+    )
+    assert (facturas["n"], facturas["lineas"]) == (mysql[0], mysql[1]) and facturas["n"] > 0
+    assert math.isclose(facturas["pagos"], float(mysql[2]), rel_tol=1e-9)
+
+    ventas = warehouse.query(
+        f"SELECT SUM(unidades) AS u, COUNT(DISTINCT Sucursal) AS s FROM {DATASET}.v_ventas_analysis"
+    ).to_pylist()[0]
+    mysql = one(
+        "SELECT SUM(l.Cantidad), COUNT(DISTINCT c.Sucursal) FROM factlineas l JOIN factcabecera c "
+        f"USING (IDComprobante) WHERE {window}"
+    )
+    assert (ventas["u"], ventas["s"]) == (mysql[0], mysql[1])
+
+    stock = warehouse.query(
+        f"SELECT COUNT(*) AS n, SUM(Cantidad) AS q FROM {DATASET}.v_inventory_status"
+    ).to_pylist()[0]
+    assert (stock["n"], stock["q"]) == tuple(one("SELECT COUNT(*), SUM(Cantidad) FROM stock"))
+
+    recetas = warehouse.query(
+        f"SELECT COUNT(*) AS n, SUM(renglones) AS r FROM {DATASET}.v_prescriptions_tracking"
+    ).to_pylist()[0]
+    assert recetas["n"] > 0
+    total = one("SELECT COUNT(*) FROM reccabecera")[0]
+    assert recetas["n"] <= total
