@@ -203,3 +203,18 @@ def test_asset_graph_follows_foreign_keys(env):
     spec = next(iter(node.specs))
     assert spec.kinds == {"mysql", "bigquery"} and spec.tags["plex_etl/tier"] == "critical"
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_stream_yields_batches_of_the_table_chunk_size(env):
+    catalog, plan = load_source_catalog("plex")
+    small = replace(plan, tables={**plan.tables, "factlineas": replace(plan.tables["factlineas"], chunk_rows=100)})
+    spec = replicated_table(catalog, small, "factlineas")
+    progress: list[str] = []
+    stream = PartitionStream(env["source"], spec, env["day"], env["day"], progress=progress.append)
+    sizes = [batch.num_rows for batch in stream]
+    assert sum(sizes) == stream.expected_rows == stream.rows > 200
+    assert all(size == 100 for size in sizes[:-1]) and 0 < sizes[-1] <= 100
+    assert stream.schema.names[-1] == "_etl_partition_date"
+    assert progress[0].startswith(f"factlineas {env['day']}: chunk 1/{len(sizes)}, 100 rows (100 total, ")
+    assert progress[-1].endswith("rows/s)") and len(progress) == len(sizes)
+

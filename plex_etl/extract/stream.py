@@ -85,12 +85,13 @@ class PartitionStream:
             result = connection.use_result()
             pending: list[pa.RecordBatch] = []
             pending_rows = 0
+            chunk_rows = self.spec.plan.chunk_rows
             while True:
-                rows = result.fetch_row(maxrows=FETCH_ROWS, how=0)
+                rows = result.fetch_row(maxrows=min(FETCH_ROWS, chunk_rows - pending_rows), how=0)
                 if rows:
                     pending.append(self._to_batch(rows))
                     pending_rows += len(rows)
-                if pending and (pending_rows >= self.spec.plan.chunk_rows or not rows):
+                if pending and (pending_rows >= chunk_rows or not rows):
                     table = pa.Table.from_batches(pending, self.schema).combine_chunks()
                     pending, pending_rows = [], 0
                     chunk = table.to_batches()[0]
