@@ -14,6 +14,7 @@ import dagster as dg
 from plex_etl.catalog.store import catalog_path, load_source_catalog
 from plex_etl.defs.assets import build_source_assets, table_key
 from plex_etl.defs.automation import automation_sensor
+from plex_etl.defs.checks import build_orphan_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
 from plex_etl.defs.resources import DEFAULT_LOCAL_WAREHOUSE, MySQLResource, WarehouseResource
 from plex_etl.defs.views import build_view_assets
@@ -23,12 +24,15 @@ from plex_etl.sources import load_sources
 
 def build_definitions() -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
+    checks: list[dg.AssetChecksDefinition] = []
     table_keys: dict[str, dg.AssetKey] = {}
     for source in load_sources().values():
         if not catalog_path(source.name).exists():
             continue  # a source without a catalog yet: `plex-etl discover --source NAME`
         catalog, plan = load_source_catalog(source.name)
         assets += build_source_assets(source, catalog, plan)
+        orphans = build_orphan_checks(source.name, catalog, plan)
+        checks += [orphans] if orphans else []
         table_keys.update(
             {warehouse_table_name(source.name, catalog.table(p.table)): table_key(source.name, catalog, p.table)
              for p in plan.included}
@@ -44,6 +48,7 @@ def build_definitions() -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
+        asset_checks=checks,
         sensors=[automation_sensor()],
         resources={
             "mysql": MySQLResource(),

@@ -15,6 +15,7 @@ from plex_etl.catalog.store import load_source_catalog
 from plex_etl.extract.spec import ReplicatedTable, replicated_table
 from plex_etl.extract.sql import partition_query
 from plex_etl.mysql import create_engine
+from plex_etl.warehouse.base import Warehouse
 from plex_etl.warehouse.local import LocalWarehouse
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, point_at_test_databases
@@ -47,7 +48,10 @@ def mysql_checksums(column: str, kind: str) -> list[str]:
     raise AssertionError(f"no checksum for {kind}")
 
 
-def warehouse_checksums(column: str, kind: str) -> list[str]:
+def warehouse_checksums(column: str, kind: str, warehouse: str = "local") -> list[str]:
+    """The warehouse side of `mysql_checksums`: DuckDB SQL (local) or GoogleSQL (bigquery)."""
+    if warehouse == "bigquery":
+        return _bigquery_checksums(column, kind)
     c = f'"{column}"'
     if kind in EXACT:
         return [f"COUNT({c})", f"SUM(CAST({c} AS DECIMAL(38, 10)))" if kind != "BOOL" else f"SUM(CAST({c} AS INT))"]
@@ -64,6 +68,31 @@ def warehouse_checksums(column: str, kind: str) -> list[str]:
     raise AssertionError(f"no checksum for {kind}")
 
 
+def _bigquery_checksums(column: str, kind: str) -> list[str]:
+    c = f"`{column}`"
+    if kind == "INT64":
+        return [f"COUNT({c})", f"SUM(CAST({c} AS NUMERIC))"]  # INT64 sums may overflow
+    if kind in ("NUMERIC", "BIGNUMERIC"):
+        return [f"COUNT({c})", f"SUM({c})"]
+    if kind == "BOOL":
+        return [f"COUNT({c})", f"SUM(CAST({c} AS INT64))"]
+    if kind == "FLOAT64":
+        return [f"COUNT({c})", f"SUM({c})", f"MIN({c})", f"MAX({c})"]
+    if kind == "STRING":
+        return [f"COUNT({c})", f"SUM(LENGTH({c}))"]
+    if kind == "JSON":
+        return [f"COUNT({c})", f"SUM(LENGTH(TO_JSON_STRING({c})))"]
+    if kind == "BYTES":
+        return [f"COUNT({c})", f"SUM(BYTE_LENGTH({c}))"]
+    if kind == "DATE":
+        return [f"COUNT({c})", f"SUM(UNIX_DATE({c}))"]
+    if kind == "DATETIME":
+        return [f"COUNT({c})", f"SUM(UNIX_MICROS(TIMESTAMP({c}, 'UTC')))"]
+    if kind == "TIMESTAMP":
+        return [f"COUNT({c})", f"SUM(UNIX_MICROS({c}))"]
+    raise AssertionError(f"no checksum for {kind}")
+
+
 def same(a, b) -> bool:
     if a is None or b is None:
         return (a in (None, 0)) and (b in (None, 0))
@@ -72,7 +101,7 @@ def same(a, b) -> bool:
     return Decimal(str(a)) == Decimal(str(b))
 
 
-def compare_table(engine: sa.Engine, warehouse: LocalWarehouse, spec: ReplicatedTable, start: dt.date,
+def compare_table(engine: sa.Engine, warehouse: Warehouse, spec: ReplicatedTable, start: dt.date,
                   today: dt.date) -> list[str]:
     first = today if spec.plan.strategy == "snapshot" else start
     rows_sql = partition_query(spec, first, today).rows_sql
@@ -80,7 +109,10 @@ def compare_table(engine: sa.Engine, warehouse: LocalWarehouse, spec: Replicated
     mysql_exprs = [e for col, k in zip(spec.table.columns, kinds, strict=True) for e in mysql_checksums(col.name, k)]
     with engine.connect() as connection:
         mysql = connection.execute(sa.text(f"SELECT COUNT(*), {', '.join(mysql_exprs)} FROM ({rows_sql}) x")).one()
-    wh_exprs = [e for col, k in zip(spec.target.columns, kinds, strict=True) for e in warehouse_checksums(col.name, k)]
+    wh_exprs = [
+        e for col, k in zip(spec.target.columns, kinds, strict=True)
+        for e in warehouse_checksums(col.name, k, warehouse.kind)
+    ]
     where = f"_etl_partition_date BETWEEN DATE '{first}' AND DATE '{today}'"
     landed = warehouse.query(
         f"SELECT COUNT(*), {', '.join(wh_exprs)} FROM {DATASET}.{spec.target.name} WHERE {where}"
@@ -97,6 +129,31 @@ def compare_table(engine: sa.Engine, warehouse: LocalWarehouse, spec: Replicated
     ]
 
 
+def replicate(defs: dg.Definitions, sources: tuple[str, ...], start: dt.date, today: dt.date) -> None:
+    """Materialize every included table of `sources`: dated ones over [start, today], snapshots
+    for today; every run succeeds and every asset check passes."""
+    for source in sources:
+        _, plan = load_source_catalog(source)
+        dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
+        snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
+        for keys, first in ((dated, start), (snapshots, today)):
+            result = materialize(defs, keys, first, today)
+            assert result.success
+            failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+            assert not failed, [(e.asset_key, e.check_name, e.description) for e in failed]
+
+
+def source_problems(engine: sa.Engine, warehouse: Warehouse, source: str, start: dt.date,
+                    today: dt.date) -> list[str]:
+    """Checksum differences between MySQL and the warehouse over every table of `source`."""
+    catalog, plan = load_source_catalog(source)
+    problems = []
+    for p in sorted(plan.included, key=lambda p: p.table):
+        spec = replicated_table(catalog, plan, p.table, DATASET)
+        problems += compare_table(engine, warehouse, spec, start, today)
+    return problems
+
+
 @pytest.fixture(scope="module")
 def replicated(demo_sources, demo_end_date, tmp_path_factory):
     path = tmp_path_factory.mktemp("fidelity") / "warehouse.duckdb"
@@ -104,26 +161,14 @@ def replicated(demo_sources, demo_end_date, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         point_at_test_databases(patch, demo_sources, path)
         defs = build_defs()
-        for source in ("plex", "quantio"):
-            _, plan = load_source_catalog(source)
-            dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
-            snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
-            for keys, first in ((dated, start), (snapshots, demo_end_date)):
-                result = materialize(defs, keys, first, demo_end_date)
-                assert result.success
-                failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-                assert not failed, [(e.asset_key, e.check_name, e.description) for e in failed]
+        replicate(defs, ("plex", "quantio"), start, demo_end_date)
         yield {"warehouse": LocalWarehouse(path), "start": start, "today": demo_end_date, "defs": defs}
 
 
 @pytest.mark.parametrize("source", ["plex", "quantio"])
 def test_every_column_of_every_table_agrees(replicated, demo_sources, source):
-    catalog, plan = load_source_catalog(source)
     engine = create_engine(demo_sources[source])
-    problems = []
-    for p in sorted(plan.included, key=lambda p: p.table):
-        spec = replicated_table(catalog, plan, p.table, DATASET)
-        problems += compare_table(engine, replicated["warehouse"], spec, replicated["start"], replicated["today"])
+    problems = source_problems(engine, replicated["warehouse"], source, replicated["start"], replicated["today"])
     assert not problems, "\n".join(problems)
 
 
@@ -173,3 +218,43 @@ def test_views_return_rows_that_agree_with_mysql(replicated, demo_sources):
     assert recetas["n"] > 0
     total = one("SELECT COUNT(*) FROM reccabecera")[0]
     assert recetas["n"] <= total
+
+
+def test_no_orphans_across_replicated_relationships(replicated):
+    defs: dg.Definitions = replicated["defs"]
+    checks = list(defs.asset_checks or [])
+    result = dg.materialize(
+        [*defs.assets, *checks],
+        selection=dg.AssetSelection.checks(*checks),
+        resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == sum(len(list(c.check_keys)) for c in checks) > 50
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed]
+    assert not failed, failed
+    assert all(e.metadata["orphans"].value == 0 for e in evaluations)
+
+
+def test_orphan_check_names_the_missing_parents(replicated):
+    """Runs last in this module: it removes an invoice from the warehouse."""
+    import duckdb
+
+    defs: dg.Definitions = replicated["defs"]
+    warehouse = replicated["warehouse"]
+    victim = warehouse.query(f"SELECT MIN(IDComprobante) AS id FROM {DATASET}.plex_factlineas").to_pylist()[0]["id"]
+    lines = warehouse.query(
+        f"SELECT COUNT(*) AS n FROM {DATASET}.plex_factlineas WHERE IDComprobante = {victim}"
+    ).to_pylist()[0]["n"]
+    with duckdb.connect(str(warehouse.path)) as connection:
+        connection.execute(f"DELETE FROM {DATASET}.plex_factcabecera WHERE IDComprobante = {victim}")
+    checks = list(defs.asset_checks or [])
+    key = dg.AssetCheckKey(dg.AssetKey(["plex", "factlineas"]), "no_orphans_FK_FactLineas_FactCabecera")
+    result = dg.materialize(
+        [*defs.assets, *checks], selection=dg.AssetSelection.checks(key), resources=defs.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["orphans"].value == lines
+    assert f"IDComprobante={victim}" in evaluation.description

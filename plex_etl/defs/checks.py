@@ -1,12 +1,17 @@
-"""Asset checks: the warehouse agrees with the catalog (schema) and with MySQL (row counts)."""
+"""Asset checks: the warehouse agrees with the catalog (schema), with MySQL (row counts) and
+with itself (no child row without its parent)."""
 
 import re
 
 import dagster as dg
 
-from plex_etl.extract.spec import ReplicatedTable
+from plex_etl.catalog.model import Catalog, Relationship
+from plex_etl.catalog.plan import SourcePlan
+from plex_etl.defs.resources import WarehouseResource
+from plex_etl.extract.spec import ReplicatedTable, warehouse_table_name
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
+from plex_etl.warehouse.queries import orphan_query
 
 SCHEMA_CHECK = "schema_matches_catalog"
 ROW_COUNT_CHECK = "row_count_matches_mysql"
@@ -101,3 +106,78 @@ def table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             description="rows landed per partition equal the count in the extraction's MySQL snapshot",
         ),
     ]
+
+
+def orphan_check_name(relationship: Relationship) -> str:
+    return "no_orphans_" + re.sub(r"[^A-Za-z0-9_]", "_", relationship.name)
+
+
+def build_orphan_checks(source: str, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
+    """One check per relationship between replicated tables: child keys without a parent row.
+
+    Warnings, not blocking: a parent can legitimately lag (it is loaded on its own tier).
+    """
+    replicated = {p.table for p in plan.included}
+    relationships = [
+        r for r in sorted(catalog.relationships, key=lambda r: (r.table, r.name))
+        if r.table in replicated and r.referenced_table in replicated and not r.self_referencing
+    ]
+    if not relationships:
+        return None
+    keys = {t: dg.AssetKey([source, catalog.table(t).warehouse_name or t]) for t in replicated}
+    specs = {
+        orphan_check_name(r): (
+            r,
+            dg.AssetCheckSpec(
+                orphan_check_name(r),
+                asset=keys[r.table],
+                additional_deps=[keys[r.referenced_table]],
+                description=f"every {r.table}({', '.join(r.columns)}) has its {r.referenced_table} row "
+                f"({'inferred' if r.inferred else 'declared'} relationship {r.name})",
+            ),
+        )
+        for r in relationships
+    }
+
+    @dg.multi_asset_check(
+        name=f"{source}_orphan_checks", specs=[spec for _, spec in specs.values()], can_subset=True
+    )
+    def _orphans(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+        store = warehouse.get()
+        for check_key in context.selected_asset_check_keys:
+            rel, _ = specs[check_key.name]
+            yield orphan_result(store, warehouse.dataset, catalog, plan, source, rel, check_key)
+
+    return _orphans
+
+
+def orphan_result(
+    store: Warehouse, dataset: str, catalog: Catalog, plan: SourcePlan, source: str, rel: Relationship,
+    check_key: dg.AssetCheckKey,
+) -> dg.AssetCheckResult:
+    child, parent = catalog.table(rel.table), catalog.table(rel.referenced_table)
+    child_table, parent_table = warehouse_table_name(source, child), warehouse_table_name(source, parent)
+    missing = [t for t in (child_table, parent_table) if store.columns(dataset, t) is None]
+    if missing:
+        return dg.AssetCheckResult(
+            asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
+            severity=dg.AssetCheckSeverity.WARN, description=f"not loaded yet: {', '.join(missing)}",
+        )
+    names = {c.name: c.warehouse_name or c.name for c in (*child.columns, *parent.columns)}
+    query = orphan_query(
+        dataset, child_table, tuple(names[c] for c in rel.columns),
+        parent_table, tuple(names[c] for c in rel.referenced_columns),
+        parent_is_dated=plan.tables[rel.referenced_table].strategy != "snapshot",
+    )
+    orphans = int(store.query(query.count_sql).column(0)[0].as_py())
+    examples = store.query(query.examples_sql).to_pylist() if orphans else []
+    shown = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in examples)
+    return dg.AssetCheckResult(
+        asset_key=check_key.asset_key,
+        check_name=check_key.name,
+        passed=orphans == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{orphans:,} {rel.table} rows without their {rel.referenced_table} row"
+        + (f", e.g. {shown}" if shown else ""),
+        metadata={"orphans": dg.IntMetadataValue(orphans), "examples": dg.TextMetadataValue(shown or "none")},
+    )
