@@ -23,6 +23,8 @@ mysql:
 
 demo: venv mysql
 	$(BIN)/plex-etl demo-db --scale $(DEMO_SCALE) --source all
+	$(BIN)/plex-etl replicate --days 7
+	$(BIN)/plex-etl compare --days 7
 
 test: venv mysql
 	./scripts/setup-bq-emulator.sh

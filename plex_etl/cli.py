@@ -57,6 +57,10 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
 
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     base = [dagster, "asset", "materialize", "-m", "plex_etl.definitions"]
+    if not args.multiprocess:
+        # One process for the whole run: on small data, starting a process per step costs more
+        # than the step itself. Scheduled runs keep Dagster's multiprocess executor.
+        base += ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
     commands = []
     for source in _sources_with_catalogs():
         start, today = _window(source, args.days)
@@ -113,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replicate = commands.add_parser("replicate", help="materialize the last N days of every source")
     replicate.add_argument("--days", type=int, default=7)
+    replicate.add_argument("--multiprocess", action="store_true", help="one process per step (Dagster's default)")
     replicate.set_defaults(func=_cmd_replicate)
 
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
