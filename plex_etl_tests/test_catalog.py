@@ -144,13 +144,18 @@ def test_schema_drift_is_reported_and_the_plan_is_kept(demo_sources, tmp_path):
             connection.execute(sa.text("ALTER TABLE plexetl_t_catalog_drift.ventas ADD COLUMN canal VARCHAR(20)"))
             connection.execute(sa.text("ALTER TABLE plexetl_t_catalog_drift.ventas DROP COLUMN obsoleta"))
             connection.execute(sa.text("ALTER TABLE plexetl_t_catalog_drift.ventas MODIFY importe DECIMAL(18,4)"))
-            connection.execute(sa.text("CREATE TABLE plexetl_t_catalog_drift.cajas (id INT PRIMARY KEY)"))
+            connection.execute(sa.text(
+                "CREATE TABLE plexetl_t_catalog_drift.cajas (id INT PRIMARY KEY, abierta TINYINT(1), nivel TINYINT(1))"
+            ))
+            connection.execute(sa.text("INSERT INTO plexetl_t_catalog_drift.cajas VALUES (1, 1, 0), (2, 0, 5)"))
         second = run_discover(source, directory=tmp_path, log=lambda _m: None)
         assert "new column ventas.canal varchar(20)" in second.changes
         assert "dropped column ventas.obsoleta" in second.changes
         assert "retyped column ventas.importe: decimal(12,2) -> decimal(18,4)" in second.changes
-        assert "new table cajas (1 columns)" in second.changes
+        assert "new table cajas (3 columns)" in second.changes
         assert second.proposals == ["cajas"]
+        # TINYINT(1) becomes BOOL only where the sampled data is really 0/1.
+        assert load_plan(plan_file, "quantio").tables["cajas"].type_overrides == {"abierta": "bool"}
         assert plan_file.read_text().startswith(user_plan)
         assert load_plan(plan_file, "quantio").tables["ventas"].chunk_rows == 1234
         third = run_discover(source, directory=tmp_path, log=lambda _m: None)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from plex_etl.catalog.model import Catalog, Column, Index, Relationship, Table
 from plex_etl.catalog.naming import asset_names, warehouse_names
-from plex_etl.catalog.relationships import infer_relationships
+from plex_etl.catalog.relationships import infer_relationships, quote
 from plex_etl.typemap import TypeMappingError, map_column
 
 
@@ -200,6 +200,28 @@ def _with_mapping(table: str, column: Column) -> Column:
         bigquery_type=mapped.bigquery_type,
         local_type=mapped.local_type,
     )
+
+
+BOOL_SAMPLE_ROWS = 10_000
+
+
+def boolean_columns(connection: sa.Connection, table: Table) -> list[str]:
+    """TINYINT(1) columns whose sampled values are all 0 or 1: proposed as BOOL in the plan.
+
+    Only a proposal: the type map keeps TINYINT(1) as INT64 unless the plan says "bool", and
+    with "bool" a later 2 fails the load by name instead of silently becoming TRUE.
+    """
+    found = []
+    for column in table.columns:
+        if not column.column_type.lower().startswith("tinyint(1)"):
+            continue
+        low, high = connection.execute(sa.text(
+            f"SELECT MIN(v), MAX(v) FROM (SELECT {quote(column.name)} AS v FROM {quote(table.name)} "
+            f"LIMIT {BOOL_SAMPLE_ROWS}) s"
+        )).one()
+        if low is not None and low >= 0 and high <= 1:
+            found.append(column.name)
+    return found
 
 
 def discover(

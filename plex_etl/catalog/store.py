@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from plex_etl.catalog.discover import discover
+from plex_etl.catalog.discover import boolean_columns, discover
 from plex_etl.catalog.model import Catalog, dump_catalog, load_catalog
 from plex_etl.catalog.plan import SourcePlan, append_proposals, load_plan, propose_missing, validate
 from plex_etl.catalog.report import catalog_markdown, diff_catalogs
@@ -63,6 +63,11 @@ def run_discover(
     plan = load_plan(plans, source.name)
     proposals = propose_missing(plan, catalog)
     if proposals:
+        with connect(source) as connection:
+            proposals = [
+                replace(p, type_overrides={c: "bool" for c in boolean_columns(connection, catalog.table(p.table))})
+                for p in proposals
+            ]
         append_proposals(plans, source.name, proposals)
         plan = load_plan(plans, source.name)
         missing = [p.table for p in proposals if p.table not in plan.tables]
