@@ -50,7 +50,11 @@ def _window(source, days: int) -> tuple:
 
 
 def _cmd_replicate(args: argparse.Namespace) -> int:
-    """Materialize the last N days (and today's snapshots) through the Dagster CLI."""
+    """Materialize the last N days (or all days) and today's snapshots through the Dagster CLI.
+
+    Each source's dated tables load in one run (a single-run backfill of the range); the
+    commands are printed so they can be run, or adapted, by hand.
+    """
     import shutil
     import subprocess
     from pathlib import Path
@@ -63,12 +67,19 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
         base += ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
     commands = []
     for source in _sources_with_catalogs():
+        if args.source and source.name != args.source:
+            continue
         start, today = _window(source, args.days)
+        if args.full:
+            from plex_etl.catalog.store import load_source_catalog
+
+            start = load_source_catalog(source.name)[1].first_day
         tag = f"tag:plex_etl/source={source.name}"
         commands.append([*base, "--select", f"{tag} and not tag:plex_etl/strategy=snapshot",
                          "--partition-range", f"{start}...{today}"])
         commands.append([*base, "--select", f"{tag} and tag:plex_etl/strategy=snapshot", "--partition", str(today)])
-    commands.append([*base, "--select", "group:views"])
+    if not args.source:
+        commands.append([*base, "--select", "group:views"])
     for command in commands:
         print("$ " + " ".join(f"'{c}'" if " " in c else c for c in command[1:]), flush=True)
         completed = subprocess.run(command, capture_output=True, text=True)
@@ -117,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     replicate = commands.add_parser("replicate", help="materialize the last N days of every source")
     replicate.add_argument("--days", type=int, default=7)
+    replicate.add_argument("--source", help="only this source (default: every source with a catalog)")
+    replicate.add_argument("--full", action="store_true", help="every partition since the plan's first_day")
     replicate.add_argument("--multiprocess", action="store_true", help="one process per step (Dagster's default)")
     replicate.set_defaults(func=_cmd_replicate)
 
