@@ -88,3 +88,15 @@ def test_wrong_password_gives_a_clear_error_without_the_password(monkeypatch, ca
         raw_connection(source)
     assert "Access denied" in str(raw_error.value) and PASSWORD not in str(raw_error.value)
     assert error.value.__cause__ is None  # the driver exception (and its args) is not chained
+
+
+def test_mysql_resource_connects_from_the_sources_file():
+    import sqlalchemy as sa
+
+    from plex_etl.defs.resources import MySQLResource
+
+    resource = MySQLResource()
+    with resource.connect("plex") as connection:
+        assert connection.execute(sa.text("SELECT @@session.time_zone")).scalar() == "+00:00"
+    assert resource.engine("quantio").url.database == "quantio"
+    assert "********" in repr(resource.engine("plex").url) or resource.engine("plex").url.password is None

@@ -1,10 +1,15 @@
 """Dagster resources: the MySQL sources and the warehouse."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy import Connection, Engine
 
+from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import Source, get_source
 from plex_etl.warehouse.base import Warehouse
 
@@ -19,9 +24,17 @@ class MySQLResource(dg.ConfigurableResource):
     )
 
     def source(self, name: str) -> Source:
-        from pathlib import Path
-
         return get_source(name, Path(self.sources_file) if self.sources_file else None)
+
+    def engine(self, name: str) -> Engine:
+        """A SQLAlchemy (PyMySQL) engine for the source: sessions in UTC, utf8mb4."""
+        return create_engine(self.source(name))
+
+    @contextmanager
+    def connect(self, name: str) -> Iterator[Connection]:
+        """A connection whose connection errors name the source and never the password."""
+        with connect(self.source(name)) as connection:
+            yield connection
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -35,6 +48,11 @@ class WarehouseResource(dg.ConfigurableResource):
         default=None, description="BigQuery API endpoint override (a private endpoint or emulator)"
     )
     local_path: str = Field(default=DEFAULT_LOCAL_WAREHOUSE, description="DuckDB file (local kind)")
+    request_timeout_seconds: float | None = Field(
+        default=None,
+        description="BigQuery: give up retrying an API call or a job after this many seconds, and wait "
+        "at most this long for a job (default: the client's, which retries for up to 10 minutes)",
+    )
 
     @property
     def resolved_kind(self) -> str:
@@ -53,7 +71,18 @@ class WarehouseResource(dg.ConfigurableResource):
             if not self.project:
                 raise dg.Failure("the bigquery warehouse needs a GCP project (PLEX_ETL_GCP_PROJECT)")
             client = bigquery_client(self.project, self.location, self.api_endpoint)
-            return BigQueryWarehouse(client, location=self.location)
+            if self.request_timeout_seconds is None:
+                return BigQueryWarehouse(client, location=self.location)
+            from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
+
+            seconds = self.request_timeout_seconds
+            return BigQueryWarehouse(
+                client,
+                location=self.location,
+                retry=DEFAULT_RETRY.with_timeout(seconds),
+                job_retry=DEFAULT_JOB_RETRY.with_timeout(seconds),
+                job_timeout=seconds,
+            )
         from plex_etl.warehouse.local import LocalWarehouse
 
         os.makedirs(os.path.dirname(os.path.abspath(self.local_path)), exist_ok=True)
