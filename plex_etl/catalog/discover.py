@@ -19,9 +19,15 @@ from plex_etl.catalog.relationships import infer_relationships, quote
 from plex_etl.typemap import TypeMappingError, map_column
 
 
-def _estimate(value: object) -> int:
-    """Two significant digits: InnoDB's estimates drift run to run; a catalog diff should not."""
+def _estimate(value: object, previous: int | None = None) -> int:
+    """Two significant digits, and the previous catalog's figure while it is within 25%.
+
+    InnoDB's estimates drift from one call to the next; the committed catalog should only
+    change when a table really grew or shrank.
+    """
     number = int(value or 0)
+    if previous is not None and abs(number - previous) <= 0.25 * max(previous, 1):
+        return previous
     if number < 100:
         return number
     digits = len(str(number)) - 2
@@ -165,8 +171,8 @@ def read_structure(
             unique_keys=tuple(i.columns for i in indexes if i.unique and i.name != "PRIMARY"),
             indexes=indexes,
             engine=engine,
-            row_estimate=_estimate(rows),
-            data_bytes=_estimate(data_length),
+            row_estimate=_estimate(rows, old.row_estimate if old else None),
+            data_bytes=_estimate(data_length, old.data_bytes if old else None),
             warehouse_name=table_names[name],
             charset=collation.split("_")[0] if collation else None,
         )
