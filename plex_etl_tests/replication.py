@@ -10,18 +10,52 @@ import sqlalchemy as sa
 from plex_etl.sources import Source
 
 
-def point_at_test_databases(monkeypatch, demo_sources: dict[str, Source], warehouse: Path) -> None:
+def point_at_test_databases(
+    monkeypatch,
+    demo_sources: dict[str, Source],
+    warehouse: Path | None = None,
+    *,
+    bigquery_endpoint: str | None = None,
+    project: str = "test-project",
+    dataset: str | None = None,
+) -> None:
+    """Sources at the test databases; the warehouse is the local DuckDB file `warehouse`, or
+    BigQuery at `bigquery_endpoint` (an emulator) in `project`; `dataset` overrides the default."""
     monkeypatch.setenv("PLEX_MYSQL_DATABASE", demo_sources["plex"].database)
     monkeypatch.setenv("QUANTIO_MYSQL_DATABASE", demo_sources["quantio"].database)
-    monkeypatch.setenv("PLEX_ETL_LOCAL_WAREHOUSE", str(warehouse))
-    monkeypatch.delenv("PLEX_ETL_GCP_PROJECT", raising=False)
-    monkeypatch.setenv("PLEX_ETL_WAREHOUSE", "local")
+    if dataset is not None:
+        monkeypatch.setenv("PLEX_ETL_DATASET", dataset)
+    if bigquery_endpoint is None:
+        if warehouse is None:
+            raise ValueError("a local warehouse file or a BigQuery endpoint is needed")
+        monkeypatch.setenv("PLEX_ETL_LOCAL_WAREHOUSE", str(warehouse))
+        monkeypatch.delenv("PLEX_ETL_GCP_PROJECT", raising=False)
+        monkeypatch.delenv("PLEX_ETL_BIGQUERY_ENDPOINT", raising=False)
+        monkeypatch.setenv("PLEX_ETL_WAREHOUSE", "local")
+    else:
+        monkeypatch.setenv("PLEX_ETL_WAREHOUSE", "bigquery")
+        monkeypatch.setenv("PLEX_ETL_GCP_PROJECT", project)
+        monkeypatch.setenv("PLEX_ETL_BIGQUERY_ENDPOINT", bigquery_endpoint)
+        monkeypatch.setenv("PLEX_ETL_BIGQUERY_LOCATION", "US")
 
 
-def build_defs() -> dg.Definitions:
+def build_defs(request_timeout_seconds: float | None = None) -> dg.Definitions:
+    """The code location's definitions from the current environment; `request_timeout_seconds`
+    makes BigQuery calls give up after that long (an emulator bug otherwise looks like a hang)."""
     from plex_etl.definitions import build_definitions
 
-    return build_definitions()
+    defs = build_definitions()
+    if request_timeout_seconds is None:
+        return defs
+    from plex_etl.defs.io_manager import WarehouseIOManager
+
+    resources = dict(defs.resources)
+    warehouse = resources["warehouse"].model_copy(update={"request_timeout_seconds": request_timeout_seconds})
+    resources.update(warehouse=warehouse, warehouse_io_manager=WarehouseIOManager(warehouse=warehouse))
+    return dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, sensors=defs.sensors, schedules=defs.schedules,
+        jobs=defs.jobs, resources=resources,
+    )
 
 
 def materialize(

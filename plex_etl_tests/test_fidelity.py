@@ -28,17 +28,25 @@ def family(bigquery_type: str) -> str:
     return bigquery_type.split("(")[0]
 
 
-def mysql_checksums(column: str, kind: str) -> list[str]:
+def mysql_checksums(column: str, kind: str, warehouse: str = "local") -> list[str]:
+    """Per-column checksums over MySQL rows `x`, comparable with `warehouse_checksums`."""
     c = f"x.{quote(column)}"
+    if kind == "JSON" and warehouse == "bigquery":
+        # BigQuery's JSON type keeps the value, not the text: it serialises compactly.
+        return [f"COUNT({c})", f"SUM(CHAR_LENGTH(JSON_COMPACT({c})))"]
     valid_date = f"(YEAR({c}) > 0 AND MONTH({c}) > 0 AND DAYOFMONTH({c}) > 0)"
     if kind in EXACT:
         return [f"COUNT({c})", f"SUM({c})"]
     if kind == "FLOAT64":
         return [f"COUNT({c})", f"SUM({c})", f"MIN({c})", f"MAX({c})"]
-    if kind in ("STRING", "JSON"):
+    # Content fingerprint: the sum of the first 32 bits of each value's MD5 (text as UTF-8).
+    text = f"CONVERT({c} USING utf8mb4)"
+    if kind == "JSON":
         return [f"COUNT({c})", f"SUM(CHAR_LENGTH({c}))"]
+    if kind == "STRING":
+        return [f"COUNT({c})", f"SUM(CHAR_LENGTH({c}))", f"SUM(CONV(SUBSTR(MD5({text}), 1, 8), 16, 10))"]
     if kind == "BYTES":
-        return [f"COUNT({c})", f"SUM(LENGTH({c}))"]
+        return [f"COUNT({c})", f"SUM(LENGTH({c}))", f"SUM(CONV(SUBSTR(MD5({c}), 1, 8), 16, 10))"]
     if kind == "DATE":
         return [f"COUNT(CASE WHEN {valid_date} THEN 1 END)",
                 f"SUM(CASE WHEN {valid_date} THEN DATEDIFF({c}, '1970-01-01') END)"]
@@ -57,10 +65,13 @@ def warehouse_checksums(column: str, kind: str, warehouse: str = "local") -> lis
         return [f"COUNT({c})", f"SUM(CAST({c} AS DECIMAL(38, 10)))" if kind != "BOOL" else f"SUM(CAST({c} AS INT))"]
     if kind == "FLOAT64":
         return [f"COUNT({c})", f"SUM({c})", f"MIN({c})", f"MAX({c})"]
-    if kind in ("STRING", "JSON"):
+    fingerprint = f"SUM(('0x' || SUBSTR(MD5({c}), 1, 8))::BIGINT)"
+    if kind == "JSON":
         return [f"COUNT({c})", f"SUM(LENGTH(CAST({c} AS VARCHAR)))"]
+    if kind == "STRING":
+        return [f"COUNT({c})", f"SUM(LENGTH({c}))", fingerprint]
     if kind == "BYTES":
-        return [f"COUNT({c})", f"SUM(OCTET_LENGTH({c}))"]
+        return [f"COUNT({c})", f"SUM(OCTET_LENGTH({c}))", fingerprint]
     if kind == "DATE":
         return [f"COUNT({c})", f"SUM({c} - DATE '1970-01-01')"]
     if kind in ("DATETIME", "TIMESTAMP"):
@@ -78,12 +89,13 @@ def _bigquery_checksums(column: str, kind: str) -> list[str]:
         return [f"COUNT({c})", f"SUM(CAST({c} AS INT64))"]
     if kind == "FLOAT64":
         return [f"COUNT({c})", f"SUM({c})", f"MIN({c})", f"MAX({c})"]
+    fingerprint = f"SUM(CAST(CONCAT('0x', SUBSTR(TO_HEX(MD5({c})), 1, 8)) AS INT64))"
     if kind == "STRING":
-        return [f"COUNT({c})", f"SUM(LENGTH({c}))"]
-    if kind == "JSON":
-        return [f"COUNT({c})", f"SUM(LENGTH(TO_JSON_STRING({c})))"]
+        return [f"COUNT({c})", f"SUM(LENGTH({c}))", fingerprint]
+    if kind == "JSON":  # TO_JSON_STRING(NULL) is 'null', not NULL
+        return [f"COUNT({c})", f"SUM(IF({c} IS NULL, NULL, LENGTH(TO_JSON_STRING({c}))))"]
     if kind == "BYTES":
-        return [f"COUNT({c})", f"SUM(BYTE_LENGTH({c}))"]
+        return [f"COUNT({c})", f"SUM(BYTE_LENGTH({c}))", fingerprint]
     if kind == "DATE":
         return [f"COUNT({c})", f"SUM(UNIX_DATE({c}))"]
     if kind == "DATETIME":
@@ -106,7 +118,10 @@ def compare_table(engine: sa.Engine, warehouse: Warehouse, spec: ReplicatedTable
     first = today if spec.plan.strategy == "snapshot" else start
     rows_sql = partition_query(spec, first, today).rows_sql
     kinds = [family(c.bigquery_type) for c in spec.target.columns]
-    mysql_exprs = [e for col, k in zip(spec.table.columns, kinds, strict=True) for e in mysql_checksums(col.name, k)]
+    mysql_exprs = [
+        e for col, k in zip(spec.table.columns, kinds, strict=True)
+        for e in mysql_checksums(col.name, k, warehouse.kind)
+    ]
     with engine.connect() as connection:
         mysql = connection.execute(sa.text(f"SELECT COUNT(*), {', '.join(mysql_exprs)} FROM ({rows_sql}) x")).one()
     wh_exprs = [
@@ -120,7 +135,7 @@ def compare_table(engine: sa.Engine, warehouse: Warehouse, spec: ReplicatedTable
     values = [landed.column(i)[0].as_py() for i in range(landed.num_columns)]
     labels = ["rows"] + [
         f"{col.name}:{e.split('(')[0]}" for col, k in zip(spec.table.columns, kinds, strict=True)
-        for e in mysql_checksums(col.name, k)
+        for e in mysql_checksums(col.name, k, warehouse.kind)
     ]
     return [
         f"{spec.name}.{label}: MySQL {m!r} warehouse {w!r}"

@@ -185,6 +185,14 @@ class BigQueryWarehouse:
         return job
 
     def _ensure_dataset(self, dataset: str) -> None:
+        """Create the dataset if it does not exist yet. Looked up first: creating needs the
+        project-level bigquery.datasets.create permission (even with exists_ok), which a loader
+        granted only on its dataset lacks, and the emulator fails concurrent creations."""
+        try:
+            self.client.get_dataset(f"{self.project}.{dataset}", retry=self.retry)
+            return
+        except gexc.NotFound:
+            pass
         ds = bigquery.Dataset(f"{self.project}.{dataset}")
         if self.location:
             ds.location = self.location
@@ -336,10 +344,13 @@ class BigQueryWarehouse:
             )
         column_list = ", ".join([*cols, part])
         # JSON is staged as STRING (BigQuery cannot load JSON from Parquet): parse it here.
+        # MySQL accepts any JSON number; PARSE_JSON's default (exact) mode fails the whole load
+        # on one beyond float64/INT64 precision, 'round' keeps the document (number rounded).
         select_list = ", ".join(
             [
                 *(
-                    f"PARSE_JSON({_q(c.name)})" if _is_json(c.bigquery_type) else _q(c.name)
+                    f"PARSE_JSON({_q(c.name)}, wide_number_mode => 'round')"
+                    if _is_json(c.bigquery_type) else _q(c.name)
                     for c in target.columns
                 ),
                 part,
