@@ -1,0 +1,109 @@
+"""The issue-6 bench table: one table of N rows x 12 columns in its own database.
+
+INT PK, INT FK, DECIMAL(12,2), DOUBLE, VARCHAR(80), DATETIME, DATE, TINYINT(1), TIME,
+nullable TEXT, BIGINT UNSIGNED, CHAR(8). Generated server-side from MariaDB's SEQUENCE
+engine (seconds, no client round trips). TIME stays within 0..24h: connectorx 0.4.6
+panics on TIME values beyond 24 hours, and the baseline must be able to read the table.
+The BIGINT UNSIGNED values are 19-digit numbers below 2^63: dlt's pyarrow backend and the
+plain cursor loops raise OverflowError on values at or above 2^63 (plex_etl reads them as
+NUMERIC(20, 0)); the bench table must be readable by every baseline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from plex_etl.catalog.discover import read_structure
+from plex_etl.catalog.plan import SourcePlan, TablePlan
+from plex_etl.extract.spec import ReplicatedTable, replicated_table
+from plex_etl.mysql import create_engine
+from plex_etl.sources import Source, get_source, with_database
+
+DATABASE = "plexetl_bench_table"
+TABLE = "bench"
+SOURCE = "bench"
+
+DDL = f"""
+CREATE TABLE `{TABLE}` (
+  id INT NOT NULL PRIMARY KEY,
+  customer_id INT NOT NULL,
+  amount DECIMAL(12,2) NOT NULL,
+  ratio DOUBLE NOT NULL,
+  name VARCHAR(80) NOT NULL,
+  created_at DATETIME NOT NULL,
+  day DATE NOT NULL,
+  active TINYINT(1) NOT NULL,
+  duration TIME NOT NULL,
+  note TEXT NULL,
+  big BIGINT UNSIGNED NOT NULL,
+  code CHAR(8) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+
+INSERT = f"""
+INSERT INTO `{TABLE}`
+SELECT seq,
+       seq % 50000 + 1,
+       ROUND((seq * 7919 % 10000000) / 100, 2),
+       (seq * 104729 % 1000003) / 997.0,
+       CONCAT('product name ', seq % 9973, ' ', REPEAT('x', seq % 40)),
+       TIMESTAMP('2024-01-01') + INTERVAL (seq * 37 % 31536000) SECOND,
+       DATE('2024-01-01') + INTERVAL (seq % 365) DAY,
+       seq % 2,
+       SEC_TO_TIME(seq * 13 % 86400),
+       IF(seq % 3 = 0, NULL, CONCAT('note ', seq, ' - ', REPEAT('y', seq % 60))),
+       9000000000000000000 + seq * 1000003,
+       LPAD(HEX(seq % 4294967295), 8, '0')
+FROM seq_{{lo}}_to_{{hi}}
+"""
+
+
+def bench_source(rows: int) -> Source:
+    return with_database(get_source("plex"), f"{DATABASE}_{rows}")
+
+
+def ensure_bench_table(rows: int, log=print) -> Source:
+    """Create (or reuse, when it already holds `rows` rows) the bench table; returns its source."""
+    source = bench_source(rows)
+    engine = create_engine(with_database(source, ""))
+    try:
+        with engine.connect() as con:
+            exists = con.execute(
+                sa.text("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = :d AND table_name = :t"),
+                {"d": source.database, "t": TABLE},
+            ).scalar()
+            if exists:
+                count = con.execute(sa.text(f"SELECT COUNT(*) FROM `{source.database}`.`{TABLE}`")).scalar()
+                if count == rows:
+                    return source
+            log(f"building {source.database}.{TABLE} ({rows:,} rows)")
+            con.execute(sa.text(f"DROP DATABASE IF EXISTS `{source.database}`"))
+            con.execute(sa.text(f"CREATE DATABASE `{source.database}`"))
+            con.execute(sa.text(f"USE `{source.database}`"))
+            con.execute(sa.text(DDL))
+            step = 500_000
+            for lo in range(1, rows + 1, step):
+                hi = min(rows, lo + step - 1)
+                con.execute(sa.text(INSERT.format(lo=lo, hi=hi)))
+                con.commit()
+    finally:
+        engine.dispose()
+    return source
+
+
+def bench_spec(source: Source, chunk_rows: int = 100_000, dataset: str = "plexetl_bench") -> ReplicatedTable:
+    """The bench table as a replicated `snapshot` table: the whole table is one partition."""
+    engine = create_engine(source)
+    try:
+        with engine.connect() as con:
+            catalog = read_structure(con, SOURCE, source.database)
+    finally:
+        engine.dispose()
+    plan = SourcePlan(source=SOURCE, tables={TABLE: TablePlan(TABLE, strategy="snapshot", chunk_rows=chunk_rows)})
+    return replicated_table(catalog, plan, TABLE, dataset=dataset)
+
+
+def today() -> dt.date:
+    return dt.date.today()
