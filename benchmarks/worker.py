@@ -83,7 +83,7 @@ def plex_local(args: dict[str, Any]) -> int:
     stream = _stream(args)
     with tempfile.TemporaryDirectory(prefix="plexetl_bench_") as tmp:
         warehouse = LocalWarehouse(Path(tmp) / "warehouse.duckdb", staging_dir=tmp,
-                                   memory_limit=args.get("duckdb_memory_limit"))
+                                   memory_limit=args.get("duckdb_memory_limit"), threads=args.get("duckdb_threads"))
         result = warehouse.load(stream.spec.target, stream, stream.start, stream.end)
     return result.rows
 

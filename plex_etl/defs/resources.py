@@ -48,6 +48,10 @@ class WarehouseResource(dg.ConfigurableResource):
         default=None, description="BigQuery API endpoint override (a private endpoint or emulator)"
     )
     local_path: str = Field(default=DEFAULT_LOCAL_WAREHOUSE, description="DuckDB file (local kind)")
+    local_memory_limit: str = Field(
+        default="128MB", description="DuckDB memory limit of the local warehouse (it spills beyond it)"
+    )
+    local_threads: int = Field(default=1, description="DuckDB threads of the local warehouse")
     request_timeout_seconds: float | None = Field(
         default=None,
         description="BigQuery: give up retrying an API call or a job after this many seconds, and wait "
@@ -86,4 +90,6 @@ class WarehouseResource(dg.ConfigurableResource):
         from plex_etl.warehouse.local import LocalWarehouse
 
         os.makedirs(os.path.dirname(os.path.abspath(self.local_path)), exist_ok=True)
-        return LocalWarehouse(self.local_path)
+        # Capped so that a load's swap-in does not dwarf the streaming extraction's flat memory
+        # (docs/benchmarks.md: 607 MB at DuckDB's defaults, 360 MB capped, for 1M rows).
+        return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)

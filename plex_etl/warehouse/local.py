@@ -63,6 +63,7 @@ class LocalWarehouse:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         staging_dir: str | Path | None = None,
         memory_limit: str | None = None,
+        threads: int | None = None,
     ) -> None:
         """`path`: the DuckDB file (created on first write). `lock_timeout`: how long to wait
         while another process holds the file. `staging_dir`: where per-load temporary
@@ -70,6 +71,7 @@ class LocalWarehouse:
         """
         self.path = Path(path)
         self.memory_limit = memory_limit
+        self.threads = threads
         self.lock_timeout = lock_timeout
         self.staging_dir = Path(staging_dir) if staging_dir is not None else None
 
@@ -104,6 +106,8 @@ class LocalWarehouse:
             con.execute("SET preserve_insertion_order = false")
             if self.memory_limit:
                 con.execute(f"SET memory_limit = {_literal(self.memory_limit)}")
+            if self.threads:
+                con.execute(f"SET threads = {int(self.threads)}")
             yield con
         finally:
             con.close()
