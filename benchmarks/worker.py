@@ -173,19 +173,24 @@ def _cursor_to_arrow(cursor: Any, sql: str, size: int = 10_000) -> int:
     return rows
 
 
-@method
-def pymysql_sscursor(args: dict[str, Any]) -> int:
-    """A plain PyMySQL SSCursor loop, fetchmany(10000) -> pa.array per column."""
-    import pymysql
-
+def _sscursor_loop(args: dict[str, Any], driver: Any, cursor_class: type) -> int:
     from benchmarks.bench_table import bench_source
 
-    connection = pymysql.connect(host="127.0.0.1", user="root", database=bench_source(args["table_rows"]).database,
-                                 charset="utf8mb4", cursorclass=pymysql.cursors.SSCursor)
+    connection = driver.connect(host="127.0.0.1", user="root", database=bench_source(args["table_rows"]).database,
+                                charset="utf8mb4", cursorclass=cursor_class)
     try:
         return _cursor_to_arrow(connection.cursor(), "SELECT * FROM bench" + _limit(args))
     finally:
         connection.close()
+
+
+@method
+def pymysql_sscursor(args: dict[str, Any]) -> int:
+    """A plain PyMySQL SSCursor loop, fetchmany(10000) -> pa.array per column."""
+    import pymysql
+    import pymysql.cursors
+
+    return _sscursor_loop(args, pymysql, pymysql.cursors.SSCursor)
 
 
 @method
@@ -194,14 +199,7 @@ def mysqlclient_sscursor(args: dict[str, Any]) -> int:
     import MySQLdb
     import MySQLdb.cursors
 
-    from benchmarks.bench_table import bench_source
-
-    connection = MySQLdb.connect(host="127.0.0.1", user="root", database=bench_source(args["table_rows"]).database,
-                                 charset="utf8mb4", cursorclass=MySQLdb.cursors.SSCursor)
-    try:
-        return _cursor_to_arrow(connection.cursor(), "SELECT * FROM bench" + _limit(args))
-    finally:
-        connection.close()
+    return _sscursor_loop(args, MySQLdb, MySQLdb.cursors.SSCursor)
 
 
 @method

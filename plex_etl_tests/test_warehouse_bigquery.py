@@ -51,18 +51,7 @@ def harness(warehouse: BigQueryWarehouse) -> sc.Harness:
     )
 
 
-SCENARIOS = [
-    sc.scenario_create_and_reload,
-    sc.scenario_upsert,
-    sc.scenario_failure_mid_stream,
-    sc.scenario_schema_evolution,
-    sc.scenario_partition_out_of_range,
-    sc.scenario_types_round_trip,
-    sc.scenario_counts_retention_views,
-]
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__.removeprefix("scenario_"))
+@pytest.mark.parametrize("scenario", sc.SCENARIOS, ids=lambda f: f.__name__.removeprefix("scenario_"))
 def test_scenario(harness: sc.Harness, scenario) -> None:
     scenario(harness)
 

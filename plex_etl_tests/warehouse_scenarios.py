@@ -351,3 +351,15 @@ def scenario_counts_retention_views(h: Harness) -> None:
 
     with pytest.raises(WarehouseError):
         h.wh.query(f"SELECT nope FROM {h.dataset}.missing")
+
+
+# Every scenario above, run by each warehouse's test module against its own harness.
+SCENARIOS = [
+    scenario_create_and_reload,
+    scenario_upsert,
+    scenario_failure_mid_stream,
+    scenario_schema_evolution,
+    scenario_partition_out_of_range,
+    scenario_types_round_trip,
+    scenario_counts_retention_views,
+]

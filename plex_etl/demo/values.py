@@ -191,8 +191,30 @@ def strings(rng: np.random.Generator, column: Column, n: int, kind: str | None =
     return values
 
 
+# Text kinds that are a weighted pick from a fixed list (repeats weigh the choice).
+_CHOICES: dict[str, Sequence[str]] = {
+    "product": vocab.PRODUCTS,
+    "lab": vocab.LABS,
+    "supplier": vocab.SUPPLIERS,
+    "insurer": vocab.HEALTH_INSURERS,
+    "category": vocab.CATEGORIES,
+    "account": vocab.ACCOUNTS,
+    "phrase": vocab.PHRASES,
+    "note": vocab.PHRASES + vocab.NOTES,
+    "yes_no": ("S", "S", "S", "N"),
+    "letter": ("A", "B", "B", "C"),
+    "voucher": ("FAC", "FAC", "FAC", "NCR", "NDB", "TKT"),
+    "iva": ("CF", "CF", "RI", "MT", "EX"),
+    "sex": ("F", "M", "F", "M", "X"),
+    "city": [c[0] for c in vocab.CITIES],
+    "postcode": [c[2] for c in vocab.CITIES],
+}
+
+
 def _string_kind(rng: np.random.Generator, kind: str | None, column: Column, n: int) -> pa.Array:
     length = column.length or 255
+    if kind in _CHOICES:
+        return pick(rng, _CHOICES[kind], n)
     if kind == "email":
         return join(pick(rng, vocab.USER_NAMES, n), ".", digits(rng, n, 3), "@",
                     pick(rng, vocab.MAIL_DOMAINS, n))
@@ -206,8 +228,6 @@ def _string_kind(rng: np.random.Generator, kind: str | None, column: Column, n: 
     if kind == "address":
         number = pa.array(rng.integers(1, 5000, n)).cast(pa.string())
         return join(pick(rng, vocab.STREETS, n), number, sep=" ")
-    if kind == "city":
-        return pick(rng, [c[0] for c in vocab.CITIES], n)
     if kind == "province":
         if length == 1:
             return pick(rng, [c[1] for c in vocab.CITIES], n)
@@ -219,36 +239,8 @@ def _string_kind(rng: np.random.Generator, kind: str | None, column: Column, n: 
                     digits(rng, n, 1), sep="-")
     if kind == "document":
         return pa.array(rng.integers(5_000_000, 46_000_000, n)).cast(pa.string())
-    if kind == "postcode":
-        return pick(rng, [c[2] for c in vocab.CITIES], n)
     if kind == "web":
         return join("www.", pick(rng, vocab.USER_NAMES, n), "farma.com.ar")
-    if kind == "product":
-        return pick(rng, vocab.PRODUCTS, n)
-    if kind == "lab":
-        return pick(rng, vocab.LABS, n)
-    if kind == "supplier":
-        return pick(rng, vocab.SUPPLIERS, n)
-    if kind == "insurer":
-        return pick(rng, vocab.HEALTH_INSURERS, n)
-    if kind == "category":
-        return pick(rng, vocab.CATEGORIES, n)
-    if kind == "account":
-        return pick(rng, vocab.ACCOUNTS, n)
-    if kind == "phrase":
-        return pick(rng, vocab.PHRASES, n)
-    if kind == "note":
-        return pick(rng, vocab.PHRASES + vocab.NOTES, n)
-    if kind == "yes_no":
-        return pick(rng, ("S", "S", "S", "N"), n)
-    if kind == "letter":
-        return pick(rng, ("A", "B", "B", "C"), n)
-    if kind == "voucher":
-        return pick(rng, ("FAC", "FAC", "FAC", "NCR", "NDB", "TKT"), n)
-    if kind == "iva":
-        return pick(rng, ("CF", "CF", "RI", "MT", "EX"), n)
-    if kind == "sex":
-        return pick(rng, ("F", "M", "F", "M", "X"), n)
     if kind == "default":
         return pa.array([column.default] * n, type=pa.string())
     if column.base_type in ("text", "mediumtext", "longtext", "tinytext"):
