@@ -12,10 +12,11 @@ import os
 import dagster as dg
 
 from plex_etl.catalog.store import catalog_path, load_source_catalog
-from plex_etl.defs.assets import build_source_assets, table_key
+from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor
 from plex_etl.defs.checks import build_orphan_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
+from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import DEFAULT_LOCAL_WAREHOUSE, MySQLResource, WarehouseResource
 from plex_etl.defs.views import build_view_assets
 from plex_etl.extract.spec import warehouse_table_name

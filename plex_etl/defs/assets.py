@@ -10,6 +10,7 @@ from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.defs.automation import freshness_policy, table_condition
 from plex_etl.defs.checks import row_count_check, schema_check, table_check_specs
+from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.extract.spec import replicated_table
 from plex_etl.extract.stream import PartitionStream
@@ -20,10 +21,6 @@ IO_MANAGER_KEY = "warehouse_io_manager"
 
 def pool_name(source: Source) -> str:
     return f"mysql_{source.name}"
-
-
-def table_key(source: str, catalog: Catalog, table: str) -> dg.AssetKey:
-    return dg.AssetKey([source, catalog.table(table).warehouse_name or table])
 
 
 def daily_partitions(source: Source, plan: SourcePlan) -> dg.DailyPartitionsDefinition:

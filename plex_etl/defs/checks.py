@@ -7,6 +7,7 @@ import dagster as dg
 
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
+from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import WarehouseResource
 from plex_etl.extract.spec import ReplicatedTable, warehouse_table_name
 from plex_etl.extract.stream import PartitionStream
@@ -124,7 +125,7 @@ def build_orphan_checks(source: str, catalog: Catalog, plan: SourcePlan) -> dg.A
     ]
     if not relationships:
         return None
-    keys = {t: dg.AssetKey([source, catalog.table(t).warehouse_name or t]) for t in replicated}
+    keys = {t: table_key(source, catalog, t) for t in replicated}
     specs = {
         orphan_check_name(r): (
             r,

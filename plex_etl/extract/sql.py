@@ -89,34 +89,29 @@ def partition_query(spec: ReplicatedTable, start: dt.date, end: dt.date) -> Part
         for c, m in zip(spec.table.columns, spec.mapped, strict=True)
     ]
     columns = ", ".join(f"{e} AS {quote(c.name)}" for (e, _, _), c in zip(selects, spec.table.columns, strict=True))
-    source = f"{quote(spec.table.name)} t"
+    body = f"{quote(spec.table.name)} t"
     if spec.plan.strategy == "snapshot":
         if start != end:
             raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
         day = f"DATE {_literal(start)}"
-        line = csv_line([*selects, (day, "date", False)])
-        return PartitionQuery(
-            rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {source}",
-            count_sql=f"SELECT {day}, COUNT(*) FROM {source}",
-            csv_sql=f"SELECT {line} FROM {source}" if line else None,
-        )
-    joins = []
-    alias = "t"
-    for i, hop in enumerate(spec.hops, start=1):
-        parent = f"p{i}"
-        on = " AND ".join(
-            f"{parent}.{quote(r)} = {alias}.{quote(c)}"
-            for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
-        )
-        joins.append(f"JOIN {quote(hop.table.name)} {parent} ON {on}")
-        alias = parent
-    lo = f"{_literal(start)}"
-    hi = f"{_literal(end + dt.timedelta(days=1))}"
-    day, where = _date_filter(alias, spec.dated.partition_columns, lo, hi)
-    body = " ".join([source, *joins, f"WHERE {where}"])
+    else:
+        joins = []
+        alias = "t"
+        for i, hop in enumerate(spec.hops, start=1):
+            parent = f"p{i}"
+            on = " AND ".join(
+                f"{parent}.{quote(r)} = {alias}.{quote(c)}"
+                for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
+            )
+            joins.append(f"JOIN {quote(hop.table.name)} {parent} ON {on}")
+            alias = parent
+        hi = _literal(end + dt.timedelta(days=1))
+        day, where = _date_filter(alias, spec.dated.partition_columns, _literal(start), hi)
+        body = " ".join([body, *joins, f"WHERE {where}"])
     line = csv_line([*selects, (day, "date", False)])
     return PartitionQuery(
         rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {body}",
+        # An empty table gives no row rather than a zero: the same "no rows that day".
         count_sql=f"SELECT {day} AS d, COUNT(*) FROM {body} GROUP BY d",
         csv_sql=f"SELECT {line} FROM {body}" if line else None,
     )
