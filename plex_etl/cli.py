@@ -49,44 +49,77 @@ def _window(source, days: int) -> tuple:
     return today - dt.timedelta(days=days - 1), today
 
 
-def _cmd_replicate(args: argparse.Namespace) -> int:
-    """Materialize the last N days (or all days) and today's snapshots through the Dagster CLI.
-
-    Each source's dated tables load in one run (a single-run backfill of the range); the
-    commands are printed so they can be run, or adapted, by hand.
-    """
+def _dagster_base(multiprocess: bool) -> list[str]:
+    """`dagster asset materialize` of the code location, in one process unless asked otherwise."""
     import shutil
-    import subprocess
     from pathlib import Path
 
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     base = [dagster, "asset", "materialize", "-m", "plex_etl.definitions"]
-    if not args.multiprocess:
+    if not multiprocess:
         # One process for the whole run: on small data, starting a process per step costs more
         # than the step itself. Scheduled runs keep Dagster's multiprocess executor.
         base += ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
-    commands = []
+    return base
+
+
+def _key_selection(source: str, catalog, tables: list[str]) -> str:
+    """An explicit selection of the tables' assets (never empty: that would select every asset)."""
+    from plex_etl.defs.keys import table_key
+
+    if not tables:
+        raise ValueError("an empty selection would run every asset")
+    return " or ".join(f'key:"{table_key(source, catalog, t).to_user_string()}"' for t in tables)
+
+
+def _materialize(base: list[str], arguments: list[str]) -> int:
+    """Run one `dagster asset materialize` (printed first); its output only when it fails."""
+    import subprocess
+
+    print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
+    completed = subprocess.run([*base, *arguments], capture_output=True, text=True)
+    if completed.returncode != 0:
+        print(completed.stdout[-5000:] + completed.stderr[-5000:], file=sys.stderr)
+        return completed.returncode
+    print("  run succeeded", flush=True)
+    return 0
+
+
+def _cmd_replicate(args: argparse.Namespace) -> int:
+    """Materialize the last N days (or all days) and today's snapshots through the Dagster CLI.
+
+    Each source loads in two runs: today's snapshots, then the dated tables over the range
+    (a single-run backfill). The commands are printed so they can be run, or adapted, by hand.
+    """
+    from plex_etl.catalog.store import load_source_catalog
+
+    base = _dagster_base(args.multiprocess)
+    runs = []
     for source in _sources_with_catalogs():
         if args.source and source.name != args.source:
             continue
+        catalog, plan = load_source_catalog(source.name)
         start, today = _window(source, args.days)
         if args.full:
-            from plex_etl.catalog.store import load_source_catalog
-
-            start = load_source_catalog(source.name)[1].first_day
-        tag = f"tag:plex_etl/source={source.name}"
-        commands.append([*base, "--select", f"{tag} and not tag:plex_etl/strategy=snapshot",
+            start = plan.first_day
+        # Snapshots first, so that the dated tables' orphan checks find their parents.
+        snapshots = [p.table for p in plan.included if p.strategy == "snapshot"]
+        dated = [p.table for p in plan.included if p.strategy != "snapshot"]
+        if snapshots:
+            runs.append(["--select", _key_selection(source.name, catalog, snapshots), "--partition", str(today)])
+        if dated:
+            runs.append(["--select", _key_selection(source.name, catalog, dated),
                          "--partition-range", f"{start}...{today}"])
-        commands.append([*base, "--select", f"{tag} and tag:plex_etl/strategy=snapshot", "--partition", str(today)])
+    if not runs:
+        print("nothing to replicate: no source with a catalog and an included table"
+              + (f" named {args.source}" if args.source else ""), file=sys.stderr)
+        return 1
     if not args.source:
-        commands.append([*base, "--select", "group:views"])
-    for command in commands:
-        print("$ " + " ".join(f"'{c}'" if " " in c else c for c in command[1:]), flush=True)
-        completed = subprocess.run(command, capture_output=True, text=True)
-        if completed.returncode != 0:
-            print(completed.stdout[-5000:] + completed.stderr[-5000:], file=sys.stderr)
-            return completed.returncode
-        print("  run succeeded", flush=True)
+        runs.append(["--select", "group:views"])
+    for arguments in runs:
+        code = _materialize(base, arguments)
+        if code:
+            return code
     return 0
 
 
@@ -105,6 +138,64 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         counts += count_tables(source, catalog, plan, warehouse, resource.dataset, start, today)
     print(format_counts(counts))
     return 0 if all(c.equal for c in counts) else 1
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    """Compare whole tables, day by day, in MySQL and in the warehouse; --repair reloads the
+    partitions that differ (through the Dagster CLI, like replicate), then compares again."""
+    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.definitions import defs
+    from plex_etl.extract.spec import replicated_table
+    from plex_etl.mysql import connect
+    from plex_etl.reconcile import reconcile_table
+
+    resource = defs.resources["warehouse"]
+    warehouse = resource.get()
+    differing = 0
+    for source in _sources_with_catalogs():
+        if args.source and source.name != args.source:
+            continue
+        catalog, plan = load_source_catalog(source.name)
+        today = _window(source, 1)[1]
+        tables = [p.table for p in sorted(plan.included, key=lambda p: p.table)
+                  if not args.table or p.table in args.table]
+        with connect(source) as connection:
+            for table in tables:
+                spec = replicated_table(catalog, plan, table, resource.dataset)
+                result = reconcile_table(connection, warehouse, spec, today)
+                print(result.describe(), flush=True)
+                if result.equal:
+                    continue
+                if not args.repair:
+                    differing += 1
+                    continue
+                for first, last in _ranges(result.partitions_to_reload(today)):
+                    code = _materialize(_dagster_base(multiprocess=False), [
+                        "--select", _key_selection(source.name, catalog, [table]),
+                        *(["--partition", str(first)] if first == last
+                          else ["--partition-range", f"{first}...{last}"]),
+                    ])
+                    if code:
+                        return code
+                again = reconcile_table(connection, warehouse, spec, today)
+                print("  after repair: " + again.describe(), flush=True)
+                differing += 0 if again.equal else 1
+    if differing:
+        print(f"{differing} table(s) differ between MySQL and the warehouse", file=sys.stderr)
+    return 1 if differing else 0
+
+
+def _ranges(days: list) -> list[tuple]:
+    """Consecutive days grouped into (first, last) ranges."""
+    import datetime as dt
+
+    ranges: list[tuple] = []
+    for day in days:
+        if ranges and ranges[-1][1] + dt.timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.add_argument("--full", action="store_true", help="every partition since the plan's first_day")
     replicate.add_argument("--multiprocess", action="store_true", help="one process per step (Dagster's default)")
     replicate.set_defaults(func=_cmd_replicate)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="whole tables, day by day: MySQL vs warehouse counts and keys (exit 1 if they differ)"
+    )
+    reconcile.add_argument("--source", help="only this source (default: every source with a catalog)")
+    reconcile.add_argument("--table", action="append", help="only this table (repeatable)")
+    reconcile.add_argument("--repair", action="store_true", help="reload exactly the partitions that differ")
+    reconcile.set_defaults(func=_cmd_reconcile)
 
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
     compare.add_argument("--days", type=int, default=7)

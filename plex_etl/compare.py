@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.plan import SourcePlan
-from plex_etl.extract.spec import replicated_table
+from plex_etl.extract.spec import read_bounds, replicated_table
 from plex_etl.extract.sql import partition_query
 from plex_etl.mysql import connect
 from plex_etl.sources import Source
@@ -43,10 +43,10 @@ def count_tables(
     with connect(source) as connection:
         for p in sorted(plan.included, key=lambda p: p.table):
             spec = replicated_table(catalog, plan, p.table, dataset)
-            first = today if p.strategy == "snapshot" else start
-            query = partition_query(spec, first, today)
+            lo, hi = read_bounds(spec, today if p.strategy == "snapshot" else start, today, today)
+            query = partition_query(spec, lo, hi)
             mysql = sum(int(n) for _, n in connection.execute(sa.text(query.count_sql)))
-            landed = warehouse.count_by_partition(dataset, spec.target.name, first, today)
+            landed = warehouse.count_by_partition(dataset, spec.target.name, lo, hi)
             counts.append(TableCount(source.name, p.table, p.strategy, mysql, sum(landed.values())))
     return counts
 

@@ -13,8 +13,8 @@ import dagster as dg
 
 from plex_etl.catalog.store import catalog_path, load_source_catalog
 from plex_etl.defs.assets import build_source_assets
-from plex_etl.defs.automation import automation_sensor
-from plex_etl.defs.checks import build_orphan_checks
+from plex_etl.defs.automation import automation_sensor, reconcile_schedule
+from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import DEFAULT_LOCAL_WAREHOUSE, MySQLResource, WarehouseResource
@@ -26,6 +26,7 @@ from plex_etl.sources import load_sources
 def build_definitions() -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     checks: list[dg.AssetChecksDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
     table_keys: dict[str, dg.AssetKey] = {}
     for source in load_sources().values():
         if not catalog_path(source.name).exists():
@@ -34,6 +35,10 @@ def build_definitions() -> dg.Definitions:
         assets += build_source_assets(source, catalog, plan)
         orphans = build_orphan_checks(source.name, catalog, plan)
         checks += [orphans] if orphans else []
+        reconciliation = build_reconcile_checks(source, catalog, plan)
+        if reconciliation:
+            checks.append(reconciliation)
+            schedules.append(reconcile_schedule(source, reconciliation))
         table_keys.update(
             {warehouse_table_name(source.name, catalog.table(p.table)): table_key(source.name, catalog, p.table)
              for p in plan.included}
@@ -51,6 +56,7 @@ def build_definitions() -> dg.Definitions:
         assets=assets,
         asset_checks=checks,
         sensors=[automation_sensor()],
+        schedules=schedules,
         resources={
             "mysql": MySQLResource(),
             "warehouse": warehouse,

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from plex_etl import sources as sources_module
 from plex_etl.mysql import SourceConnectionError, connect, raw_connection
-from plex_etl.sources import SourceConfigError, get_source, load_sources, resolve_credentials
+from plex_etl.sources import Source, SourceConfigError, get_source, load_sources, resolve_credentials
 
 PASSWORD = "S3cr3t-Pl3x-pa55"
 
@@ -90,11 +90,15 @@ def test_wrong_password_gives_a_clear_error_without_the_password(monkeypatch, ca
     assert error.value.__cause__ is None  # the driver exception (and its args) is not chained
 
 
-def test_mysql_resource_connects_from_the_sources_file():
+def test_mysql_resource_connects_from_the_sources_file(
+    demo_sources: dict[str, Source], monkeypatch: pytest.MonkeyPatch
+):
     import sqlalchemy as sa
 
     from plex_etl.defs.resources import MySQLResource
 
+    # The committed sources file, pointed at the test database (the demo `plex` may not exist).
+    monkeypatch.setenv("PLEX_MYSQL_DATABASE", demo_sources["plex"].database)
     resource = MySQLResource()
     with resource.connect("plex") as connection:
         assert connection.execute(sa.text("SELECT @@session.time_zone")).scalar() == "+00:00"

@@ -12,7 +12,7 @@ from plex_etl.defs.automation import freshness_policy, table_condition
 from plex_etl.defs.checks import row_count_check, schema_check, table_check_specs
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
-from plex_etl.extract.spec import replicated_table
+from plex_etl.extract.spec import read_bounds, replicated_table
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.sources import Source
 
@@ -84,15 +84,15 @@ def build_table_asset(
         context: dg.AssetExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource
     ):
         start, end = partition_days(context)
-        if table_plan.strategy == "snapshot":
-            today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
-            if (start, end) != (today, today):
-                raise dg.Failure(
-                    f"{source.name}.{table} is replicated as a snapshot (the table as it is now): "
-                    f"only today's partition ({today}) can be materialized, not {start}..{end}"
-                )
+        today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
+        if table_plan.strategy == "snapshot" and (start, end) != (today, today):
+            raise dg.Failure(
+                f"{source.name}.{table} is replicated as a snapshot (the table as it is now): "
+                f"only today's partition ({today}) can be materialized, not {start}..{end}"
+            )
         spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
-        stream = PartitionStream(mysql.source(source.name), spec, start, end, progress=context.log.info)
+        lo, hi = read_bounds(spec, start, end, today)
+        stream = PartitionStream(mysql.source(source.name), spec, lo, hi, progress=context.log.info)
         yield dg.Output(stream)
         # The IO manager has consumed the stream and swapped the rows in by now.
         store = warehouse.get()

@@ -70,3 +70,23 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         minimum_interval_seconds=60,
         description="Evaluates each table's tier condition: reloads the lookback window at every tick.",
     )
+
+
+RECONCILE_CRON = "30 4 * * *"  # off-peak: the pharmacies are closed, the night ticks are done
+
+
+def reconcile_schedule(source: Source, checks: dg.AssetChecksDefinition) -> dg.ScheduleDefinition:
+    """Runs a source's whole-table reconciliation checks daily, off-peak."""
+    job = dg.define_asset_job(
+        f"{source.name}_reconciliation",
+        selection=dg.AssetSelection.checks(checks),
+        description=f"Compares every table of {source.name} with MySQL, day by day (counts and keys).",
+    )
+    return dg.ScheduleDefinition(
+        name=f"{source.name}_reconciliation_daily",
+        job=job,
+        cron_schedule=RECONCILE_CRON,
+        execution_timezone=source.time_zone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily whole-table reconciliation (a hard delete or a missed day turns the table red).",
+    )

@@ -1,16 +1,20 @@
 """Asset checks: the warehouse agrees with the catalog (schema), with MySQL (row counts) and
 with itself (no child row without its parent)."""
 
+import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.defs.keys import table_key
-from plex_etl.defs.resources import WarehouseResource
-from plex_etl.extract.spec import ReplicatedTable, warehouse_table_name
-from plex_etl.extract.stream import PartitionStream
+from plex_etl.defs.resources import MySQLResource, WarehouseResource
+from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_table_name
+from plex_etl.extract.stream import PartitionStream, describe_days
+from plex_etl.reconcile import reconcile_table
+from plex_etl.sources import Source
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
 from plex_etl.warehouse.queries import orphan_query
 
@@ -90,7 +94,7 @@ def row_count_check(warehouse: Warehouse, stream: PartitionStream) -> dg.AssetCh
             "mysql_rows": dg.IntMetadataValue(mysql_rows),
             "warehouse_rows": dg.IntMetadataValue(warehouse_rows),
             "difference": dg.IntMetadataValue(warehouse_rows - mysql_rows),
-            "partitions_checked": dg.IntMetadataValue((stream.end - stream.start).days + 1),
+            "days_checked": dg.TextMetadataValue(describe_days(stream.start, stream.end)),
             "partitions_mismatched": dg.IntMetadataValue(len(mismatches)),
         },
     )
@@ -182,3 +186,62 @@ def orphan_result(
         + (f", e.g. {shown}" if shown else ""),
         metadata={"orphans": dg.IntMetadataValue(orphans), "examples": dg.TextMetadataValue(shown or "none")},
     )
+
+
+RECONCILE_CHECK = "warehouse_equals_mysql"
+
+
+def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
+    """One check per table: the whole table, day by day, in MySQL and in the warehouse
+    (counts and key hashes; `plex_etl.reconcile`). Run daily off-peak by its schedule.
+
+    Fails (ERROR) when a day the next tick will not reload differs: a hard delete, a row
+    moved out of reach, a day missed by an outage. A difference only within the table's
+    lookback window (rows changed since the last load, reloaded at the next tick) fails
+    as a WARN, so the check never passes while the two differ.
+    """
+    tables = sorted(p.table for p in plan.included)
+    if not tables:
+        return None
+    specs = {
+        t: dg.AssetCheckSpec(
+            RECONCILE_CHECK, asset=table_key(source.name, catalog, t),
+            description="the whole table equals MySQL: rows and primary keys of every day, "
+            "including undated, old and future-dated rows",
+        )
+        for t in tables
+    }
+    by_key = {spec.key: t for t, spec in specs.items()}
+
+    @dg.multi_asset_check(name=f"{source.name}_reconciliation_checks", specs=list(specs.values()), can_subset=True)
+    def _reconcile(context: dg.AssetCheckExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource):
+        store = warehouse.get()
+        today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
+        with mysql.connect(source.name) as connection:
+            for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
+                table = by_key[check_key]
+                spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
+                result = reconcile_table(connection, store, spec, today)
+                settled = result.differences_before(today - dt.timedelta(days=plan.lookback_for(spec.plan) - 1))
+                context.log.info(result.describe())
+                yield dg.AssetCheckResult(
+                    asset_key=check_key.asset_key,
+                    check_name=check_key.name,
+                    passed=result.equal,
+                    severity=dg.AssetCheckSeverity.ERROR if settled or result.equal else dg.AssetCheckSeverity.WARN,
+                    description=result.describe()[:2000],
+                    metadata={
+                        "mysql_rows": dg.IntMetadataValue(result.mysql_rows),
+                        "warehouse_rows": dg.IntMetadataValue(result.warehouse_rows),
+                        "days_differing": dg.IntMetadataValue(len(result.differences)),
+                        "days_differing_before_lookback": dg.IntMetadataValue(len(settled)),
+                        "keys_compared": dg.BoolMetadataValue(result.keys_compared),
+                        "partitions_to_reload": dg.TextMetadataValue(
+                            ", ".join(str(d) for d in result.partitions_to_reload(today)) or "none"
+                        ),
+                        "repair": dg.TextMetadataValue(f"plex-etl reconcile --source {source.name} "
+                                                       f"--table {table} --repair"),
+                    },
+                )
+
+    return _reconcile

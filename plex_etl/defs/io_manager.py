@@ -5,7 +5,8 @@ import datetime as dt
 import dagster as dg
 
 from plex_etl.defs.resources import WarehouseResource
-from plex_etl.extract.stream import PartitionStream
+from plex_etl.extract.spec import load_mode
+from plex_etl.extract.stream import PartitionStream, describe_days
 from plex_etl.typemap import FIXES
 from plex_etl.warehouse.base import PARTITION_COLUMN, LoadResult, Warehouse
 
@@ -24,19 +25,46 @@ def column_schema(stream: PartitionStream) -> dg.TableSchema:
     )
 
 
+def per_partition(counts: dict[dt.date, int], keys: list[str]) -> dict[str, int]:
+    """Rows per partition key of a run; days beyond the run's first or last partition (the
+    undated and early rows of the first partition, the future-dated ones of today) count for it."""
+    days = [dt.date.fromisoformat(k) for k in keys]
+    rows = dict.fromkeys(keys, 0)
+    for day, n in counts.items():
+        key = min(max(day, days[0]), days[-1]).isoformat()
+        rows[key] = rows.get(key, 0) + n
+    return rows
+
+
+def partition_metadata(stream: PartitionStream, result: LoadResult, keys: list[str]) -> dict[str, dict]:
+    """Each partition's own figures (a range run lands several days in one load)."""
+    landed = per_partition(dict(result.rows_by_partition), keys)
+    mysql = per_partition(stream.snapshot_counts, keys)
+    return {
+        key: {
+            "rows": dg.IntMetadataValue(landed[key]),
+            "dagster/row_count": dg.IntMetadataValue(landed[key]),
+            "mysql_snapshot_rows": dg.IntMetadataValue(mysql[key]),
+        }
+        for key in keys
+    }
+
+
 def load_metadata(stream: PartitionStream, result: LoadResult, kind: str) -> dict:
+    """Figures of the whole load (the run's range); per-partition counts come on top."""
     seconds = max(result.seconds, stream.seconds, 1e-9)
     metadata: dict = {
         "rows": dg.IntMetadataValue(result.rows),
         "dagster/row_count": dg.IntMetadataValue(result.rows),
         "mysql_snapshot_rows": dg.IntMetadataValue(stream.expected_rows),
-        "bytes": dg.IntMetadataValue(result.bytes),
+        "load_rows": dg.IntMetadataValue(result.rows),
+        "load_bytes": dg.IntMetadataValue(result.bytes),
         "chunks": dg.IntMetadataValue(result.chunks),
         "seconds": dg.FloatMetadataValue(round(seconds, 3)),
         "rows_per_second": dg.FloatMetadataValue(round(result.rows / seconds, 1)),
         "warehouse": dg.TextMetadataValue(kind),
         "warehouse_table": dg.TextMetadataValue(stream.spec.target.qualified_name),
-        "partitions": dg.TextMetadataValue(f"{stream.start}..{stream.end}"),
+        "load_days": dg.TextMetadataValue(describe_days(stream.start, stream.end)),
         "dagster/column_schema": column_schema(stream),
     }
     if result.added_columns:
@@ -56,12 +84,14 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             raise dg.Failure(f"{context.asset_key.to_user_string()}: expected a PartitionStream")
         warehouse: Warehouse = self.warehouse.get()
         spec = obj.spec
-        mode = "upsert" if spec.plan.strategy == "upsert" else "replace"
-        result = warehouse.load(spec.target, obj, obj.start, obj.end, mode=mode)
+        result = warehouse.load(spec.target, obj, obj.start, obj.end, mode=load_mode(spec))
         metadata = load_metadata(obj, result, warehouse.kind)
         if spec.plan.strategy == "snapshot":
             metadata["snapshot_rows_expired"] = dg.IntMetadataValue(keep_snapshots(warehouse, obj))
         context.add_output_metadata(metadata)
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            for key, figures in partition_metadata(obj, result, list(context.asset_partition_keys)).items():
+                context.step_context.add_asset_metadata(figures, partition_key=key)
 
     def load_input(self, context: dg.InputContext) -> None:
         raise dg.Failure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from plex_etl.catalog.model import Catalog, Relationship, Table
@@ -30,6 +31,7 @@ class ReplicatedTable:
     dated: TablePlan  # the plan whose partition columns decide the day (itself unless child)
     target: TargetTable
     retention_days: int  # snapshots: days of history kept in the warehouse
+    first_day: dt.date  # the first partition: it also holds the rows dated before it, or undated
 
     @property
     def name(self) -> str:
@@ -77,5 +79,26 @@ def replicated_table(
     )
     return ReplicatedTable(
         catalog.source, table, table_plan, mapped, tuple(hops), dated, target,
-        retention_days=plan.snapshot_retention_days,
+        retention_days=plan.snapshot_retention_days, first_day=plan.first_day,
     )
+
+
+def read_bounds(
+    spec: ReplicatedTable, start: dt.date, end: dt.date, today: dt.date
+) -> tuple[dt.date | None, dt.date | None]:
+    """The day range a load of partitions [start, end] reads and replaces.
+
+    The first partition also holds the rows dated before it and the undated ones, today's
+    partition the rows dated after today: those sides are left open (None), so that every
+    row of the table belongs to exactly one loadable partition.
+    """
+    if spec.plan.strategy == "snapshot":
+        return start, end
+    return (None if start <= spec.first_day else start), (None if end >= today else end)
+
+
+def load_mode(spec: ReplicatedTable) -> str:
+    """How a load lands: 'upsert' (merge by primary key) for every dated table with a key, so
+    a row whose day moved (its own date or an ancestor's) leaves its old partition; snapshots
+    keep one copy of each key per day, and a table without a key can only replace days."""
+    return "upsert" if spec.plan.strategy != "snapshot" and spec.target.primary_key else "replace"

@@ -23,6 +23,10 @@ class PartitionQuery:
     # The same rows and values as rows_sql, each row as one CSV line (see csv_line), or
     # None when a column cannot travel as text (binary values).
     csv_sql: str | None = None
+    # (day, rows, key xor, key sum) per day: what reconciliation compares (see key_digest).
+    digest_sql: str = ""
+    # The primary key columns of the rows (empty when the table has no primary key).
+    keys_sql: str = ""
 
 
 # Rules whose text may hold a comma, quote or newline: quoted (and quotes doubled). The
@@ -67,23 +71,45 @@ def _literal(day: dt.date) -> str:
     return f"'{day.isoformat()}'"
 
 
-def _date_filter(alias: str, columns: tuple[str, ...], lo: str, hi: str) -> tuple[str, str]:
-    """(day expression, WHERE clause) for COALESCE(columns) in [lo, hi).
+def _date_filter(
+    alias: str, columns: tuple[str, ...], lo: dt.date | None, hi: dt.date | None, first_day: dt.date
+) -> tuple[str, str | None]:
+    """(day expression, WHERE clause or None) for the rows whose day is in [lo, hi).
+
+    A row's day is its date expression (a column, or the COALESCE of several) clamped to
+    `first_day`: a row dated before the first partition, or not dated at all (NULL, or a
+    child without its parent), belongs to the first partition, so every row has exactly
+    one day. `lo` None means "from the first partition on" (undated rows included), `hi`
+    None "and every later day" (rows dated in the future keep their own day).
 
     The WHERE is the COALESCE spelled out column by column so that each branch can use
     an index on its column (a COALESCE(...) comparison cannot).
     """
     refs = [f"{alias}.{quote(c)}" for c in columns]
     expr = refs[0] if len(refs) == 1 else f"COALESCE({', '.join(refs)})"
+    first = f"DATE {_literal(first_day)}"
+    day = f"GREATEST(COALESCE(DATE({expr}), {first}), {first})"
+    if lo is not None and lo <= first_day:
+        lo = None
+    if lo is None and hi is None:
+        return day, None
     branches = []
     for i, ref in enumerate(refs):
-        nulls = [f"{r} IS NULL" for r in refs[:i]]
-        branches.append("(" + " AND ".join([*nulls, f"{ref} >= {lo}", f"{ref} < {hi}"]) + ")")
-    return f"DATE({expr})", " OR ".join(branches)
+        bounds = [f"{ref} >= {_literal(lo)}"] if lo is not None else []
+        bounds += [f"{ref} < {_literal(hi)}"] if hi is not None else []
+        branches.append("(" + " AND ".join([*(f"{r} IS NULL" for r in refs[:i]), *bounds]) + ")")
+    if lo is None:
+        branches.append("(" + " AND ".join(f"{r} IS NULL" for r in refs) + ")")
+    return day, " OR ".join(branches)
 
 
-def partition_query(spec: ReplicatedTable, start: dt.date, end: dt.date) -> PartitionQuery:
-    """Rows of the partitions [start, end] (inclusive) of a replicated table."""
+def partition_query(spec: ReplicatedTable, start: dt.date | None, end: dt.date | None) -> PartitionQuery:
+    """Rows whose day is in [start, end] (inclusive); None leaves that side open.
+
+    Dated tables: `start` None (or the plan's first day) includes the rows dated before it
+    and the undated ones, `end` None includes the rows dated after it (see _date_filter).
+    Snapshots read the whole table as the day `start` (== `end`).
+    """
     selects = [
         (m.select_sql.format(column=f"t.{quote(c.name)}"), m.rule, _binary(c))
         for c, m in zip(spec.table.columns, spec.mapped, strict=True)
@@ -91,7 +117,7 @@ def partition_query(spec: ReplicatedTable, start: dt.date, end: dt.date) -> Part
     columns = ", ".join(f"{e} AS {quote(c.name)}" for (e, _, _), c in zip(selects, spec.table.columns, strict=True))
     body = f"{quote(spec.table.name)} t"
     if spec.plan.strategy == "snapshot":
-        if start != end:
+        if start is None or start != end:
             raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
         day = f"DATE {_literal(start)}"
     else:
@@ -103,15 +129,45 @@ def partition_query(spec: ReplicatedTable, start: dt.date, end: dt.date) -> Part
                 f"{parent}.{quote(r)} = {alias}.{quote(c)}"
                 for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
             )
-            joins.append(f"JOIN {quote(hop.table.name)} {parent} ON {on}")
+            # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
+            joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
             alias = parent
-        hi = _literal(end + dt.timedelta(days=1))
-        day, where = _date_filter(alias, spec.dated.partition_columns, _literal(start), hi)
-        body = " ".join([body, *joins, f"WHERE {where}"])
+        hi = end + dt.timedelta(days=1) if end is not None else None
+        day, where = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
+        body = " ".join([body, *joins, *([f"WHERE {where}"] if where else [])])
     line = csv_line([*selects, (day, "date", False)])
     return PartitionQuery(
         rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {body}",
         # An empty table gives no row rather than a zero: the same "no rows that day".
         count_sql=f"SELECT {day} AS d, COUNT(*) FROM {body} GROUP BY d",
         csv_sql=f"SELECT {line} FROM {body}" if line else None,
+        digest_sql=f"SELECT {day} AS d, {', '.join(key_digest(spec))} FROM {body} GROUP BY d",
+        keys_sql=(f"SELECT {', '.join(f't.{quote(c)}' for c in spec.table.primary_key)} FROM {body}"
+                  if spec.table.primary_key else ""),
     )
+
+
+# Key columns whose text is spelled the same by MySQL, BigQuery and DuckDB (CAST to text):
+# only these take part in the key digest; other keys are compared by count alone.
+DIGEST_RULES = frozenset({"integer", "text", "date"})
+
+
+def digest_columns(spec: ReplicatedTable) -> tuple[str, ...]:
+    """The MySQL key columns of the digest, or () when the table has no digestible key."""
+    rules = {c.name: m.rule for c, m in zip(spec.table.columns, spec.mapped, strict=True)}
+    key = spec.table.primary_key
+    return key if key and all(rules[c] in DIGEST_RULES for c in key) else ()
+
+
+def key_digest(spec: ReplicatedTable) -> list[str]:
+    """COUNT(*), then two order-independent hashes of the keys: the BIT_XOR of 60 bits and
+    the SUM of 28 other bits of MD5(k1|k2|...), as every warehouse computes them too."""
+    columns = digest_columns(spec)
+    if not columns:
+        return ["COUNT(*)", "0", "0"]
+    text = "CONCAT_WS('|', " + ", ".join(f"CONVERT(t.{quote(c)} USING utf8mb4)" for c in columns) + ")"
+    return [
+        "COUNT(*)",
+        f"BIT_XOR(CAST(CONV(SUBSTRING(MD5({text}), 1, 15), 16, 10) AS UNSIGNED))",
+        f"SUM(CAST(CONV(SUBSTRING(MD5({text}), 16, 7), 16, 10) AS UNSIGNED))",
+    ]

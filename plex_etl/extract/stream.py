@@ -107,9 +107,18 @@ class ExtractionError(RuntimeError):
     """A partition could not be read; the message names source, table and, for values, column."""
 
 
+def describe_days(start: dt.date | None, end: dt.date | None) -> str:
+    """'2026-11-20', '2026-11-01..2026-11-20', '..2026-11-20' (from the first), '2026-11-20..'."""
+    if start is not None and start == end:
+        return start.isoformat()
+    return f"{start or ''}..{end or ''}"
+
+
 class PartitionStream:
     """An iterable of record batches for partitions [start, end] of one table.
 
+    `start`/`end` None leave that side open (see extract.sql.partition_query): the read of
+    the first partition includes the undated rows, the read of today the future-dated ones.
     Nothing touches MySQL until iteration starts. After (or during) iteration:
     `snapshot_counts` (rows per day, in the read's snapshot), `rows`, `chunks`, `fixes`.
     """
@@ -118,8 +127,8 @@ class PartitionStream:
         self,
         source: Source,
         spec: ReplicatedTable,
-        start: dt.date,
-        end: dt.date,
+        start: dt.date | None,
+        end: dt.date | None,
         progress: Callable[[str], None] | None = None,
         connect: Callable[[Source], Any] = raw_connection,
     ) -> None:
@@ -139,7 +148,7 @@ class PartitionStream:
 
     @property
     def label(self) -> str:
-        days = self.start.isoformat() if self.start == self.end else f"{self.start}..{self.end}"
+        days = describe_days(self.start, self.end)
         return f"{self.spec.name} {days}"
 
     @property

@@ -24,7 +24,9 @@ existing column is never applied automatically: the load raises WarehouseError.
 before it, and stay if the transaction then fails; they only hold NULLs.)
 
 Every batch must carry partition dates within [start, end]; otherwise the load raises
-WarehouseError naming the table and the date, and the target is not touched.
+WarehouseError naming the table and the date, and the target is not touched. `start` or
+`end` None leaves that side of the range open: the load of the first partition replaces
+every earlier day too, the load of today every later day (rows dated in the future).
 """
 
 from __future__ import annotations
@@ -99,11 +101,11 @@ class Warehouse(Protocol):
         self,
         target: TargetTable,
         batches: Iterable[pa.RecordBatch],
-        start: dt.date,
-        end: dt.date,
+        start: dt.date | None,
+        end: dt.date | None,
         mode: LoadMode = "replace",
     ) -> LoadResult:
-        """Stage every batch, then atomically replace partitions [start, end] (inclusive)."""
+        """Stage every batch, then atomically replace partitions [start, end] (inclusive; None: open)."""
         ...
 
     def columns(self, dataset: str, table: str) -> dict[str, str] | None:
@@ -116,9 +118,18 @@ class Warehouse(Protocol):
         ...
 
     def count_by_partition(
-        self, dataset: str, table: str, start: dt.date, end: dt.date
+        self, dataset: str, table: str, start: dt.date | None, end: dt.date | None
     ) -> dict[dt.date, int]:
-        """Rows per partition date in [start, end] (dates without rows are omitted)."""
+        """Rows per partition date in [start, end] (None: open; dates without rows are omitted)."""
+        ...
+
+    def digest_by_partition(
+        self, dataset: str, table: str, key: tuple[str, ...]
+    ) -> dict[dt.date, Digest]:
+        """Per partition date of the whole table: rows and the key hashes of `Digest`.
+
+        `key` empty: counts only (hashes 0). A missing table gives {}.
+        """
         ...
 
     def query(self, sql: str) -> pa.Table:
@@ -137,8 +148,39 @@ class Warehouse(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Digest:
+    """Rows of one partition and two order-independent hashes of their keys.
+
+    Each key's text (its columns cast to text, joined by '|') is hashed with MD5; `xor` is
+    the BIT_XOR of the hash's first 60 bits, `total` the SUM of the next 28 bits. MySQL and
+    every warehouse compute the same figures, so equal digests mean equal key sets (with
+    equal counts, a lost key and a duplicated one cannot cancel out in both hashes).
+    """
+
+    rows: int
+    xor: int = 0
+    total: int = 0
+
+
 # ---------------------------------------------------------------------------------------
 # Helpers shared by the implementations (not part of the protocol).
+
+
+def day_range(column: str, start: dt.date | None, end: dt.date | None) -> str:
+    """SQL condition `column` in [start, end], None leaving a side open (BigQuery and DuckDB)."""
+    parts = []
+    if start is not None:
+        parts.append(f"{column} >= DATE '{start.isoformat()}'")
+    if end is not None:
+        parts.append(f"{column} <= DATE '{end.isoformat()}'")
+    return " AND ".join(parts) or "TRUE"
+
+
+def key_text_sql(columns: list[str], cast: str) -> str:
+    """The text a key is hashed from (see Digest): its columns cast to `cast`, joined by '|'."""
+    texts = [f"CAST({c} AS {cast})" for c in columns]
+    return texts[0] if len(texts) == 1 else "CONCAT(" + ", '|', ".join(texts) + ")"
 
 
 def check_mode(target: TargetTable, mode: str) -> None:
@@ -171,10 +213,10 @@ class BatchStream:
         self,
         target: TargetTable,
         batches: Iterable[pa.RecordBatch],
-        start: dt.date,
-        end: dt.date,
+        start: dt.date | None,
+        end: dt.date | None,
     ) -> None:
-        if start > end:
+        if start is not None and end is not None and start > end:
             raise WarehouseError(f"{target.qualified_name}: start {start} is after end {end}")
         self.target = target
         self.schema = target.arrow_schema
@@ -232,7 +274,7 @@ class BatchStream:
             )
         for item in pc.value_counts(dates).to_pylist():
             day, n = item["values"], item["counts"]
-            if not self.start <= day <= self.end:
+            if (self.start is not None and day < self.start) or (self.end is not None and day > self.end):
                 raise WarehouseError(
                     f"{self.target.qualified_name}: record batch has partition date {day} "
                     f"outside the loaded range [{self.start}, {self.end}]"

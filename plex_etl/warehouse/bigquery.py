@@ -33,11 +33,14 @@ from plex_etl.warehouse.base import (
     LOADED_AT_COLUMN,
     PARTITION_COLUMN,
     BatchStream,
+    Digest,
     LoadMode,
     LoadResult,
     TargetTable,
     WarehouseError,
     check_mode,
+    day_range,
+    key_text_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -203,11 +206,11 @@ class BigQueryWarehouse:
         self,
         target: TargetTable,
         batches: Iterable[pa.RecordBatch],
-        start: dt.date,
-        end: dt.date,
+        start: dt.date | None,
+        end: dt.date | None,
         mode: LoadMode = "replace",
     ) -> LoadResult:
-        """Stage every batch, then atomically replace partitions [start, end] (inclusive)."""
+        """Stage every batch, then atomically replace partitions [start, end] (inclusive; None: open)."""
         t0 = time.monotonic()
         name = target.qualified_name
         check_mode(target, mode)
@@ -325,17 +328,20 @@ class BigQueryWarehouse:
         return tuple(f.name for f in new)
 
     def _replace(
-        self, target: TargetTable, staging_name: str, start: dt.date, end: dt.date, mode: str
+        self, target: TargetTable, staging_name: str, start: dt.date | None, end: dt.date | None,
+        mode: str,
     ) -> None:
         ref = self._ref(target.dataset, target.name)
         stg = self._ref(target.dataset, staging_name)
         cols = [_q(c.name) for c in target.columns]
         part = _q(PARTITION_COLUMN)
-        where = f"{part} BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}'"
+        # The partition range alone: BigQuery deletes whole partitions without a scan.
+        deletes = [f"DELETE FROM {ref} t WHERE {day_range(part, start, end)};"]
         source = stg
         if mode == "upsert":
+            # Staged keys that live in another partition: the row moved to a loaded day.
             keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
-            where += f" OR EXISTS (SELECT 1 FROM {stg} s WHERE {keys})"
+            deletes.append(f"DELETE FROM {ref} t WHERE EXISTS (SELECT 1 FROM {stg} s WHERE {keys});")
             pk = ", ".join(_q(k) for k in target.primary_key)
             # A key staged twice lands once (the row of the latest partition).
             source = (
@@ -358,7 +364,7 @@ class BigQueryWarehouse:
         )
         sql = (
             "BEGIN TRANSACTION;\n"
-            f"DELETE FROM {ref} t WHERE {where};\n"
+            + "\n".join(deletes) + "\n"
             f"INSERT INTO {ref} ({column_list}, {_q(LOADED_AT_COLUMN)})\n"
             f"SELECT {select_list}, CURRENT_TIMESTAMP() FROM {source};\n"
             "COMMIT TRANSACTION;"
@@ -387,22 +393,43 @@ class BigQueryWarehouse:
         return {f.name: field_type(f) for f in t.schema}
 
     def count_by_partition(
-        self, dataset: str, table: str, start: dt.date, end: dt.date
+        self, dataset: str, table: str, start: dt.date | None, end: dt.date | None
     ) -> dict[dt.date, int]:
-        """Rows per partition date in [start, end] (dates without rows are omitted)."""
+        """Rows per partition date in [start, end] (None: open; dates without rows are omitted)."""
         part = _q(PARTITION_COLUMN)
-        sql = (
+        rows = self._select(
+            dataset, table,
             f"SELECT {part} AS d, COUNT(*) AS n FROM {self._ref(dataset, table)} "
-            f"WHERE {part} BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}' "
-            "GROUP BY d ORDER BY d"
+            f"WHERE {day_range(part, start, end)} GROUP BY d ORDER BY d",
         )
+        return {r["d"]: int(r["n"]) for r in rows}
+
+    def digest_by_partition(
+        self, dataset: str, table: str, key: tuple[str, ...]
+    ) -> dict[dt.date, Digest]:
+        """Per partition date of the whole table: rows and key hashes (see Digest)."""
+        part = _q(PARTITION_COLUMN)
+        hashes = "0 AS x, 0 AS s"
+        if key:
+            md5 = f"TO_HEX(MD5({key_text_sql([_q(k) for k in key], 'STRING')}))"
+            hashes = (
+                f"BIT_XOR(CAST(CONCAT('0x', SUBSTR({md5}, 1, 15)) AS INT64)) AS x, "
+                f"SUM(CAST(CONCAT('0x', SUBSTR({md5}, 16, 7)) AS INT64)) AS s"
+            )
+        rows = self._select(
+            dataset, table,
+            f"SELECT {part} AS d, COUNT(*) AS n, {hashes} FROM {self._ref(dataset, table)} GROUP BY d",
+        )
+        return {r["d"]: Digest(int(r["n"]), int(r["x"] or 0), int(r["s"] or 0)) for r in rows}
+
+    def _select(self, dataset: str, table: str, sql: str) -> list[Any]:
+        """Rows of a query on one table; none when the table does not exist."""
         try:
             if self._get_table(dataset, table) is None:
-                return {}
-            rows = self._run(sql).result(retry=self.retry, timeout=self.job_timeout)
-            return {r["d"]: int(r["n"]) for r in rows}
+                return []
+            return list(self._run(sql).result(retry=self.retry, timeout=self.job_timeout))
         except gexc.GoogleAPIError as e:
-            raise WarehouseError(f"{dataset}.{table}: count failed: {_message(e)}") from e
+            raise WarehouseError(f"{dataset}.{table}: query failed: {_message(e)}") from e
 
     def query(self, sql: str) -> pa.Table:
         """Run a BigQuery (GoogleSQL) query and return the rows."""

@@ -26,11 +26,14 @@ from plex_etl.warehouse.base import (
     LOADED_AT_COLUMN,
     PARTITION_COLUMN,
     BatchStream,
+    Digest,
     LoadMode,
     LoadResult,
     TargetTable,
     WarehouseError,
     check_mode,
+    day_range,
+    key_text_sql,
 )
 
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -117,11 +120,11 @@ class LocalWarehouse:
         self,
         target: TargetTable,
         batches: Iterable[pa.RecordBatch],
-        start: dt.date,
-        end: dt.date,
+        start: dt.date | None,
+        end: dt.date | None,
         mode: LoadMode = "replace",
     ) -> LoadResult:
-        """Stage every batch, then atomically replace partitions [start, end] (inclusive)."""
+        """Stage every batch, then atomically replace partitions [start, end] (inclusive; None: open)."""
         t0 = time.monotonic()
         check_mode(target, mode)
         stream = BatchStream(target, batches, start, end)
@@ -146,8 +149,8 @@ class LocalWarehouse:
         self,
         target: TargetTable,
         staged: Path | None,
-        start: dt.date,
-        end: dt.date,
+        start: dt.date | None,
+        end: dt.date | None,
         mode: LoadMode,
     ) -> tuple[str, ...]:
         name = target.qualified_name
@@ -156,18 +159,15 @@ class LocalWarehouse:
             try:
                 con.execute("BEGIN TRANSACTION")
                 added = _ensure_table(con, target)
-                date_range = (
-                    f"{quote(PARTITION_COLUMN)} BETWEEN DATE '{start.isoformat()}' "
-                    f"AND DATE '{end.isoformat()}'"
-                )
+                date_range = day_range(quote(PARTITION_COLUMN), start, end)
                 source = f"read_parquet({_literal(str(staged))})" if staged else None
-                where = date_range
+                con.execute(f"DELETE FROM {ref} WHERE {date_range}")
                 if mode == "upsert" and source:
+                    # Staged keys that live in another partition: the row moved to a loaded day.
                     keys = " AND ".join(
                         f"s.{quote(k)} = {ref}.{quote(k)}" for k in target.primary_key
                     )
-                    where = f"{date_range} OR EXISTS (SELECT 1 FROM {source} s WHERE {keys})"
-                con.execute(f"DELETE FROM {ref} WHERE {where}")
+                    con.execute(f"DELETE FROM {ref} WHERE EXISTS (SELECT 1 FROM {source} s WHERE {keys})")
                 if source:
                     cols = [c.name for c in target.columns]
                     insert_cols = ", ".join(
@@ -209,21 +209,45 @@ class LocalWarehouse:
             return _columns(con, dataset, table)
 
     def count_by_partition(
-        self, dataset: str, table: str, start: dt.date, end: dt.date
+        self, dataset: str, table: str, start: dt.date | None, end: dt.date | None
     ) -> dict[dt.date, int]:
-        """Rows per partition date in [start, end] (dates without rows are omitted)."""
+        """Rows per partition date in [start, end] (None: open; dates without rows are omitted)."""
+        rows = self._select(
+            dataset, table,
+            f"SELECT {quote(PARTITION_COLUMN)}, COUNT(*) FROM {quote(dataset)}.{quote(table)} "
+            f"WHERE {day_range(quote(PARTITION_COLUMN), start, end)} GROUP BY 1 ORDER BY 1",
+        )
+        return {d: int(n) for d, n in rows}
+
+    def digest_by_partition(
+        self, dataset: str, table: str, key: tuple[str, ...]
+    ) -> dict[dt.date, Digest]:
+        """Per partition date of the whole table: rows and key hashes (see Digest)."""
+        hashes = "0, 0"
+        if key:
+            md5 = f"md5({key_text_sql([quote(k) for k in key], 'VARCHAR')})"
+            hashes = (
+                f"bit_xor(('0x' || substr({md5}, 1, 15))::UBIGINT), "
+                f"sum(('0x' || substr({md5}, 16, 7))::UBIGINT)"
+            )
+        rows = self._select(
+            dataset, table,
+            f"SELECT {quote(PARTITION_COLUMN)}, COUNT(*), {hashes} FROM {quote(dataset)}.{quote(table)} "
+            "GROUP BY 1 ORDER BY 1",
+        )
+        return {d: Digest(int(n), int(x or 0), int(t or 0)) for d, n, x, t in rows}
+
+    def _select(self, dataset: str, table: str, sql: str) -> list[tuple]:
+        """Rows of a query on one table; none when the file or the table does not exist."""
         if not self.path.exists():
-            return {}
+            return []
         with self._connect(f"{dataset}.{table}") as con:
             if _columns(con, dataset, table) is None:
-                return {}
-            rows = con.execute(
-                f"SELECT {quote(PARTITION_COLUMN)}, COUNT(*) FROM "
-                f"{quote(dataset)}.{quote(table)} WHERE {quote(PARTITION_COLUMN)} "
-                f"BETWEEN ? AND ? GROUP BY 1 ORDER BY 1",
-                [start, end],
-            ).fetchall()
-        return {d: int(n) for d, n in rows}
+                return []
+            try:
+                return con.execute(sql).fetchall()
+            except duckdb.Error as e:
+                raise WarehouseError(f"{dataset}.{table}: query failed: {e}") from e
 
     def query(self, sql: str) -> pa.Table:
         """Run a DuckDB query and return the rows."""
