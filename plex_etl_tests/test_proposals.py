@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
 from plex_etl.catalog.model import Column, load_catalog
 from plex_etl.catalog.plan import is_modification_stamp, load_plan
+from plex_etl.catalog.profile import profile_dates
 from plex_etl.catalog.store import catalog_path, plan_path, run_discover
-from plex_etl.mysql import create_engine
+from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import PACKAGE_CONFIG_DIR, get_source, with_database
 
 TODAY = dt.date.today()
@@ -56,8 +58,8 @@ STATEMENTS = [
     "CREATE TABLE turnos (IdTurno INT NOT NULL PRIMARY KEY, Fecha DATETIME NOT NULL)",
     "INSERT INTO turnos VALUES " + _values([(i, str(TODAY + dt.timedelta(days=10 * i))) for i in range(1, 11)]),
     # Only old dates: first_day comes from them.
-    "CREATE TABLE historico (IdHistorico INT NOT NULL PRIMARY KEY, Fecha DATE NOT NULL)",
-    "INSERT INTO historico VALUES " + _values([(i, f"{1985 + i}-03-01") for i in range(22)]),
+    "CREATE TABLE historico (IdHistorico INT NOT NULL PRIMARY KEY, Fecha DATE NOT NULL, Baja DATE, KEY (Fecha))",
+    "INSERT INTO historico VALUES " + _values([(i, f"{1985 + i}-03-01", None) for i in range(22)]),
     "CREATE TABLE paises (Codigo CHAR(2) NOT NULL PRIMARY KEY, Nombre VARCHAR(40))",
     "INSERT INTO paises VALUES ('AR', 'Argentina'), ('UY', 'Uruguay')",
     # Two tables numbered 1..5 under the same generic key name: not related.
@@ -162,3 +164,16 @@ def test_other_dates_are_not_stamps(name):
 @pytest.mark.parametrize("source_name", ["plex", "quantio"])
 def test_committed_plans_have_nothing_pending_review(source_name):
     assert load_plan(plan_path(source_name, PACKAGE_CONFIG_DIR), source_name).pending_review == []
+
+
+def test_large_tables_are_profiled_from_a_bounded_sample(source, tmp_path):
+    run_discover(source, directory=tmp_path, log=lambda _line: None)
+    table = load_catalog(catalog_path("plex", tmp_path)).table("historico")
+    with connect(source) as connection:
+        whole = profile_dates(connection, table)
+        sampled = profile_dates(connection, replace(table, row_estimate=30_000_000))
+    assert not whole["Fecha"].sampled and sampled["Fecha"].sampled
+    # The indexed column's oldest date is exact (an index dive), not the sample's.
+    assert whole["Fecha"].oldest == sampled["Fecha"].oldest == dt.date(1985, 3, 1)
+    assert whole["Fecha"].newest == sampled["Fecha"].newest == dt.date(2006, 3, 1)
+    assert whole["Baja"].null_ratio == sampled["Baja"].null_ratio == 1.0
