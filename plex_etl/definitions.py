@@ -7,11 +7,13 @@ PLEX_ETL_WAREHOUSE (auto | bigquery | local), PLEX_ETL_DATASET, PLEX_ETL_BIGQUER
 PLEX_ETL_BIGQUERY_ENDPOINT, PLEX_ETL_LOCAL_WAREHOUSE, PLEX_ETL_CONFIG_DIR.
 """
 
+import logging
 import os
 
 import dagster as dg
 
-from plex_etl.catalog.store import catalog_path, load_source_catalog
+from plex_etl.catalog.plan import pending_review_message
+from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor, reconcile_schedule
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
@@ -32,6 +34,8 @@ def build_definitions() -> dg.Definitions:
         if not catalog_path(source.name).exists():
             continue  # a source without a catalog yet: `plex-etl discover --source NAME`
         catalog, plan = load_source_catalog(source.name)
+        if pending := pending_review_message(plan, plan_path(source.name)):
+            logging.getLogger(__name__).warning(pending)
         assets += build_source_assets(source, catalog, plan)
         orphans = build_orphan_checks(source.name, catalog, plan)
         checks += [orphans] if orphans else []

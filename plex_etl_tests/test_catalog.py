@@ -1,5 +1,6 @@
 """Discovery against the real demo databases: structure, relationships, inference, drift."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from plex_etl.catalog.plan import load_plan, validate
 from plex_etl.catalog.store import catalog_path, plan_path, run_discover
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import PACKAGE_CONFIG_DIR, with_database
+
+PREFIX = os.environ.get("PLEX_ETL_TEST_DB_PREFIX", "plexetl_test")  # parallel sessions differ
+DRIFT = f"{PREFIX}_catalog_drift"
 
 
 def reference_pairs(reference_dir: Path) -> set[tuple[str, str, str, str]]:
@@ -92,7 +96,7 @@ def _copy_without_foreign_keys(engine: sa.Engine, source_db: str, target_db: str
 
 
 def test_inference_recovers_dropped_foreign_keys(demo_sources, plex_catalog, reference_dir):
-    source = with_database(demo_sources["plex"], "plexetl_t_catalog_nofk")
+    source = with_database(demo_sources["plex"], f"{PREFIX}_catalog_nofk")
     engine = create_engine(demo_sources["plex"])
     _copy_without_foreign_keys(engine, demo_sources["plex"].database, source.database)
     try:
@@ -123,12 +127,12 @@ def test_inference_recovers_dropped_foreign_keys(demo_sources, plex_catalog, ref
 
 def test_schema_drift_is_reported_and_the_plan_is_kept(demo_sources, tmp_path):
     engine = create_engine(demo_sources["quantio"])
-    source = with_database(demo_sources["quantio"], "plexetl_t_catalog_drift")
+    source = with_database(demo_sources["quantio"], DRIFT)
     with engine.begin() as connection:
-        connection.execute(sa.text("DROP DATABASE IF EXISTS plexetl_t_catalog_drift"))
-        connection.execute(sa.text("CREATE DATABASE plexetl_t_catalog_drift"))
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {DRIFT}"))
+        connection.execute(sa.text(f"CREATE DATABASE {DRIFT}"))
         connection.execute(sa.text(
-            "CREATE TABLE plexetl_t_catalog_drift.ventas (id INT PRIMARY KEY, fecha DATETIME NOT NULL, "
+            f"CREATE TABLE {DRIFT}.ventas (id INT PRIMARY KEY, fecha DATETIME NOT NULL, "
             "importe DECIMAL(12,2), sucursal INT, obsoleta VARCHAR(10))"
         ))
     try:
@@ -141,13 +145,13 @@ def test_schema_drift_is_reported_and_the_plan_is_kept(demo_sources, tmp_path):
         user_plan = plan_file.read_text().replace("proposed: true", "chunk_rows: 1234  # my choice")
         plan_file.write_text(user_plan)
         with engine.begin() as connection:
-            connection.execute(sa.text("ALTER TABLE plexetl_t_catalog_drift.ventas ADD COLUMN canal VARCHAR(20)"))
-            connection.execute(sa.text("ALTER TABLE plexetl_t_catalog_drift.ventas DROP COLUMN obsoleta"))
-            connection.execute(sa.text("ALTER TABLE plexetl_t_catalog_drift.ventas MODIFY importe DECIMAL(18,4)"))
+            connection.execute(sa.text(f"ALTER TABLE {DRIFT}.ventas ADD COLUMN canal VARCHAR(20)"))
+            connection.execute(sa.text(f"ALTER TABLE {DRIFT}.ventas DROP COLUMN obsoleta"))
+            connection.execute(sa.text(f"ALTER TABLE {DRIFT}.ventas MODIFY importe DECIMAL(18,4)"))
             connection.execute(sa.text(
-                "CREATE TABLE plexetl_t_catalog_drift.cajas (id INT PRIMARY KEY, abierta TINYINT(1), nivel TINYINT(1))"
+                f"CREATE TABLE {DRIFT}.cajas (id INT PRIMARY KEY, abierta TINYINT(1), nivel TINYINT(1))"
             ))
-            connection.execute(sa.text("INSERT INTO plexetl_t_catalog_drift.cajas VALUES (1, 1, 0), (2, 0, 5)"))
+            connection.execute(sa.text(f"INSERT INTO {DRIFT}.cajas VALUES (1, 1, 0), (2, 0, 5)"))
         second = run_discover(source, directory=tmp_path, log=lambda _m: None)
         assert "new column ventas.canal varchar(20)" in second.changes
         assert "dropped column ventas.obsoleta" in second.changes
@@ -162,7 +166,7 @@ def test_schema_drift_is_reported_and_the_plan_is_kept(demo_sources, tmp_path):
         assert third.changes == [] and third.proposals == []
     finally:
         with engine.begin() as connection:
-            connection.execute(sa.text("DROP DATABASE IF EXISTS plexetl_t_catalog_drift"))
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {DRIFT}"))
 
 
 def test_discovery_include_exclude(demo_sources):

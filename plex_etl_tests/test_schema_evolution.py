@@ -72,8 +72,11 @@ class Scratch:
         execute(self.server, self.database, *statements)
 
     def discover(self) -> None:
-        """Rewrite the catalog (and propose a plan for new tables), as `plex-etl discover` does."""
+        """Rewrite the catalog (and propose a plan for new tables), as `plex-etl discover` does;
+        then accept the proposals, as a reviewer does (proposed entries do not load)."""
         run_discover(load_sources()[SOURCE], directory=self.config, log=lambda _line: None)
+        plan = self.config / f"{SOURCE}.plan.yaml"
+        plan.write_text(plan.read_text().replace("    proposed: true\n", ""))
 
     def drop(self) -> None:
         execute(self.server, "information_schema", f"DROP DATABASE IF EXISTS `{self.database}`")

@@ -33,6 +33,11 @@ class Column:
     bigquery_type: str | None = None
     local_type: str | None = None
 
+    @property
+    def on_update(self) -> bool:
+        """`ON UPDATE CURRENT_TIMESTAMP`: MySQL rewrites it at every update, a modification stamp."""
+        return "on update" in (self.extra or "").lower()
+
 
 @dataclass(frozen=True)
 class Index:

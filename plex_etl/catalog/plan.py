@@ -1,8 +1,9 @@
 """The hand-owned load plan of a source: which tables, how each is partitioned, how often.
 
 `<source>.plan.yaml` in the config directory. `plex-etl discover` appends proposed entries
-for tables the plan does not mention yet (marked `proposed: true`) and never rewrites
-what is there, so comments and decisions survive. Strategies (see DESIGN.md):
+for tables the plan does not mention yet (marked `proposed: true`: they do not load until a
+reviewer deletes that line) and never rewrites what is there, so comments and decisions
+survive. Strategies (see DESIGN.md):
 
 - `event`: the partition for day D holds rows whose date expression falls on D; the
   expression is one column or the COALESCE of `date_columns`, in order;
@@ -23,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from plex_etl.catalog.model import Catalog, Table
+from plex_etl.catalog.model import Catalog, Column, Table
+from plex_etl.catalog.profile import DATE_TYPES, DateProfile
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
 # How often each tier is refreshed (cron, in the source's time zone): the old system's tiers.
@@ -35,7 +37,6 @@ TIERS: dict[str, str] = {
     "master_daily": "0 6 * * *",
     "master_weekly": "0 3 * * 0",
 }
-DATE_TYPES = ("date", "datetime", "timestamp")
 
 
 class PlanError(ValueError):
@@ -78,7 +79,13 @@ class SourcePlan:
 
     @property
     def included(self) -> list[TablePlan]:
-        return [p for p in self.tables.values() if p.include]
+        """The tables that load: included and reviewed (a `proposed: true` entry waits)."""
+        return [p for p in self.tables.values() if p.include and not p.proposed]
+
+    @property
+    def pending_review(self) -> list[str]:
+        """Tables whose proposed entry has not been reviewed yet: they do not load."""
+        return sorted(p.table for p in self.tables.values() if p.include and p.proposed)
 
     def lookback_for(self, plan: TablePlan) -> int:
         if plan.lookback_days is not None:
@@ -213,8 +220,19 @@ def child_chain(plan: SourcePlan, catalog: Catalog, table: str) -> list[tuple[st
 
 _EVENT_NAMES = ("emision", "fechahora", "fecha", "fechaemision", "fechacompra", "created_at", "created")
 _CREATED = re.compile(r"(alta|created|creacion|insert)", re.IGNORECASE)
-_MODIFIED = re.compile(r"(modific|updated|modified|changed|ultimacambio)", re.IGNORECASE)
+# A modification stamp: rewritten when the row changes, so it is not the row's day of creation.
+_MODIFIED = re.compile(r"(modif|update|changed|cambio|actualiz)", re.IGNORECASE)
+# Dates about something else than the row's creation: births, expiries.
+_NOT_EVENT = re.compile(r"(nacim|birth|(^|_)dob($|_)|fecha_?nac|vencim|expir|caduc)", re.IGNORECASE)
 _DATE_LIKE = re.compile(r"(fecha|emision|date|created|updated|modified)", re.IGNORECASE)
+MAX_NULL_RATIO = 0.5  # a partition date must be set in most rows
+MAX_FUTURE_RATIO = 0.01  # creation dates are not in the future
+DECADES_APART = dt.timedelta(days=15 * 365)  # mean date this far before the table's other dates: a birth date
+
+
+def is_modification_stamp(column: Column) -> bool:
+    """`ON UPDATE CURRENT_TIMESTAMP`, or a name such as updated_at, last_update, FechaModificacion."""
+    return column.data_type in DATE_TYPES and (column.on_update or bool(_MODIFIED.search(column.name)))
 
 
 def chunk_rows_for(rows: int) -> int:
@@ -237,37 +255,84 @@ def tier_for(strategy: str, rows: int) -> str:
     return "standard"
 
 
-def propose(table: Table, catalog: Catalog, planned: dict[str, TablePlan]) -> TablePlan:
-    """A first plan for a new table, from its date columns, relationships and volume."""
-    dates = [c for c in table.columns if c.data_type in DATE_TYPES and _DATE_LIKE.search(c.name)]
-    created = next((c.name for c in dates if _CREATED.search(c.name)), None)
-    modified = next((c.name for c in dates if _MODIFIED.search(c.name)), None)
+def _rejections(
+    dates: list[Column], profiles: dict[str, DateProfile]
+) -> dict[str, str]:
+    """Why each date column that cannot be a row's day is rejected (name or data)."""
+    reasons: dict[str, str] = {}
+    for c in dates:
+        p = profiles.get(c.name)
+        if _NOT_EVENT.search(c.name):
+            reasons[c.name] = "a birth or expiry date by its name"
+        elif p is None or not p.rows:
+            continue  # no data to judge by
+        elif p.null_ratio > MAX_NULL_RATIO:
+            reasons[c.name] = f"NULL in {p.null_ratio:.0%} of rows"
+        elif p.future_ratio > MAX_FUTURE_RATIO:
+            reasons[c.name] = f"{p.future_ratio:.0%} of its dates are in the future (up to {p.newest})"
+    means = {c.name: profiles[c.name].mean for c in dates if c.name not in reasons
+             and c.name in profiles and profiles[c.name].mean}
+    for name, mean in means.items():
+        others = sorted(m for n, m in means.items() if n != name)
+        if mean and others and others[len(others) // 2] - mean > DECADES_APART:
+            oldest = profiles[name].oldest
+            reasons[name] = f"its dates (from {oldest}, mean {mean}) are decades before the table's other dates"
+    return reasons
+
+
+def propose(
+    table: Table,
+    catalog: Catalog,
+    planned: dict[str, TablePlan],
+    profiles: dict[str, DateProfile] | None = None,
+) -> TablePlan:
+    """A first plan for a new table, from its date columns and their data, relationships and volume.
+
+    `profiles` (from `catalog.profile.profile_dates`) grounds the choice in the data: without
+    them only names decide. A modification stamp makes the table `upsert` (it has a primary
+    key) or `snapshot` (it has none), never `event`: an event table keyed by a stamp would
+    land a row again every time it is updated.
+    """
+    profiles = profiles or {}
+    all_dates = [c for c in table.columns if c.data_type in DATE_TYPES]
+    stamps = sorted((c for c in all_dates if is_modification_stamp(c)), key=lambda c: (not c.on_update, c.ordinal))
+    rejected = _rejections([c for c in all_dates if c not in stamps], profiles)
+    usable = [c for c in all_dates if c not in stamps and c.name not in rejected and _DATE_LIKE.search(c.name)]
+    ranked = sorted(
+        usable, key=lambda c: (_EVENT_NAMES.index(c.name.lower()) if c.name.lower() in _EVENT_NAMES
+                               else len(_EVENT_NAMES), c.ordinal)
+    )
+    created = next((c.name for c in ranked if _CREATED.search(c.name)), ranked[0].name if ranked else None)
     rows = table.row_estimate
-    note = None
-    if modified and table.primary_key:
-        plan = TablePlan(table.name, strategy="upsert", created_column=created, modified_column=modified)
-    elif dates:
-        ranked = sorted(
-            dates, key=lambda c: (_EVENT_NAMES.index(c.name.lower()) if c.name.lower() in _EVENT_NAMES
-                                  else len(_EVENT_NAMES), c.ordinal)
-        )
+    notes = [f"{name} not a partition date: {why}" for name, why in rejected.items()]
+    if stamps and table.primary_key:
+        plan = TablePlan(table.name, strategy="upsert", created_column=created, modified_column=stamps[0].name)
+    elif stamps:
+        plan = TablePlan(table.name, strategy="snapshot")
+        notes.insert(0, f"rows change ({stamps[0].name} is a modification stamp) and there is no primary key "
+                        "to merge them on: whole table each day")
+    elif ranked:
         plan = TablePlan(table.name, strategy="event", date_columns=(ranked[0].name,))
-        if ranked[0].nullable:
-            note = f"rows whose {ranked[0].name} is NULL belong to no day and are not loaded"
+        chosen = profiles.get(ranked[0].name)
+        if chosen is not None and chosen.non_null < chosen.rows:
+            notes.insert(0, f"{ranked[0].name} is NULL in {chosen.null_ratio:.1%} of rows: "
+                            "they land in the first partition")
+        elif chosen is None and ranked[0].nullable:
+            notes.insert(0, f"rows whose {ranked[0].name} is NULL land in the first partition")
     else:
         parent = _parent_relationship(table, catalog, planned)
         if parent:
             plan = TablePlan(table.name, strategy="child", parent=parent)
         else:
             plan = TablePlan(table.name, strategy="snapshot")
-            note = "no date column or dated parent found: whole table each day"
+            notes.insert(0, "no usable date column or dated parent found: whole table each day")
     return TablePlan(
         **{
             **plan.__dict__,
             "tier": tier_for(plan.strategy, rows),
             "chunk_rows": chunk_rows_for(rows),
             "proposed": True,
-            "note": note,
+            "note": "; ".join(notes) or None,
         }
     )
 
@@ -283,8 +348,37 @@ def _parent_relationship(table: Table, catalog: Catalog, planned: dict[str, Tabl
     return None
 
 
-def propose_missing(plan: SourcePlan, catalog: Catalog) -> list[TablePlan]:
-    """Proposals for catalog tables the plan does not mention; dated parents first."""
+def pending_review_message(plan: SourcePlan, path: Path) -> str | None:
+    """What to do about proposals nobody reviewed yet, or None when there are none."""
+    pending = plan.pending_review
+    if not pending:
+        return None
+    return (
+        f"source {plan.source}: {len(pending)} proposed plan entries are not loaded until reviewed: "
+        f"{', '.join(pending)}. To accept one, check its strategy and delete the `proposed: true` "
+        f"line of its entry in {path}."
+    )
+
+
+def oldest_partition_day(plans: list[TablePlan], profiles: dict[str, dict[str, DateProfile]]) -> dt.date | None:
+    """The oldest date present in the partition columns of `plans` (event and upsert tables)."""
+    days = [
+        profile.oldest
+        for p in plans if p.strategy in ("event", "upsert")
+        for c in p.partition_columns
+        if (profile := profiles.get(p.table, {}).get(c)) is not None and profile.oldest is not None
+    ]
+    return min(days, default=None)
+
+
+def propose_missing(
+    plan: SourcePlan, catalog: Catalog, profiles: dict[str, dict[str, DateProfile]] | None = None
+) -> list[TablePlan]:
+    """Proposals for catalog tables the plan does not mention; dated parents first.
+
+    `profiles` holds the date profiles of the tables (by table, then column), when read.
+    """
+    profiles = profiles or {}
     planned = dict(plan.tables)
     proposals: list[TablePlan] = []
     pending = [t for n, t in sorted(catalog.tables.items()) if n not in planned]
@@ -292,7 +386,7 @@ def propose_missing(plan: SourcePlan, catalog: Catalog) -> list[TablePlan]:
     for _ in range(len(pending) + 1):
         progress = False
         for table in list(pending):
-            proposal = propose(table, catalog, planned)
+            proposal = propose(table, catalog, planned, profiles.get(table.name))
             if proposal.strategy == "snapshot" and any(
                 r.referenced_table in {t.name for t in pending} for r in catalog.relationships_of(table.name)
             ):
@@ -304,7 +398,7 @@ def propose_missing(plan: SourcePlan, catalog: Catalog) -> list[TablePlan]:
         if not progress:
             break
     for table in pending:
-        proposal = propose(table, catalog, planned)
+        proposal = propose(table, catalog, planned, profiles.get(table.name))
         planned[table.name] = proposal
         proposals.append(proposal)
     return proposals
@@ -333,10 +427,10 @@ def render_entry(p: TablePlan) -> str:
 PLAN_HEADER = """\
 # Load plan for source {source}: hand-owned. `plex-etl discover` appends entries for new
 # tables (proposed: true) and never changes what is written here. Review a proposal, then
-# delete its `proposed` line. Strategies: event | child | upsert | snapshot (see DESIGN.md);
-# tiers: {tiers}.
+# delete its `proposed` line: until then the table does not load. Strategies: event | child |
+# upsert | snapshot (see DESIGN.md); tiers: {tiers}.
 defaults:
-  first_day: 2020-01-01     # the oldest daily partition
+  first_day: {first_day}     # the oldest daily partition{first_day_note}
   lookback_days: 3          # partitions re-loaded at every tick of a tier
   weekly_catchup_days: 7    # partitions re-loaded by the weekly catch-up
   snapshot_retention_days: 90
@@ -345,10 +439,22 @@ tables:
 """
 
 
-def append_proposals(path: Path, source: str, proposals: list[TablePlan]) -> None:
-    """Write proposals at the end of the plan (creating it with its header if absent)."""
+DEFAULT_FIRST_DAY = dt.date(2020, 1, 1)
+
+
+def append_proposals(
+    path: Path, source: str, proposals: list[TablePlan], first_day: dt.date | None = None
+) -> None:
+    """Write proposals at the end of the plan (creating it with its header if absent).
+
+    A new plan starts at `first_day` (the oldest date found in the proposed partition
+    columns), else at DEFAULT_FIRST_DAY.
+    """
     if not path.exists():
-        path.write_text(PLAN_HEADER.format(source=source, tiers=", ".join(TIERS)))
+        note = " (oldest date in the data)" if first_day else ""
+        path.write_text(PLAN_HEADER.format(
+            source=source, tiers=", ".join(TIERS), first_day=first_day or DEFAULT_FIRST_DAY, first_day_note=note,
+        ))
     text = path.read_text()
     if not text.endswith("\n"):
         text += "\n"

@@ -9,7 +9,8 @@ A column set C of table T is proposed as referencing key K of table R when:
 2. C and K have the same MySQL data types and signedness, column by column,
 3. the names say so (same name, or C's name built from R's entity name such as
    `IDProveedor` -> `proveedores`, or C's name extending K's such as
-   `IDComprobanteRef` -> `IDComprobante`), or, failing that, C's name looks like a
+   `IDComprobanteRef` -> `IDComprobante`; a shared generic name such as `id` does not
+   count, so two tables keyed `id` 1..N are not related), or, failing that, C's name looks like a
    reference (`ID...`, `Cod...`, `...Id`), K is numeric and the data fits K's range
    tightly: C's largest value is at least half of K's largest (`IdUsuario` ->
    operadores.IDOperador, not the many larger tables whose ids also cover 1..439),
@@ -34,6 +35,8 @@ SAMPLE_SIZE = 500
 MIN_RATIO = 0.98
 _KEY_PREFIX = re.compile(r"^(id|cod|nro|num)", re.IGNORECASE)
 _REFERENCE_LIKE = re.compile(r"^(id|cod)|id$", re.IGNORECASE)
+# Key names that say nothing about the entity: two tables keyed `id` are not related by that.
+GENERIC_KEY_NAMES = frozenset({"id", "codigo", "code", "cod", "pk", "key", "nro", "numero", "num", "uuid", "guid"})
 
 
 def quote(identifier: str) -> str:
@@ -66,9 +69,14 @@ def _singulars(table_name: str) -> set[str]:
 
 
 def name_score(columns: tuple[str, ...], key: _Key) -> int:
-    """3: same names; 2: entity name of the referenced table; 1: extends the key's name; 0: none."""
+    """3: same names; 2: entity name of the referenced table; 1: extends the key's name; 0: none.
+
+    A single generic name (`id`, `codigo`, see GENERIC_KEY_NAMES) shared by both sides is no
+    evidence: it scores 0.
+    """
     pairs = list(zip(columns, key.columns, strict=True))
-    if all(c.lower() == k.lower() for c, k in pairs):
+    generic = len(pairs) == 1 and columns[0].lower().replace("_", "") in GENERIC_KEY_NAMES
+    if all(c.lower() == k.lower() for c, k in pairs) and not generic:
         return 3
     stems = [_KEY_PREFIX.sub("", c.lower()) for c in columns]
     forms = _singulars(key.table.name)

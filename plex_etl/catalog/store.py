@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from plex_etl.catalog.discover import boolean_columns, discover
 from plex_etl.catalog.model import Catalog, dump_catalog, load_catalog
-from plex_etl.catalog.plan import SourcePlan, append_proposals, load_plan, propose_missing, validate
+from plex_etl.catalog.plan import (
+    SourcePlan,
+    append_proposals,
+    load_plan,
+    oldest_partition_day,
+    pending_review_message,
+    propose_missing,
+    validate,
+)
+from plex_etl.catalog.profile import DateProfile, date_columns, profile_dates
 from plex_etl.catalog.report import catalog_markdown, diff_catalogs
 from plex_etl.mysql import connect
 from plex_etl.sources import Source, config_dir
@@ -40,6 +51,37 @@ class DiscoveryReport:
     catalog: Catalog
     changes: list[str]
     proposals: list[str]
+    pending_review: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+
+def profile_source(connection: sa.Connection, catalog: Catalog, plan: SourcePlan) -> dict[str, dict[str, DateProfile]]:
+    """Date profiles (one query per table): every date column of tables the plan does not
+    mention yet, the partition columns of planned event and upsert tables."""
+    profiles = {}
+    for name, table in sorted(catalog.tables.items()):
+        planned = plan.tables.get(name)
+        if planned is None:
+            columns = date_columns(table)
+        elif planned.include and planned.strategy in ("event", "upsert"):
+            columns = [c for c in planned.partition_columns if c in table.column_names]
+        else:
+            continue
+        if columns:
+            profiles[name] = profile_dates(connection, table, columns)
+    return profiles
+
+
+def first_day_hint(plan: SourcePlan, path: Path, profiles: dict[str, dict[str, DateProfile]]) -> str | None:
+    """A hint when the planned partition columns hold data older than the plan's first_day."""
+    oldest = oldest_partition_day([p for p in plan.tables.values() if p.include], profiles)
+    if oldest is None or oldest >= plan.first_day:
+        return None
+    return (
+        f"hint: dated tables hold data from {oldest}, before first_day {plan.first_day} of {path}; "
+        f"those rows load into the first partition. For daily partitions back to then, set "
+        f"`first_day: {oldest}` under defaults."
+    )
 
 
 def run_discover(
@@ -60,15 +102,19 @@ def run_discover(
     changes = diff_catalogs(previous, catalog)
 
     plans = plan_path(source.name, directory)
+    existed = plans.exists()
     plan = load_plan(plans, source.name)
-    proposals = propose_missing(plan, catalog)
+    with connect(source) as connection:
+        profiles = profile_source(connection, catalog, plan)
+        proposals = propose_missing(plan, catalog, profiles)
+        proposals = [
+            replace(p, type_overrides={c: "bool" for c in boolean_columns(connection, catalog.table(p.table))})
+            for p in proposals
+        ]
+    hints = []
     if proposals:
-        with connect(source) as connection:
-            proposals = [
-                replace(p, type_overrides={c: "bool" for c in boolean_columns(connection, catalog.table(p.table))})
-                for p in proposals
-            ]
-        append_proposals(plans, source.name, proposals)
+        first_day = None if existed else oldest_partition_day(proposals, profiles)
+        append_proposals(plans, source.name, proposals, first_day)
         plan = load_plan(plans, source.name)
         missing = [p.table for p in proposals if p.table not in plan.tables]
         if missing:
@@ -87,5 +133,10 @@ def run_discover(
     if previous is not None and not changes:
         log("  no structural change since the last catalog")
     for p in proposals:
-        log(f"  proposed plan for {p.table}: {p.strategy}, tier {p.tier}")
-    return DiscoveryReport(catalog, changes, [p.table for p in proposals])
+        log(f"  proposed plan for {p.table}: {p.strategy}, tier {p.tier}" + (f" ({p.note})" if p.note else ""))
+    if existed and (hint := first_day_hint(plan, plans, profiles)):
+        hints.append(hint)
+    pending = pending_review_message(plan, plans)
+    for line in (*hints, *([pending] if pending else [])):
+        log(line)
+    return DiscoveryReport(catalog, changes, [p.table for p in proposals], plan.pending_review, hints)
