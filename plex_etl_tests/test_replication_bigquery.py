@@ -22,6 +22,7 @@ from plex_etl_tests import bq_emulator
 from plex_etl_tests import test_fidelity as fidelity
 from plex_etl_tests import test_replication as local
 from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
+from plex_etl_tests.test_completeness import scenario_every_row_exactly_once
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
 from plex_etl_tests.test_schema_evolution import KEY, NAME, TABLE, scenario_added_column, scratch_source
@@ -172,6 +173,13 @@ def test_every_quantio_column_agrees_with_mysql(env, quantio):
 def test_added_column_lands_on_bigquery(env, monkeypatch, tmp_path):
     """A column added in MySQL appears after the next materialization; earlier rows read NULL."""
     scenario_added_column(env["warehouse"], monkeypatch, tmp_path)
+
+
+def test_every_row_lands_exactly_once_on_bigquery(env, monkeypatch, tmp_path):
+    """Undated, old and future rows load; moved rows move; a hard delete turns the
+    reconciliation check red and reloading the partitions it names repairs it."""
+    monkeypatch.setenv("PLEX_ETL_DATASET", "complete")
+    scenario_every_row_exactly_once(env["warehouse"], "complete", monkeypatch, tmp_path).drop()
 
 
 def test_json_number_beyond_float64_does_not_fail_the_load(env, monkeypatch, tmp_path):
