@@ -57,6 +57,8 @@ def create_engine(source: Source, **engine_options: Any) -> Engine:
     )
     connect_args: dict[str, Any] = {
         "connect_timeout": source.connect_timeout,
+        "read_timeout": source.read_timeout,
+        "write_timeout": source.write_timeout,
         "init_command": "SET time_zone = '+00:00'",
         "local_infile": True,
     }
@@ -97,7 +99,11 @@ def raw_connection(source: Source) -> Any:
         "password": str(credentials.password),
         "database": credentials.database,
         "charset": "utf8mb4",
+        # Without read/write timeouts a silent network stall (a proxy that stops forwarding)
+        # blocks the read forever: libmariadb waits on the socket with no deadline.
         "connect_timeout": source.connect_timeout,
+        "read_timeout": source.read_timeout,
+        "write_timeout": source.write_timeout,
         "init_command": "SET time_zone = '+00:00'",
     }
     if source.tls.enabled:

@@ -80,6 +80,8 @@ class Source:
     pool_limit: int = 2
     lookback_days: int = 3
     connect_timeout: int = 10
+    read_timeout: int = 600
+    write_timeout: int = 600
 
     def describe(self) -> str:
         """Human description for messages: never includes the password."""
@@ -125,7 +127,7 @@ def _parse_source(name: str, raw: dict[str, Any], path: Path) -> Source:
         raise SourceConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     known = {
         "host", "port", "database", "user", "password", "time_zone", "tls",
-        "pool_limit", "lookback_days", "connect_timeout",
+        "pool_limit", "lookback_days", "connect_timeout", "read_timeout", "write_timeout",
     }
     unknown = set(raw) - known
     if unknown:
@@ -158,10 +160,19 @@ def _parse_source(name: str, raw: dict[str, Any], path: Path) -> Source:
             ),
             pool_limit=int(values.get("pool_limit", 2)),
             lookback_days=int(values.get("lookback_days", 3)),
-            connect_timeout=int(values.get("connect_timeout", 10)),
+            connect_timeout=_seconds(values, "connect_timeout", 10),
+            read_timeout=_seconds(values, "read_timeout", 600),
+            write_timeout=_seconds(values, "write_timeout", 600),
         )
     except (TypeError, ValueError) as exc:
         raise SourceConfigError(f"{where}: {exc}") from None
+
+
+def _seconds(values: dict[str, Any], key: str, default: int) -> int:
+    seconds = int(values.get(key, default))
+    if seconds <= 0:
+        raise ValueError(f"{key} must be a positive number of seconds, not {seconds}")
+    return seconds
 
 
 def load_sources(path: Path | None = None) -> dict[str, Source]:
