@@ -93,3 +93,14 @@ class WarehouseResource(dg.ConfigurableResource):
         # Capped so that a load's swap-in does not dwarf the streaming extraction's flat memory
         # (docs/benchmarks.md: 607 MB at DuckDB's defaults, 360 MB capped, for 1M rows).
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
+
+def warehouse_from_environment() -> WarehouseResource:
+    """The warehouse the environment selects (see plex_etl.definitions for the variables)."""
+    return WarehouseResource(
+        kind=os.getenv("PLEX_ETL_WAREHOUSE", "auto"),
+        project=os.getenv("PLEX_ETL_GCP_PROJECT") or None,
+        dataset=os.getenv("PLEX_ETL_DATASET", "plex_analytics"),
+        location=os.getenv("PLEX_ETL_BIGQUERY_LOCATION") or None,
+        api_endpoint=os.getenv("PLEX_ETL_BIGQUERY_ENDPOINT") or None,
+        local_path=os.getenv("PLEX_ETL_LOCAL_WAREHOUSE", DEFAULT_LOCAL_WAREHOUSE),
+    )
