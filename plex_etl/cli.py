@@ -107,6 +107,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0 if all(c.equal for c in counts) else 1
 
 
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove what killed loads left behind: local staging folders in the temp directory and,
+    on BigQuery, staging tables of the dataset older than --hours."""
+    import datetime as dt
+
+    from plex_etl.defs.resources import warehouse_from_environment
+    from plex_etl.warehouse.local import remove_stale_staging
+
+    age = dt.timedelta(hours=args.hours)
+    removed = [str(p) for p in remove_stale_staging(max_age=age)]
+    resource = warehouse_from_environment()
+    if resource.resolved_kind == "bigquery":
+        warehouse = resource.get()
+        removed += [f"{resource.dataset}.{t}" for t in warehouse.drop_stale_staging_tables(resource.dataset, age)]
+    for item in removed:
+        print(f"removed {item}")
+    print(f"{len(removed)} staging leftovers removed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plex-etl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
     compare.add_argument("--days", type=int, default=7)
     compare.set_defaults(func=_cmd_compare)
+
+    cleanup = commands.add_parser("cleanup", help="remove staging left behind by killed loads")
+    cleanup.add_argument("--hours", type=float, default=6.0, help="only staging older than this")
+    cleanup.set_defaults(func=_cmd_cleanup)
     return parser
 
 

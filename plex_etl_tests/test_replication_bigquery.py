@@ -204,7 +204,9 @@ def test_request_timeout_setting_shortens_retries_and_defaults_stay(bigquery_emu
     short = WarehouseResource(**settings, request_timeout_seconds=7).get()
     assert short.retry.timeout == 7 and short.job_retry.timeout == 7 and short.job_timeout == 7
     default = WarehouseResource(**settings).get()
-    assert default.retry.timeout == 600 and default.job_timeout is None
+    assert default.retry.timeout == 300 and default.job_retry.timeout == 300 and default.job_timeout == 300
+    client_defaults = WarehouseResource(**settings, request_timeout_seconds=None).get()
+    assert client_defaults.retry.timeout == 600 and client_defaults.job_timeout is None
 
 
 def test_an_existing_dataset_is_not_created_again(bq, monkeypatch):
