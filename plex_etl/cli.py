@@ -129,6 +129,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plex-etl", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also PLEX_ETL_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo-db", help="build the demo plex/quantio databases")
@@ -163,9 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _project_errors() -> tuple[type[Exception], ...]:
+    """The project's own error classes: their messages already name file, source, table."""
+    from plex_etl.catalog.plan import PlanError
+    from plex_etl.extract.stream import ExtractionError
+    from plex_etl.mysql import SourceConnectionError
+    from plex_etl.sources import SourceConfigError
+    from plex_etl.typemap import TypeMappingError, ValueConversionError
+    from plex_etl.warehouse.base import WarehouseError
+
+    return (PlanError, ExtractionError, SourceConnectionError, SourceConfigError, TypeMappingError,
+            ValueConversionError, WarehouseError, FileNotFoundError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A project error prints one message to stderr and exits 2; `--debug` (or
+    PLEX_ETL_DEBUG=1) shows the traceback instead."""
+    import os
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _project_errors() as exc:
+        if args.debug or os.environ.get("PLEX_ETL_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"plex-etl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -139,9 +139,11 @@ def _parse_source(name: str, raw: dict[str, Any], path: Path) -> Source:
             f"{where}.password: write the password in an environment variable or a secret "
             "({env: NAME} or {secret: projects/...}), never in the file"
         )
-    if set(password) - {"env", "secret"}:
+    if not isinstance(password, dict) or set(password) - {"env", "secret"}:
         raise SourceConfigError(f"{where}.password: use 'env' or 'secret'")
     tls = raw.get("tls") or {}
+    if not isinstance(tls, dict):
+        raise SourceConfigError(f"{where}.tls: expected a mapping (enabled, ca_file, verify)")
     try:
         return Source(
             name=name,
@@ -180,8 +182,11 @@ def load_sources(path: Path | None = None) -> dict[str, Source]:
     path = path or config_dir() / "sources.yaml"
     if not path.exists():
         raise SourceConfigError(f"sources file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("sources")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SourceConfigError(f"{path}: not valid YAML: {exc}") from None
+    entries = raw.get("sources") if isinstance(raw, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise SourceConfigError(f"{path}: expected a 'sources:' mapping with at least one source")
     return {name: _parse_source(name, body, path) for name, body in entries.items()}
