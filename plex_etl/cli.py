@@ -198,8 +198,29 @@ def _ranges(days: list) -> list[tuple]:
     return ranges
 
 
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove what killed loads left behind: local staging folders in the temp directory and,
+    on BigQuery, staging tables of the dataset older than --hours."""
+    import datetime as dt
+
+    from plex_etl.defs.resources import warehouse_from_environment
+    from plex_etl.warehouse.local import remove_stale_staging
+
+    age = dt.timedelta(hours=args.hours)
+    removed = [str(p) for p in remove_stale_staging(max_age=age)]
+    resource = warehouse_from_environment()
+    if resource.resolved_kind == "bigquery":
+        warehouse = resource.get()
+        removed += [f"{resource.dataset}.{t}" for t in warehouse.drop_stale_staging_tables(resource.dataset, age)]
+    for item in removed:
+        print(f"removed {item}")
+    print(f"{len(removed)} staging leftovers removed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plex-etl", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also PLEX_ETL_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo-db", help="build the demo plex/quantio databases")
@@ -235,12 +256,39 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
     compare.add_argument("--days", type=int, default=7)
     compare.set_defaults(func=_cmd_compare)
+
+    cleanup = commands.add_parser("cleanup", help="remove staging left behind by killed loads")
+    cleanup.add_argument("--hours", type=float, default=6.0, help="only staging older than this")
+    cleanup.set_defaults(func=_cmd_cleanup)
     return parser
 
 
+def _project_errors() -> tuple[type[Exception], ...]:
+    """The project's own error classes: their messages already name file, source, table."""
+    from plex_etl.catalog.plan import PlanError
+    from plex_etl.extract.stream import ExtractionError
+    from plex_etl.mysql import SourceConnectionError
+    from plex_etl.sources import SourceConfigError
+    from plex_etl.typemap import TypeMappingError, ValueConversionError
+    from plex_etl.warehouse.base import WarehouseError
+
+    return (PlanError, ExtractionError, SourceConnectionError, SourceConfigError, TypeMappingError,
+            ValueConversionError, WarehouseError, FileNotFoundError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. A project error prints one message to stderr and exits 2; `--debug` (or
+    PLEX_ETL_DEBUG=1) shows the traceback instead."""
+    import os
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _project_errors() as exc:
+        if args.debug or os.environ.get("PLEX_ETL_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"plex-etl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ PLEX_ETL_BIGQUERY_ENDPOINT, PLEX_ETL_LOCAL_WAREHOUSE, PLEX_ETL_CONFIG_DIR.
 """
 
 import logging
-import os
+from typing import Any
 
 import dagster as dg
 
@@ -19,53 +19,72 @@ from plex_etl.defs.automation import automation_sensor, reconcile_schedule
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
 from plex_etl.defs.keys import table_key
-from plex_etl.defs.resources import DEFAULT_LOCAL_WAREHOUSE, MySQLResource, WarehouseResource
+from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
 from plex_etl.defs.views import build_view_assets
 from plex_etl.extract.spec import warehouse_table_name
-from plex_etl.sources import load_sources
+from plex_etl.sources import Source, load_sources
+
+log = logging.getLogger(__name__)
+
+
+def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
+    list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], list[dg.ScheduleDefinition], dict[str, dg.AssetKey]
+]:
+    catalog, plan = load_source_catalog(source.name)
+    if pending := pending_review_message(plan, plan_path(source.name)):
+        log.warning(pending)
+    assets = build_source_assets(source, catalog, plan)
+    reconciliation = build_reconcile_checks(source, catalog, plan)
+    checks = [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
+    schedules = [reconcile_schedule(source, reconciliation)] if reconciliation else []
+    table_keys = {
+        warehouse_table_name(source.name, catalog.table(p.table)): table_key(source.name, catalog, p.table)
+        for p in plan.included
+    }
+    # Dagster validates names only when Definitions are resolved: do it per source, so that
+    # an invalid name fails this source here rather than the whole code location later.
+    dg.Definitions.validate_loadable(
+        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, resources=resources)
+    )
+    return assets, checks, schedules, table_keys
 
 
 def build_definitions() -> dg.Definitions:
+    """Every source's assets and checks. A source whose catalog or plan cannot be built (a stale
+    plan entry after a table rename, a broken file) is left out with an error in the log and
+    in the code location's metadata (`plex_etl/skipped_sources`): the other sources load."""
     assets: list[dg.AssetsDefinition] = []
     checks: list[dg.AssetChecksDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
     table_keys: dict[str, dg.AssetKey] = {}
+    skipped: dict[str, str] = {}
+    warehouse = warehouse_from_environment()
+    resources = {
+        "mysql": MySQLResource(),
+        "warehouse": warehouse,
+        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+    }
     for source in load_sources().values():
         if not catalog_path(source.name).exists():
             continue  # a source without a catalog yet: `plex-etl discover --source NAME`
-        catalog, plan = load_source_catalog(source.name)
-        if pending := pending_review_message(plan, plan_path(source.name)):
-            logging.getLogger(__name__).warning(pending)
-        assets += build_source_assets(source, catalog, plan)
-        orphans = build_orphan_checks(source.name, catalog, plan)
-        checks += [orphans] if orphans else []
-        reconciliation = build_reconcile_checks(source, catalog, plan)
-        if reconciliation:
-            checks.append(reconciliation)
-            schedules.append(reconcile_schedule(source, reconciliation))
-        table_keys.update(
-            {warehouse_table_name(source.name, catalog.table(p.table)): table_key(source.name, catalog, p.table)
-             for p in plan.included}
-        )
+        try:
+            source_assets, source_checks, source_schedules, source_keys = _source_definitions(source, resources)
+        except Exception as exc:  # one bad source must not take down the others
+            skipped[source.name] = f"{type(exc).__name__}: {exc}"
+            log.error("source '%s' skipped, its assets are not loaded: %s", source.name, skipped[source.name])
+            continue
+        assets += source_assets
+        checks += source_checks
+        schedules += source_schedules
+        table_keys.update(source_keys)
     assets += build_view_assets(table_keys)
-    warehouse = WarehouseResource(
-        kind=os.getenv("PLEX_ETL_WAREHOUSE", "auto"),
-        project=os.getenv("PLEX_ETL_GCP_PROJECT") or None,
-        dataset=os.getenv("PLEX_ETL_DATASET", "plex_analytics"),
-        location=os.getenv("PLEX_ETL_BIGQUERY_LOCATION") or None,
-        api_endpoint=os.getenv("PLEX_ETL_BIGQUERY_ENDPOINT") or None,
-        local_path=os.getenv("PLEX_ETL_LOCAL_WAREHOUSE", DEFAULT_LOCAL_WAREHOUSE),
-    )
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         sensors=[automation_sensor()],
         schedules=schedules,
-        resources={
-            "mysql": MySQLResource(),
-            "warehouse": warehouse,
-            "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
-        },
+        resources=resources,
+        metadata={"plex_etl/skipped_sources": skipped} if skipped else None,
     )
 
 

@@ -12,6 +12,7 @@ never contains the password.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from plex_etl.sources import Credentials, Source, resolve_credentials
+from plex_etl.sources import Credentials, Source, SourceConfigError, resolve_credentials
 
 
 class SourceConnectionError(RuntimeError):
@@ -33,10 +34,28 @@ def scrub(message: str, credentials: Credentials) -> str:
     return message
 
 
+def _check_tls_files(source: Source) -> None:
+    ca_file = source.tls.ca_file
+    if source.tls.enabled and ca_file and not os.path.isfile(ca_file):
+        raise SourceConfigError(f"{source.describe()}: TLS ca_file {ca_file} does not exist or is not a file")
+
+
+def _hint(source: Source, message: str) -> str:
+    """What to check when the server refuses the login: an unset password variable."""
+    env = source.password.env
+    if "Access denied" in message and env and env not in os.environ:
+        return f" (the password comes from environment variable {env}, which is not set)"
+    return ""
+
+
 def _ssl_context(source: Source) -> ssl.SSLContext | None:
     if not source.tls.enabled:
         return None
-    context = ssl.create_default_context(cafile=source.tls.ca_file)
+    _check_tls_files(source)
+    try:
+        context = ssl.create_default_context(cafile=source.tls.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SourceConfigError(f"{source.describe()}: TLS ca_file {source.tls.ca_file}: {exc}") from None
     if not source.tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -57,6 +76,8 @@ def create_engine(source: Source, **engine_options: Any) -> Engine:
     )
     connect_args: dict[str, Any] = {
         "connect_timeout": source.connect_timeout,
+        "read_timeout": source.read_timeout,
+        "write_timeout": source.write_timeout,
         "init_command": "SET time_zone = '+00:00'",
         "local_infile": True,
     }
@@ -77,7 +98,7 @@ def connect(source: Source, engine: Engine | None = None) -> Iterator[sa.Connect
         connection = engine.connect()
     except sa.exc.DBAPIError as exc:
         raise SourceConnectionError(
-            f"cannot connect to {source.describe()}: {scrub(str(exc.orig), credentials)}"
+            f"cannot connect to {source.describe()}: {scrub(str(exc.orig), credentials)}{_hint(source, str(exc.orig))}"
         ) from None
     try:
         yield connection
@@ -97,10 +118,15 @@ def raw_connection(source: Source) -> Any:
         "password": str(credentials.password),
         "database": credentials.database,
         "charset": "utf8mb4",
+        # Without read/write timeouts a silent network stall (a proxy that stops forwarding)
+        # blocks the read forever: libmariadb waits on the socket with no deadline.
         "connect_timeout": source.connect_timeout,
+        "read_timeout": source.read_timeout,
+        "write_timeout": source.write_timeout,
         "init_command": "SET time_zone = '+00:00'",
     }
     if source.tls.enabled:
+        _check_tls_files(source)
         tls: dict[str, Any] = {}
         if source.tls.ca_file:
             tls["ca"] = source.tls.ca_file
@@ -110,5 +136,5 @@ def raw_connection(source: Source) -> Any:
         return MySQLdb._mysql.connect(**options)
     except MySQLdb.MySQLError as exc:
         raise SourceConnectionError(
-            f"cannot connect to {source.describe()}: {scrub(str(exc), credentials)}"
+            f"cannot connect to {source.describe()}: {scrub(str(exc), credentials)}{_hint(source, str(exc))}"
         ) from None

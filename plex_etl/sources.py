@@ -80,6 +80,8 @@ class Source:
     pool_limit: int = 2
     lookback_days: int = 3
     connect_timeout: int = 10
+    read_timeout: int = 600
+    write_timeout: int = 600
 
     def describe(self) -> str:
         """Human description for messages: never includes the password."""
@@ -125,7 +127,7 @@ def _parse_source(name: str, raw: dict[str, Any], path: Path) -> Source:
         raise SourceConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     known = {
         "host", "port", "database", "user", "password", "time_zone", "tls",
-        "pool_limit", "lookback_days", "connect_timeout",
+        "pool_limit", "lookback_days", "connect_timeout", "read_timeout", "write_timeout",
     }
     unknown = set(raw) - known
     if unknown:
@@ -137,9 +139,11 @@ def _parse_source(name: str, raw: dict[str, Any], path: Path) -> Source:
             f"{where}.password: write the password in an environment variable or a secret "
             "({env: NAME} or {secret: projects/...}), never in the file"
         )
-    if set(password) - {"env", "secret"}:
+    if not isinstance(password, dict) or set(password) - {"env", "secret"}:
         raise SourceConfigError(f"{where}.password: use 'env' or 'secret'")
     tls = raw.get("tls") or {}
+    if not isinstance(tls, dict):
+        raise SourceConfigError(f"{where}.tls: expected a mapping (enabled, ca_file, verify)")
     try:
         return Source(
             name=name,
@@ -158,10 +162,19 @@ def _parse_source(name: str, raw: dict[str, Any], path: Path) -> Source:
             ),
             pool_limit=int(values.get("pool_limit", 2)),
             lookback_days=int(values.get("lookback_days", 3)),
-            connect_timeout=int(values.get("connect_timeout", 10)),
+            connect_timeout=_seconds(values, "connect_timeout", 10),
+            read_timeout=_seconds(values, "read_timeout", 600),
+            write_timeout=_seconds(values, "write_timeout", 600),
         )
     except (TypeError, ValueError) as exc:
         raise SourceConfigError(f"{where}: {exc}") from None
+
+
+def _seconds(values: dict[str, Any], key: str, default: int) -> int:
+    seconds = int(values.get(key, default))
+    if seconds <= 0:
+        raise ValueError(f"{key} must be a positive number of seconds, not {seconds}")
+    return seconds
 
 
 def load_sources(path: Path | None = None) -> dict[str, Source]:
@@ -169,8 +182,11 @@ def load_sources(path: Path | None = None) -> dict[str, Source]:
     path = path or config_dir() / "sources.yaml"
     if not path.exists():
         raise SourceConfigError(f"sources file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("sources")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SourceConfigError(f"{path}: not valid YAML: {exc}") from None
+    entries = raw.get("sources") if isinstance(raw, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise SourceConfigError(f"{path}: expected a 'sources:' mapping with at least one source")
     return {name: _parse_source(name, body, path) for name, body in entries.items()}

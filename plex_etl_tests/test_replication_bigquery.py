@@ -22,9 +22,9 @@ from plex_etl_tests import bq_emulator
 from plex_etl_tests import test_fidelity as fidelity
 from plex_etl_tests import test_replication as local
 from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
-from plex_etl_tests.test_completeness import scenario_every_row_exactly_once
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
+from plex_etl_tests.test_completeness import scenario_every_row_exactly_once
 from plex_etl_tests.test_schema_evolution import KEY, NAME, TABLE, scenario_added_column, scratch_source
 
 pytestmark = pytest.mark.bigquery
@@ -212,7 +212,9 @@ def test_request_timeout_setting_shortens_retries_and_defaults_stay(bigquery_emu
     short = WarehouseResource(**settings, request_timeout_seconds=7).get()
     assert short.retry.timeout == 7 and short.job_retry.timeout == 7 and short.job_timeout == 7
     default = WarehouseResource(**settings).get()
-    assert default.retry.timeout == 600 and default.job_timeout is None
+    assert default.retry.timeout == 300 and default.job_retry.timeout == 300 and default.job_timeout == 300
+    client_defaults = WarehouseResource(**settings, request_timeout_seconds=None).get()
+    assert client_defaults.retry.timeout == 600 and client_defaults.job_timeout is None
 
 
 def test_an_existing_dataset_is_not_created_again(bq, monkeypatch):

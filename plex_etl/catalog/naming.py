@@ -78,11 +78,14 @@ BOOKKEEPING_COLUMNS = (PARTITION_COLUMN, LOADED_AT_COLUMN)
 _INVALID = re.compile(r"[^A-Za-z0-9_]")
 
 
+def _unaccented(name: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
 def base_name(name: str) -> str:
     """A valid identifier for `name` before collision handling (steps 1-5 above)."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    text = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    text = _INVALID.sub("_", text) or "_"
+    text = _INVALID.sub("_", _unaccented(name)) or "_"
     if text[0].isdigit():
         text = "_" + text
     if text.upper().startswith(BIGQUERY_RESERVED_PREFIXES):
@@ -132,3 +135,19 @@ def asset_names(
 ) -> dict[str, str]:
     """MySQL table name -> warehouse table / asset key name, unique as Dagster step names."""
     return warehouse_names(tables, existing, reserved=())
+
+
+_INVALID_TAG = re.compile(r"[^A-Za-z0-9_.\-]")
+MAX_TAG_LENGTH = 63
+
+
+def group_name(*parts: str) -> str:
+    """A Dagster asset group name (`[A-Za-z0-9_]+`) from parts joined by `_`: accents stripped,
+    any other character `_` (`odd`, `facturación` -> `odd_facturacion`)."""
+    return "_".join(_INVALID.sub("_", _unaccented(part)) or "_" for part in parts)
+
+
+def tag_value(text: str) -> str:
+    """A Dagster tag value: at most 63 characters of `[A-Za-z0-9_.-]` (accents stripped, any
+    other character `_`)."""
+    return _INVALID_TAG.sub("_", _unaccented(text))[:MAX_TAG_LENGTH]

@@ -26,6 +26,7 @@ import yaml
 
 from plex_etl.catalog.model import Catalog, Column, Table
 from plex_etl.catalog.profile import DATE_TYPES, DateProfile
+from plex_etl.typemap import TypeMappingError, map_column
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
 # How often each tier is refreshed (cron, in the source's time zone): the old system's tiers.
@@ -160,6 +161,12 @@ def validate(plan: SourcePlan, catalog: Catalog) -> None:
         for column in (*p.partition_columns, *p.type_overrides):
             if column not in table.column_names:
                 errors.append(f"{where}: column {column!r} does not exist")
+        for column, override in p.type_overrides.items():
+            if column in table.column_names:
+                try:
+                    map_column(table.column(column), override)
+                except TypeMappingError as exc:
+                    errors.append(f"{where}: type_overrides: {exc}")
         if p.strategy == "event" and not p.date_columns:
             errors.append(f"{where}: strategy event needs date_columns")
         if p.strategy == "upsert":

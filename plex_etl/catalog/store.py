@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from plex_etl.catalog.discover import boolean_columns, discover
 from plex_etl.catalog.model import Catalog, dump_catalog, load_catalog
 from plex_etl.catalog.plan import (
+    PlanError,
     SourcePlan,
     append_proposals,
     load_plan,
@@ -41,8 +42,12 @@ def load_source_catalog(source: str, directory: Path | None = None) -> tuple[Cat
             f"no catalog for source '{source}' at {path}: run `plex-etl discover --source {source}`"
         )
     catalog = load_catalog(path)
-    plan = load_plan(plan_path(source, directory), source)
-    validate(plan, catalog)
+    plans = plan_path(source, directory)
+    plan = load_plan(plans, source)
+    try:
+        validate(plan, catalog)
+    except PlanError as exc:
+        raise PlanError(f"{plans} (catalog {path.name}): {exc}") from None
     return catalog, plan
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from plex_etl.catalog.graph import TableGraph, table_graph
 from plex_etl.catalog.model import Catalog
+from plex_etl.catalog.naming import group_name, tag_value
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.defs.automation import freshness_policy, table_condition
 from plex_etl.defs.checks import row_count_check, schema_check, table_check_specs
@@ -57,12 +58,12 @@ def build_table_asset(
     @dg.asset(
         key=key,
         deps=[table_key(source.name, catalog, p) for p in graph.parents[table]],
-        group_name=f"{source.name}_{graph.clusters[table]}",
+        group_name=group_name(source.name, graph.clusters[table]),
         kinds={"mysql", "bigquery"},
         tags={
-            "plex_etl/source": source.name,
-            "plex_etl/tier": table_plan.tier,
-            "plex_etl/strategy": table_plan.strategy,
+            "plex_etl/source": tag_value(source.name),
+            "plex_etl/tier": tag_value(table_plan.tier),
+            "plex_etl/strategy": tag_value(table_plan.strategy),
         },
         pool=pool_name(source),
         partitions_def=partitions_def,

@@ -53,9 +53,10 @@ class WarehouseResource(dg.ConfigurableResource):
     )
     local_threads: int = Field(default=1, description="DuckDB threads of the local warehouse")
     request_timeout_seconds: float | None = Field(
-        default=None,
+        default=300.0,
         description="BigQuery: give up retrying an API call or a job after this many seconds, and wait "
-        "at most this long for a job (default: the client's, which retries for up to 10 minutes)",
+        "at most this long for a job (logging every 30 s while it runs); None: the client's defaults "
+        "(retries for up to 10 minutes, waits for a job without limit)",
     )
 
     @property
@@ -93,3 +94,15 @@ class WarehouseResource(dg.ConfigurableResource):
         # Capped so that a load's swap-in does not dwarf the streaming extraction's flat memory
         # (docs/benchmarks.md: 607 MB at DuckDB's defaults, 360 MB capped, for 1M rows).
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
+
+
+def warehouse_from_environment() -> WarehouseResource:
+    """The warehouse the environment selects (see plex_etl.definitions for the variables)."""
+    return WarehouseResource(
+        kind=os.getenv("PLEX_ETL_WAREHOUSE", "auto"),
+        project=os.getenv("PLEX_ETL_GCP_PROJECT") or None,
+        dataset=os.getenv("PLEX_ETL_DATASET", "plex_analytics"),
+        location=os.getenv("PLEX_ETL_BIGQUERY_LOCATION") or None,
+        api_endpoint=os.getenv("PLEX_ETL_BIGQUERY_ENDPOINT") or None,
+        local_path=os.getenv("PLEX_ETL_LOCAL_WAREHOUSE", DEFAULT_LOCAL_WAREHOUSE),
+    )

@@ -103,6 +103,16 @@ class _Fetcher:
                 return
 
 
+# Client errors of a connection that stayed silent past read_timeout or dropped:
+# CR_SERVER_GONE_ERROR, CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED.
+_LOST_CONNECTION_CODES = {2006, 2013, 2055}
+
+
+def _is_lost_connection(exc: BaseException) -> bool:
+    args = getattr(exc, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _LOST_CONNECTION_CODES
+
+
 class ExtractionError(RuntimeError):
     """A partition could not be read; the message names source, table and, for values, column."""
 
@@ -159,7 +169,12 @@ class PartitionStream:
         started = time.perf_counter()
         connection = self._connect(self.source)
         try:
-            connection.query("SET SESSION net_write_timeout = 3600, net_read_timeout = 3600")
+            # The server gives up on a client that stops reading after the same time the client
+            # gives up on a silent server: neither side of a stalled read waits forever.
+            connection.query(
+                f"SET SESSION net_write_timeout = {int(self.source.read_timeout)}, "
+                f"net_read_timeout = {int(self.source.write_timeout)}"
+            )
             connection.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             self.snapshot_counts = self._counts(connection)
@@ -176,6 +191,12 @@ class PartitionStream:
             if isinstance(exc, ExtractionError):
                 raise
             message = str(exc)
+            if _is_lost_connection(exc):
+                message = (
+                    f"no data from {self.source.describe()} for {self.source.read_timeout} s "
+                    f"(its read_timeout in sources.yaml) or the connection dropped, after "
+                    f"{self.rows:,} rows: {message}"
+                )
             raise ExtractionError(f"{self.source.name}.{self.label}: {message}") from exc
         finally:
             connection.close()

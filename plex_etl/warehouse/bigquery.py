@@ -13,6 +13,8 @@ The endpoint is the only thing that differs for tests (a local emulator): see
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -184,8 +186,37 @@ class BigQueryWarehouse:
             retry=self.retry,
             job_retry=self.job_retry if job_retry == "default" else job_retry,
         )
-        job.result(retry=self.retry, timeout=self.job_timeout)
+        wait_for_job(job, _summary(sql), timeout=self.job_timeout, retry=self.retry)
         return job
+
+    def drop_stale_staging_tables(
+        self, dataset: str, older_than: dt.timedelta = STAGING_EXPIRATION
+    ) -> list[str]:
+        """Drop the staging tables (`<table>__staging_<hex>`) of `dataset` created more than
+        `older_than` ago: leftovers of killed loads, should their expiration not have removed
+        them. A running load's staging table is younger. Returns the names dropped."""
+        cutoff = dt.datetime.now(dt.UTC) - older_than
+        dropped: list[str] = []
+        try:
+            tables = list(self.client.list_tables(f"{self.project}.{dataset}", retry=self.retry))
+        except gexc.NotFound:
+            return []
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{dataset}: cannot list tables: {_message(e)}") from e
+        for item in tables:
+            if STAGING_INFIX not in item.table_id:
+                continue
+            created = item.created or self._get_table(dataset, item.table_id).created  # type: ignore[union-attr]
+            if created is None or created > cutoff:
+                continue
+            try:
+                self.client.delete_table(self._table_id(dataset, item.table_id), not_found_ok=True,
+                                         retry=self.retry)
+            except gexc.GoogleAPIError as e:
+                raise WarehouseError(f"{dataset}.{item.table_id}: cannot drop: {_message(e)}") from e
+            log.info("%s.%s: dropped stale staging table (created %s)", dataset, item.table_id, created)
+            dropped.append(item.table_id)
+        return dropped
 
     def _ensure_dataset(self, dataset: str) -> None:
         """Create the dataset if it does not exist yet. Looked up first: creating needs the
@@ -464,6 +495,39 @@ class BigQueryWarehouse:
 
 
 # ---------------------------------------------------------------------- helpers
+POLL_SECONDS = 30.0
+
+
+def _summary(sql: str) -> str:
+    text = " ".join(sql.split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def wait_for_job(
+    job: Any, what: str, *, timeout: float | None, retry: Retry = DEFAULT_RETRY, poll: float = POLL_SECONDS
+) -> None:
+    """Wait for a BigQuery job, logging every `poll` seconds that it is still running (a long
+    job is never a silent wait); after `timeout` seconds (None: no limit) cancel it and raise
+    a WarehouseError naming `what` and the job."""
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        step = poll if timeout is None else max(min(poll, timeout - waited), 0.001)
+        try:
+            job.result(retry=retry, timeout=step)
+            return
+        except concurrent.futures.TimeoutError:
+            waited = time.monotonic() - started
+            if timeout is not None and waited >= timeout:
+                with contextlib.suppress(Exception):
+                    job.cancel()
+                raise WarehouseError(
+                    f"{what}: BigQuery job {job.job_id} still running after {waited:.0f} s "
+                    "(request_timeout_seconds); cancelled"
+                ) from None
+            log.info("%s: waiting for BigQuery job %s (%.0f s so far)", what, job.job_id, waited)
+
+
 def _message(e: gexc.GoogleAPIError) -> str:
     text = getattr(e, "message", None) or str(e)
     return text.splitlines()[0][:1000] if text else type(e).__name__

@@ -11,7 +11,10 @@ Dagster step processes can load different tables into the same file concurrently
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -134,6 +137,7 @@ class LocalWarehouse:
             prefix=f"plex_etl_{target.dataset}_{target.name}_", dir=self.staging_dir
         ) as tmp:
             staged = Path(tmp) / "stage.parquet"
+            claim_staging(Path(tmp))
             nbytes = _stage(stream, staged, target)
             added = self._apply(target, staged if stream.chunks else None, start, end, mode)
         return LoadResult(
@@ -287,6 +291,79 @@ class LocalWarehouse:
                 con.execute(f"CREATE OR REPLACE VIEW {quote(dataset)}.{quote(name)} AS {sql}")
             except duckdb.Error as e:
                 raise WarehouseError(f"{dataset}.{name}: cannot create view: {e}") from e
+
+
+# ---------------------------------------------------------------------- staging leftovers
+STAGING_PREFIX = "plex_etl_"
+STAGING_OWNER_FILE = "owner"
+STAGING_FILE = "stage.parquet"
+STALE_STAGING_AGE = dt.timedelta(hours=6)
+
+
+def claim_staging(folder: Path, max_age: dt.timedelta = STALE_STAGING_AGE) -> list[Path]:
+    """Mark `folder` (a load's staging folder) as this process's, then remove the leftovers of
+    killed loads beside it (see `remove_stale_staging`); returns those removed."""
+    (folder / STAGING_OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    return remove_stale_staging(folder.parent, max_age=max_age, keep=folder)
+
+
+def _owner_is_dead(folder: Path) -> bool:
+    """True when the folder's owner file names a process of this host that no longer runs."""
+    try:
+        host, pid = (folder / STAGING_OWNER_FILE).read_text().split()
+        if host != socket.gethostname():
+            return False  # another machine or container sharing the directory: age decides
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _is_staging(folder: Path) -> bool:
+    """A folder holding nothing but what a load puts in its staging folder."""
+    try:
+        return folder.is_dir() and {c.name for c in folder.iterdir()} <= {STAGING_OWNER_FILE, STAGING_FILE}
+    except OSError:
+        return False
+
+
+def _newest_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    with suppress(OSError):
+        times += [child.stat().st_mtime for child in folder.iterdir()]
+    return max(times)
+
+
+def remove_stale_staging(
+    directory: str | Path | None = None,
+    max_age: dt.timedelta = STALE_STAGING_AGE,
+    keep: Path | None = None,
+) -> list[Path]:
+    """Remove staging folders (`plex_etl_<dataset>_<table>_*`) that a killed load left in
+    `directory` (default: the system temp dir): those whose owner process (same host) is gone,
+    and any unchanged for `max_age`. A running load's folder has a live owner and keeps
+    changing. Returns the folders removed."""
+    root = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+    cutoff = time.time() - max_age.total_seconds()
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX) and _is_staging(p)]
+    except OSError:
+        return removed
+    for folder in candidates:
+        if keep is not None and folder == keep:
+            continue
+        try:
+            stale = _owner_is_dead(folder) or _newest_change(folder) < cutoff
+        except OSError:
+            continue  # removed meanwhile
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,0 +1,92 @@
+"""One bad table or source never takes down the code location (issue 16): odd MySQL table
+names give valid definitions, and a source whose plan went stale is skipped, not fatal."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from plex_etl.catalog.naming import group_name, tag_value
+from plex_etl.catalog.store import run_discover
+from plex_etl.mysql import create_engine
+from plex_etl.sources import get_source, load_sources, with_database
+
+PREFIX = os.environ.get("PLEX_ETL_TEST_DB_PREFIX", "plexetl_test")
+ODD_DB = f"{PREFIX}_odd"
+STALE_DB = f"{PREFIX}_stale"
+
+ODD_TABLES = [
+    "CREATE TABLE `facturación` (id INT PRIMARY KEY, fecha DATE NOT NULL, importe DECIMAL(10, 2))",
+    "CREATE TABLE `ventas-2024` (id INT PRIMARY KEY, factura_id INT NOT NULL, fecha DATE, "
+    "KEY (factura_id), FOREIGN KEY (factura_id) REFERENCES `facturación` (id))",
+    "CREATE TABLE `it's` (id INT PRIMARY KEY, nombre VARCHAR(20))",
+    "CREATE TABLE `Año Fiscal.2024` (id INT PRIMARY KEY)",
+]
+
+
+def test_group_names_and_tag_values_are_valid():
+    assert group_name("odd", "facturación") == "odd_facturacion"
+    assert group_name("odd", "ventas-2024") == "odd_ventas_2024"
+    assert group_name("odd", "it's") == "odd_it_s"
+    assert tag_value("ventas-2024") == "ventas-2024"
+    assert tag_value("it's ñandú") == "it_s_nandu"
+    assert len(tag_value("x" * 100)) == 63
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A config directory with two sources: `odd` (odd table names) and `stale` (a plan entry
+    for a table renamed in MySQL after discovery)."""
+    server = with_database(get_source("plex"), "mysql")
+    engine = create_engine(server)
+    with engine.begin() as connection:
+        for database in (ODD_DB, STALE_DB):
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {database}"))
+            connection.execute(sa.text(f"CREATE DATABASE {database}"))
+        for ddl in ODD_TABLES:
+            connection.execute(sa.text(ddl.replace("CREATE TABLE ", f"CREATE TABLE {ODD_DB}.", 1)))
+        connection.execute(sa.text(f"CREATE TABLE {STALE_DB}.clientes (id INT PRIMARY KEY)"))
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n"
+        f"  odd: {{host: 127.0.0.1, database: {ODD_DB}, user: root}}\n"
+        f"  stale: {{host: 127.0.0.1, database: {STALE_DB}, user: root}}\n"
+    )
+    monkeypatch.setenv("PLEX_ETL_CONFIG_DIR", str(tmp_path))
+    try:
+        sources = load_sources()
+        for source in sources.values():
+            run_discover(source, directory=tmp_path, log=lambda _msg: None)
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"RENAME TABLE {STALE_DB}.clientes TO {STALE_DB}.clientes_2"))
+        run_discover(sources["stale"], directory=tmp_path, log=lambda _msg: None)
+        yield tmp_path
+    finally:
+        with engine.begin() as connection:
+            for database in (ODD_DB, STALE_DB):
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {database}"))
+        engine.dispose()
+
+
+def test_a_broken_source_is_skipped_and_odd_names_load(config_dir: Path, caplog: pytest.LogCaptureFixture):
+    from plex_etl.definitions import build_definitions
+
+    caplog.set_level(logging.ERROR, logger="plex_etl.definitions")
+    defs = build_definitions()
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"odd/facturacion", "odd/ventas_2024", "odd/it_s"} <= keys
+    assert not any(key.startswith("stale/") for key in keys)
+    groups = {key.path[1]: graph.get(key).group_name for key in graph.get_all_asset_keys() if key.path[0] == "odd"}
+    assert groups["facturacion"] == "odd_facturacion" and groups["ventas_2024"] == "odd_ventas_2024"
+    # The error is in the log and in the code location's metadata, naming source, file and table.
+    skipped = defs.metadata["plex_etl/skipped_sources"].value
+    assert list(skipped) == ["stale"] and "clientes" in skipped["stale"] and "not in the catalog" in skipped["stale"]
+    assert "stale.plan.yaml" in skipped["stale"]
+    assert "source 'stale' skipped" in caplog.text and "clientes" in caplog.text
