@@ -22,14 +22,24 @@ def plex_assets(**plan_changes) -> list[dg.AssetsDefinition]:
 
 
 class Clock:
-    """Evaluates the automation conditions at chosen instants, carrying the cursor like the daemon."""
+    """Evaluates the automation conditions at chosen instants, carrying the cursor like the daemon.
 
-    def __init__(self, assets: list[dg.AssetsDefinition]) -> None:
+    `loaded` days are recorded as materialized for every table first (a deployment that has
+    been running), so that only the ticks' own windows are requested, not gaps.
+    """
+
+    def __init__(self, assets: list[dg.AssetsDefinition], loaded: set[str] = frozenset()) -> None:
         from plex_etl.definitions import defs
 
         self.defs = dg.Definitions(assets=assets, resources=defs.resources)
         self.instance = dg.DagsterInstance.ephemeral()
         self.cursor = None
+        self.loaded(assets, loaded)
+
+    def loaded(self, assets: list[dg.AssetsDefinition], partitions: set[str]) -> None:
+        for assets_def in assets:
+            for partition in sorted(partitions):
+                self.instance.report_runless_asset_event(dg.AssetMaterialization(assets_def.key, partition=partition))
 
     def at(self, when: dt.datetime) -> dict[str, set[str]]:
         result = dg.evaluate_automation_conditions(
@@ -49,13 +59,17 @@ def days(last: dt.date, n: int) -> set[str]:
     return {(last - dt.timedelta(days=i)).isoformat() for i in range(n)}
 
 
+# Every table loaded over the 45 days up to the last day the tests look at.
+HISTORY = days(dt.date(2026, 11, 29), 45)
+
+
 @pytest.fixture(scope="module")
 def clock_assets():
     return plex_assets()
 
 
 def test_critical_tier_reloads_the_last_three_days_at_its_tick_and_nothing_in_between(clock_assets):
-    clock = Clock(clock_assets)
+    clock = Clock(clock_assets, HISTORY)
     friday = dt.date(2026, 11, 27)
     assert clock.at(dt.datetime(2026, 11, 27, 3, 58, tzinfo=TZ)) == {}
     at_tick = clock.at(dt.datetime(2026, 11, 27, 4, 1, tzinfo=TZ))
@@ -71,7 +85,7 @@ def test_critical_tier_reloads_the_last_three_days_at_its_tick_and_nothing_in_be
 
 
 def test_each_tier_at_its_own_cron(clock_assets):
-    clock = Clock(clock_assets)
+    clock = Clock(clock_assets, HISTORY)
     clock.at(dt.datetime(2026, 11, 27, 5, 58, tzinfo=TZ))
     six = clock.at(dt.datetime(2026, 11, 27, 6, 1, tzinfo=TZ))
     assert six["factcabecera"] == days(dt.date(2026, 11, 27), 3)  # high: every 6h
@@ -82,7 +96,7 @@ def test_each_tier_at_its_own_cron(clock_assets):
 
 
 def test_weekly_catch_up_reloads_seven_days(clock_assets):
-    clock = Clock(clock_assets)
+    clock = Clock(clock_assets, HISTORY)
     sunday = dt.date(2026, 11, 29)
     clock.at(dt.datetime(2026, 11, 29, 1, 58, tzinfo=TZ))
     catch_up = clock.at(dt.datetime(2026, 11, 29, 2, 1, tzinfo=TZ))
@@ -92,7 +106,8 @@ def test_weekly_catch_up_reloads_seven_days(clock_assets):
 
 
 def test_lookback_is_configurable_per_tier():
-    clock = Clock(plex_assets(tier_lookback_days={"critical": 2}))
+    assets = plex_assets(tier_lookback_days={"critical": 2})
+    clock = Clock(assets, HISTORY)
     clock.at(dt.datetime(2026, 11, 27, 3, 58, tzinfo=TZ))
     requested = clock.at(dt.datetime(2026, 11, 27, 4, 1, tzinfo=TZ))
     assert requested["factlineas"] == days(dt.date(2026, 11, 27), 2)
@@ -107,3 +122,21 @@ def test_automation_sensor_runs_by_default_and_tables_have_freshness_policies(cl
     assert policy.fail_window.to_timedelta() > policy.warn_window.to_timedelta() == dt.timedelta(hours=4)
     spec = next(a for a in clock_assets if dg.AssetKey(["plex", "factlineas"]) in a.keys).specs
     assert next(iter(spec)).freshness_policy is not None
+
+
+def test_after_an_outage_each_tick_loads_every_missing_or_failed_day_of_the_gap_window():
+    """Nothing loaded since Nov 10 (an outage of 17 days): the next tick loads the lookback and
+    every missing day back to the gap window's start, not only the lookback."""
+    assets = plex_assets(gap_fill_days=20)
+    clock = Clock(assets, days(dt.date(2026, 11, 10), 30))
+    clock.at(dt.datetime(2026, 11, 27, 3, 58, tzinfo=TZ))
+    at_tick = clock.at(dt.datetime(2026, 11, 27, 4, 1, tzinfo=TZ))
+    # 20 days back from Nov 27 is Nov 8; Nov 8-10 were loaded: Nov 11-27 are requested.
+    assert at_tick["factlineas"] == days(dt.date(2026, 11, 27), 17)
+    # Once requested, the gap is not requested again until the next tick.
+    assert "factlineas" not in clock.at(dt.datetime(2026, 11, 27, 4, 3, tzinfo=TZ))
+    # Once the gap is loaded, the next tick is back to the lookback.
+    clock.loaded(assets, days(dt.date(2026, 11, 27), 17))
+    clock.at(dt.datetime(2026, 11, 27, 7, 58, tzinfo=TZ))
+    again = clock.at(dt.datetime(2026, 11, 27, 8, 1, tzinfo=TZ))
+    assert again["factlineas"] == days(dt.date(2026, 11, 27), 3)

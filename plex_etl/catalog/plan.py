@@ -74,6 +74,7 @@ class SourcePlan:
     tables: dict[str, TablePlan]
     lookback_days: int = 3
     weekly_catchup_days: int = 7
+    gap_fill_days: int = 31  # missing or failed partitions this recent are loaded at every tick
     snapshot_retention_days: int = 90
     tier_lookback_days: dict[str, int] = field(default_factory=dict)
     first_day: dt.date = dt.date(2020, 1, 1)  # the oldest daily partition
@@ -134,6 +135,7 @@ def load_plan(path: Path, source: str) -> SourcePlan:
         tables=tables,
         lookback_days=int(defaults.get("lookback_days", 3)),
         weekly_catchup_days=int(defaults.get("weekly_catchup_days", 7)),
+        gap_fill_days=int(defaults.get("gap_fill_days", 31)),
         snapshot_retention_days=int(defaults.get("snapshot_retention_days", 90)),
         tier_lookback_days={str(k): int(v) for k, v in (defaults.get("tier_lookback_days") or {}).items()},
         first_day=dt.date.fromisoformat(str(defaults.get("first_day", "2020-01-01"))),
@@ -440,6 +442,7 @@ defaults:
   first_day: {first_day}     # the oldest daily partition{first_day_note}
   lookback_days: 3          # partitions re-loaded at every tick of a tier
   weekly_catchup_days: 7    # partitions re-loaded by the weekly catch-up
+  gap_fill_days: 31         # missing or failed partitions this recent load at every tick
   snapshot_retention_days: 90
   tier_lookback_days: {{}}    # e.g. {{critical: 2}}
 tables:

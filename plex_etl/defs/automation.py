@@ -3,7 +3,11 @@
 Each tier (plan file) has a cron. At every tick of its tier, a table re-loads the last
 `lookback` daily partitions (default 3, per source, tier or table in the plan), which
 also picks up late changes to recent days; once a week (Sunday 02:00) every dated table
-re-loads the last `weekly_catchup_days` partitions. Snapshot tables only ever load today.
+re-loads the last `weekly_catchup_days` partitions. After an outage, each tick also loads
+every missing or failed partition of the last `gap_fill_days` (default 31): the gap closes
+at the first tick without flooding MySQL with the whole history; a longer gap shows in the
+daily reconciliation check, and `plex-etl reconcile --repair` loads it. Snapshot tables
+only ever load today.
 The automation sensor that evaluates these conditions is RUNNING by default.
 """
 
@@ -25,11 +29,13 @@ def window(days: int) -> dg.AutomationCondition:
     return dg.AutomationCondition.in_latest_time_window(lookback_delta=dt.timedelta(days=days))
 
 
-def reload_on(cron: str, time_zone: str, days: int) -> dg.AutomationCondition:
-    return (
-        dg.AutomationCondition.cron_tick_passed(cron, time_zone).since_last_handled()
-        & window(days)
-    )
+def reload_on(cron: str, time_zone: str, days: int, gap_days: int = 0) -> dg.AutomationCondition:
+    """At each tick: the last `days` partitions, and the missing or failed ones of the last `gap_days`."""
+    partitions = window(days)
+    if gap_days > days:
+        gaps = dg.AutomationCondition.missing() | dg.AutomationCondition.execution_failed()
+        partitions = partitions | (gaps & window(gap_days)).with_label(f"gap in the last {gap_days} days")
+    return dg.AutomationCondition.cron_tick_passed(cron, time_zone).since_last_handled() & partitions
 
 
 def table_condition(source: Source, plan: SourcePlan, table: TablePlan) -> dg.AutomationCondition:
@@ -37,7 +43,7 @@ def table_condition(source: Source, plan: SourcePlan, table: TablePlan) -> dg.Au
     if table.strategy == "snapshot":
         condition = reload_on(cron, source.time_zone, 1)
     else:
-        condition = reload_on(cron, source.time_zone, plan.lookback_for(table)) | reload_on(
+        condition = reload_on(cron, source.time_zone, plan.lookback_for(table), plan.gap_fill_days) | reload_on(
             WEEKLY_CATCHUP_CRON, source.time_zone, plan.weekly_catchup_days
         )
     return (
