@@ -107,6 +107,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0 if all(c.equal for c in counts) else 1
 
 
+def _cmd_pools(args: argparse.Namespace) -> int:
+    """Apply each source's `pool_limit` to the Dagster instance of $DAGSTER_HOME."""
+    import dagster as dg
+
+    from plex_etl.defs.pools import apply_pool_limits
+    from plex_etl.sources import load_sources
+
+    with dg.DagsterInstance.get() as instance:
+        for pool, limit in apply_pool_limits(instance, load_sources().values()).items():
+            print(f"pool {pool}: {limit} concurrent extractions")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plex-etl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
     compare.add_argument("--days", type=int, default=7)
     compare.set_defaults(func=_cmd_compare)
+
+    pools = commands.add_parser("pools", help="set each source's Dagster pool to its sources.yaml pool_limit")
+    pools.set_defaults(func=_cmd_pools)
     return parser
 
 
