@@ -12,6 +12,7 @@ import os
 import dagster as dg
 
 from plex_etl.catalog.store import catalog_path, load_source_catalog
+from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor
 from plex_etl.defs.checks import build_orphan_checks
@@ -50,7 +51,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        sensors=[automation_sensor()],
+        sensors=[automation_sensor(), run_failure_alert],
         resources={
             "mysql": MySQLResource(),
             "warehouse": warehouse,
