@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 DEMO_SCALE ?= 0.001
 
-.PHONY: venv demo test lint mysql dev clean lock
+.PHONY: venv demo test lint mysql dev clean lock pools
 
 # requirements.lock pins every package (dev and deploy extras included) for Python 3.11 on
 # linux x86_64; regenerate it with `make lock` after changing pyproject.toml.
@@ -24,7 +24,11 @@ venv: $(BIN)/.installed
 mysql:
 	./scripts/ensure-mysql.sh
 
-demo: venv mysql
+# Each source's Dagster pool gets its sources.yaml pool_limit (kept in the instance's storage).
+pools: venv
+	$(BIN)/plex-etl pools
+
+demo: venv mysql pools
 	$(BIN)/plex-etl demo-db --scale $(DEMO_SCALE) --source all
 	$(BIN)/plex-etl replicate --days 7
 	$(BIN)/plex-etl compare --days 7
@@ -36,7 +40,7 @@ test: venv mysql
 lint: venv
 	$(BIN)/ruff check plex_etl plex_etl_tests benchmarks
 
-dev: venv
+dev: venv pools
 	$(BIN)/dagster dev -m plex_etl.definitions
 
 # Both lock files from pyproject.toml, with uv (installed on the fly into a throwaway venv).
