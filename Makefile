@@ -1,18 +1,21 @@
 # Two commands for a newcomer: `make demo` and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 DEMO_SCALE ?= 0.001
 
-.PHONY: venv demo test lint mysql dev clean
+.PHONY: venv demo test lint mysql dev clean lock pools
 
-$(BIN)/.installed: pyproject.toml
+# requirements.lock pins every package (dev and deploy extras included) for Python 3.11 on
+# linux x86_64; regenerate it with `make lock` after changing pyproject.toml.
+$(BIN)/.installed: pyproject.toml requirements.lock
 	./scripts/ensure-build-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed
@@ -21,7 +24,11 @@ venv: $(BIN)/.installed
 mysql:
 	./scripts/ensure-mysql.sh
 
-demo: venv mysql
+# Each source's Dagster pool gets its sources.yaml pool_limit (kept in the instance's storage).
+pools: venv
+	$(BIN)/plex-etl pools
+
+demo: venv mysql pools
 	$(BIN)/plex-etl demo-db --scale $(DEMO_SCALE) --source all
 	$(BIN)/plex-etl replicate --days 7
 	$(BIN)/plex-etl compare --days 7
@@ -33,8 +40,15 @@ test: venv mysql
 lint: venv
 	$(BIN)/ruff check plex_etl plex_etl_tests benchmarks
 
-dev: venv
+dev: venv pools
 	$(BIN)/dagster dev -m plex_etl.definitions
+
+# Both lock files from pyproject.toml, with uv (installed on the fly into a throwaway venv).
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header
+lock:
+	test -x /tmp/plex-etl-uv/bin/uv || ($(PYTHON) -m venv /tmp/plex-etl-uv && /tmp/plex-etl-uv/bin/pip install -q uv)
+	/tmp/plex-etl-uv/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --extra dev --extra deploy -o requirements.lock
+	/tmp/plex-etl-uv/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) --extra deploy -o requirements-deploy.lock
 
 clean:
 	rm -rf $(VENV) .dagster_home .pytest_cache

@@ -218,6 +218,19 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pools(args: argparse.Namespace) -> int:
+    """Apply each source's `pool_limit` to the Dagster instance of $DAGSTER_HOME."""
+    import dagster as dg
+
+    from plex_etl.defs.pools import apply_pool_limits
+    from plex_etl.sources import load_sources
+
+    with dg.DagsterInstance.get() as instance:
+        for pool, limit in apply_pool_limits(instance, load_sources().values()).items():
+            print(f"pool {pool}: {limit} concurrent extractions")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plex-etl", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also PLEX_ETL_DEBUG=1)")
@@ -260,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = commands.add_parser("cleanup", help="remove staging left behind by killed loads")
     cleanup.add_argument("--hours", type=float, default=6.0, help="only staging older than this")
     cleanup.set_defaults(func=_cmd_cleanup)
+
+    pools = commands.add_parser("pools", help="set each source's Dagster pool to its sources.yaml pool_limit")
+    pools.set_defaults(func=_cmd_pools)
     return parser
 
 

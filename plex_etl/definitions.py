@@ -14,6 +14,7 @@ import dagster as dg
 
 from plex_etl.catalog.plan import pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
+from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor, reconcile_schedule
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
@@ -81,7 +82,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        sensors=[automation_sensor()],
+        sensors=[automation_sensor(), run_failure_alert],
         schedules=schedules,
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,

@@ -16,7 +16,7 @@ import pytest
 from plex_etl.sources import Source, get_source, with_database
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "plex-reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "plex-reference"  # copied from shared/, see its README
 TEST_SCALE = 0.001
 TEST_DAYS = 30
 TEST_SEED = 7
@@ -30,7 +30,7 @@ def test_source(name: str, database: str) -> Source:
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not REFERENCE.exists():
-        pytest.fail(f"plex-reference not found at {REFERENCE} (shared/ must sit beside the repo)")
+        pytest.fail(f"plex-reference not found at {REFERENCE} (it is part of the repository)")
     return REFERENCE
 
 

@@ -89,6 +89,8 @@ def materialize(
         resources=defs.resources,
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
+        # A failure shows at once, without the assets' retry delays (test_deploy checks the policy).
+        run_config={"execution": {"config": {"retries": {"disabled": {}}}}},
     )
 
 

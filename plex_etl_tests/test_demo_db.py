@@ -1,8 +1,8 @@
 """The demo database builder against the real MariaDB: schema, keys, counts, data, mess.
 
 The shared build (`demo_sources`, scale 0.001) is checked against the production reference
-in /work/shared/plex-reference; extra builds use databases named plexetl_t_demo_* and are
-dropped at the end.
+in plex_etl_tests/data/plex-reference (a copy of shared/plex-reference); extra builds use
+databases named plexetl_t_demo_* and are dropped at the end.
 """
 
 from __future__ import annotations

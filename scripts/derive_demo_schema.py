@@ -1,6 +1,6 @@
 """Derive `plex_etl/demo/plex_schema.yaml` from the captured production reference.
 
-Run once when the reference changes (the package never reads /work/shared at run time):
+Run once when the reference changes (the package never reads the reference at run time):
 
     .venv/bin/python scripts/derive_demo_schema.py [REFERENCE_DIR]
 
@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_REFERENCE = REPO.parent / "shared" / "plex-reference"
+DEFAULT_REFERENCE = REPO / "plex_etl_tests" / "data" / "plex-reference"  # copy of shared/plex-reference
 OUTPUT = REPO / "plex_etl" / "demo" / "plex_schema.yaml"
 
 # The strategy file has no count for this table; a few lines per app order is plausible.

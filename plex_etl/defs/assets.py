@@ -66,6 +66,7 @@ def build_table_asset(
             "plex_etl/strategy": tag_value(table_plan.strategy),
         },
         pool=pool_name(source),
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),  # loads are idempotent
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key=IO_MANAGER_KEY,
@@ -89,7 +90,8 @@ def build_table_asset(
         if table_plan.strategy == "snapshot" and (start, end) != (today, today):
             raise dg.Failure(
                 f"{source.name}.{table} is replicated as a snapshot (the table as it is now): "
-                f"only today's partition ({today}) can be materialized, not {start}..{end}"
+                f"only today's partition ({today}) can be materialized, not {start}..{end}",
+                allow_retries=False,
             )
         spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
         lo, hi = read_bounds(spec, start, end, today)
