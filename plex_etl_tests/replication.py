@@ -102,3 +102,10 @@ def mysql_rows(engine: sa.Engine, sql: str) -> list[tuple]:
 def sorted_rows(table: pa.Table, drop: tuple[str, ...] = ("_etl_loaded_at",)) -> list[tuple]:
     table = table.drop_columns([c for c in drop if c in table.column_names])
     return sorted(tuple(row.values()) for row in table.to_pylist())
+
+
+def accept_proposals(config: Path) -> None:
+    """Accept every proposed plan entry in a config directory, as a reviewer does (proposed
+    entries do not load)."""
+    for plan in config.glob("*.plan.yaml"):
+        plan.write_text(plan.read_text().replace("    proposed: true\n", ""))

@@ -16,6 +16,7 @@ from plex_etl.catalog.naming import group_name, tag_value
 from plex_etl.catalog.store import run_discover
 from plex_etl.mysql import create_engine
 from plex_etl.sources import get_source, load_sources, with_database
+from plex_etl_tests.replication import accept_proposals
 
 PREFIX = os.environ.get("PLEX_ETL_TEST_DB_PREFIX", "plexetl_test")
 ODD_DB = f"{PREFIX}_odd"
@@ -65,6 +66,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         with engine.begin() as connection:
             connection.execute(sa.text(f"RENAME TABLE {STALE_DB}.clientes TO {STALE_DB}.clientes_2"))
         run_discover(sources["stale"], directory=tmp_path, log=lambda _msg: None)
+        accept_proposals(tmp_path)
         yield tmp_path
     finally:
         with engine.begin() as connection:

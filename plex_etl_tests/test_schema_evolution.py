@@ -23,7 +23,7 @@ from plex_etl.mysql import create_engine
 from plex_etl.sources import Source, get_source, load_sources, with_database
 from plex_etl.warehouse.base import Warehouse
 from plex_etl.warehouse.local import LocalWarehouse
-from plex_etl_tests.replication import build_defs, materialize, sorted_rows
+from plex_etl_tests.replication import accept_proposals, build_defs, materialize, sorted_rows
 
 SOURCE = "scratch"
 TABLE = "ventas"
@@ -75,8 +75,7 @@ class Scratch:
         """Rewrite the catalog (and propose a plan for new tables), as `plex-etl discover` does;
         then accept the proposals, as a reviewer does (proposed entries do not load)."""
         run_discover(load_sources()[SOURCE], directory=self.config, log=lambda _line: None)
-        plan = self.config / f"{SOURCE}.plan.yaml"
-        plan.write_text(plan.read_text().replace("    proposed: true\n", ""))
+        accept_proposals(self.config)
 
     def drop(self) -> None:
         execute(self.server, "information_schema", f"DROP DATABASE IF EXISTS `{self.database}`")
