@@ -16,7 +16,7 @@ from plex_etl.catalog.plan import pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
 from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
-from plex_etl.defs.automation import automation_sensor, reconcile_schedule
+from plex_etl.defs.automation import automation_sensor, first_partition_schedule, reconcile_schedule
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
 from plex_etl.defs.keys import table_key
@@ -38,6 +38,9 @@ def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
     reconciliation = build_reconcile_checks(source, catalog, plan)
     checks = [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
     schedules = [reconcile_schedule(source, reconciliation)] if reconciliation else []
+    dated = [table_key(source.name, catalog, p.table) for p in plan.included if p.strategy != "snapshot"]
+    if dated:
+        schedules.append(first_partition_schedule(source, plan, dated))
     table_keys = {
         warehouse_table_name(source.name, catalog.table(p.table)): table_key(source.name, catalog, p.table)
         for p in plan.included

@@ -140,3 +140,21 @@ def test_after_an_outage_each_tick_loads_every_missing_or_failed_day_of_the_gap_
     clock.at(dt.datetime(2026, 11, 27, 7, 58, tzinfo=TZ))
     again = clock.at(dt.datetime(2026, 11, 27, 8, 1, tzinfo=TZ))
     assert again["factlineas"] == days(dt.date(2026, 11, 27), 3)
+
+
+def test_first_partition_with_undated_rows_reloads_weekly_and_reconciliation_runs_daily():
+    from plex_etl.defs.automation import FIRST_PARTITION_CRON, RECONCILE_CRON
+    from plex_etl.definitions import defs
+
+    _catalog, plan = load_source_catalog("plex")
+    schedules = {s.name: s for s in defs.schedules}
+    first = schedules["plex_first_partition_weekly"]
+    assert (first.cron_schedule, first.execution_timezone) == (FIRST_PARTITION_CRON, str(TZ))
+    requests = first.evaluate_tick(dg.build_schedule_context(repository_def=defs.get_repository_def())).run_requests
+    assert [r.partition_key for r in requests] == [plan.first_day.isoformat()]
+    job = defs.resolve_job_def("plex_first_partition")
+    selected = {k.path[-1] for k in job.asset_layer.selected_asset_keys}
+    assert "factcabecera" in selected and "stock" not in selected  # dated tables only
+    reconcile = schedules["plex_reconciliation_daily"]
+    assert reconcile.cron_schedule == RECONCILE_CRON
+    assert reconcile.default_status == dg.DefaultScheduleStatus.RUNNING

@@ -96,3 +96,27 @@ def reconcile_schedule(source: Source, checks: dg.AssetChecksDefinition) -> dg.S
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Daily whole-table reconciliation (a hard delete or a missed day turns the table red).",
     )
+
+
+FIRST_PARTITION_CRON = "30 2 * * 0"  # Sunday, after the weekly catch-up
+
+
+def first_partition_schedule(source: Source, plan: SourcePlan, keys: list[dg.AssetKey]) -> dg.ScheduleDefinition:
+    """Weekly reload of the dated tables' first partition: it also holds their undated rows and
+    those dated before `first_day`, which no tick's window reaches (see design notes)."""
+    job = dg.define_asset_job(
+        f"{source.name}_first_partition",
+        selection=dg.AssetSelection.assets(*keys),
+        description=f"Reloads {plan.first_day} of {source.name}'s dated tables: with it, the undated "
+        "rows and those dated before the first partition.",
+    )
+
+    @dg.schedule(
+        name=f"{source.name}_first_partition_weekly", job=job, cron_schedule=FIRST_PARTITION_CRON,
+        execution_timezone=source.time_zone, default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Weekly reload of the first partition (undated and early rows).",
+    )
+    def _first_partition(_context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        return dg.RunRequest(partition_key=plan.first_day.isoformat())
+
+    return _first_partition
