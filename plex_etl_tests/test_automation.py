@@ -143,8 +143,8 @@ def test_after_an_outage_each_tick_loads_every_missing_or_failed_day_of_the_gap_
 
 
 def test_first_partition_with_undated_rows_reloads_weekly_and_reconciliation_runs_daily():
-    from plex_etl.defs.automation import FIRST_PARTITION_CRON, RECONCILE_CRON
     from plex_etl.definitions import defs
+    from plex_etl.defs.automation import FIRST_PARTITION_CRON, RECONCILE_CRON
 
     _catalog, plan = load_source_catalog("plex")
     schedules = {s.name: s for s in defs.schedules}
