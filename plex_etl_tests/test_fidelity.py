@@ -245,10 +245,11 @@ def test_no_orphans_across_replicated_relationships(replicated):
         instance=dg.DagsterInstance.ephemeral(),
     )
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == sum(len(list(c.check_keys)) for c in checks) > 50
+    assert len(evaluations) == sum(len(list(c.check_keys)) for c in checks)
     failed = [(e.asset_key.to_user_string(), e.check_name, e.description) for e in evaluations if not e.passed]
-    assert not failed, failed
-    assert all(e.metadata["orphans"].value == 0 for e in evaluations)
+    assert not failed, failed  # the whole-table reconciliation checks pass too
+    orphans = [e for e in evaluations if e.check_name.startswith("no_orphans_")]
+    assert len(orphans) > 50 and all(e.metadata["orphans"].value == 0 for e in orphans)
 
 
 def test_orphan_check_names_the_missing_parents(replicated):
