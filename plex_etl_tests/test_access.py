@@ -230,3 +230,20 @@ def test_explain_reports_the_access_path(scratch):
     assert "CREATE INDEX" in lines.index_statement and "`inv` (`emision`)" in lines.index_statement
     assert not shuffled.keyed and shuffled.full_scans == ["shuffled"]
     assert shuffled.index_statement == "CREATE INDEX `ix_shuffled_fecha` ON `shuffled` (`fecha`);"
+
+
+def test_explain_command_and_catalog_section(demo_sources, demo_end_date, monkeypatch, capsys):
+    from plex_etl.catalog.report import catalog_markdown
+    from plex_etl.cli import main
+
+    monkeypatch.setenv("PLEX_MYSQL_DATABASE", demo_sources["plex"].database)
+    day = demo_end_date - dt.timedelta(days=3)
+    assert main(["explain", "--source", "plex", "--day", day.isoformat(), "--table", "factlineas",
+                 "--table", "apppedidos"]) == 0
+    out = capsys.readouterr().out
+    assert "## Access paths" in out and f"({day})" in out
+    assert "| factlineas | child | key range: factcabecera: range on PRIMARY" in out
+    assert "| apppedidos | upsert | full scan of apppedidos |" in out
+    assert "CREATE INDEX `ix_factcabecera_emision` ON `factcabecera` (`Emision`);" in out
+    catalog, plan = load_source_catalog("plex")
+    assert "\n## Access paths\n" in catalog_markdown(catalog, plan, out)

@@ -374,3 +374,52 @@ def explain_partition(run: Run, spec: ReplicatedTable, day: dt.date) -> AccessRe
     steps = tuple(explain(run, spec, query.rows_sql)) if access.keys is not None else today
     return AccessReport(spec.name, spec.plan.strategy, day, access.keys is not None, access.reason, steps, today,
                         index_statement(spec, [s.table for s in today if s.full_scan]))
+
+
+def access_reports(
+    connection: Any, catalog: Any, plan: Any, day: dt.date, tables: Sequence[str] = ()
+) -> list[AccessReport]:
+    """The access path of the one-day read of `day` for every replicated table of a source (or
+    only `tables`)."""
+    from plex_etl.extract.spec import replicated_table
+
+    run = runner(connection)
+    return [explain_partition(run, replicated_table(catalog, plan, p.table), day)
+            for p in sorted(plan.included, key=lambda p: p.table) if not tables or p.table in tables]
+
+
+def access_markdown(reports: Sequence[AccessReport], day: dt.date) -> str:
+    """The "Access paths" section of docs/catalog/<source>.md (and `plex-etl explain`)."""
+    keyed = [r for r in reports if r.keyed]
+    scans = [r for r in reports if r.strategy != "snapshot" and r.full_scans]
+    lines = [
+        "## Access paths",
+        "",
+        f"How MySQL reaches the rows of a one-day partition ({day}), from its EXPLAIN "
+        "(`plex-etl explain`). Rows examined are MySQL's estimates for that day. A key range is a "
+        "primary-key range of the dated table found by index lookups, used where the date has no "
+        "index and the key follows the date (verified on a sample of the key at every read; see "
+        "plex_etl/extract/access.py).",
+        "",
+        f"{len(keyed)} dated tables read by key range, {len(scans)} by a full scan; snapshots read "
+        "the whole table by design.",
+        "",
+        "| table | strategy | access path | rows examined per day | without key range | why |",
+        "| --- | --- | --- | ---: | ---: | --- |",
+    ]
+    for r in reports:
+        before = f"{r.today_examined:,}" if r.keyed else ""
+        lines.append(f"| {r.table} | {r.strategy} | {r.path.replace('|', '/')} | {r.examined:,} | {before} | "
+                     f"{r.reason.replace('|', '/')} |")
+    statements = [r for r in reports if r.index_statement and r.strategy != "snapshot"]
+    if statements:
+        lines += ["", "Indexes a DBA could add so that these reads use an index without a key range "
+                  "(today's query scans the tables named):", "", "```sql"]
+        users: dict[str, list[str]] = {}  # statement -> the tables whose read it serves
+        for r in statements:
+            for statement in (x.strip() + ";" for x in r.index_statement.split(";") if x.strip()):
+                users.setdefault(statement, []).append(r.table)
+        for statement, tables in users.items():
+            lines += [f"-- {', '.join(tables)}", statement]
+        lines.append("```")
+    return "\n".join(lines) + "\n"
