@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_demo_db(args: argparse.Namespace) -> int:
@@ -25,12 +26,43 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     from plex_etl.catalog.store import run_discover
     from plex_etl.sources import get_source
 
+    source = get_source(args.source)
     run_discover(
-        get_source(args.source),
+        source,
         include=args.include or (),
         exclude=args.exclude or (),
         docs_directory=Path(args.docs),
+        access=lambda connection, catalog, plan: _access_section(source, connection, catalog, plan),
     )
+    return 0
+
+
+def _access_section(
+    source: Any, connection: Any, catalog: Any, plan: Any, day: Any = None, tables: Sequence[str] = ()
+) -> str:
+    """The "Access paths" Markdown of a source: EXPLAIN of each table's one-day read (yesterday)."""
+    from plex_etl.catalog.plan import validate
+    from plex_etl.extract.access import access_markdown, access_reports
+
+    validate(plan, catalog)
+    day = day or _window(source, 2)[0]
+    return access_markdown(access_reports(connection, catalog, plan, day, tables), day)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    """Print how MySQL reads each replicated table's one-day partition: index, key range or full
+    scan, rows examined per day, and the CREATE INDEX a DBA could apply for each full scan."""
+    import datetime as dt
+
+    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.mysql import connect
+    from plex_etl.sources import get_source
+
+    source = get_source(args.source)
+    catalog, plan = load_source_catalog(source.name)
+    day = dt.date.fromisoformat(args.day) if args.day else None
+    with connect(source) as connection:
+        print(_access_section(source, connection, catalog, plan, day, args.table or ()), end="")
     return 0
 
 
@@ -142,7 +174,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
     """Compare whole tables, day by day, in MySQL and in the warehouse; --repair reloads the
-    partitions that differ (through the Dagster CLI, like replicate), then compares again."""
+    partitions that differ (through the Dagster CLI, like replicate, without key bounds), then
+    compares again."""
+    import os
+
     from plex_etl.catalog.store import load_source_catalog
     from plex_etl.definitions import defs
     from plex_etl.extract.spec import replicated_table
@@ -169,6 +204,9 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                 if not args.repair:
                     differing += 1
                     continue
+                # Without key bounds: a row entered far out of key order (which a key-bounded
+                # read can leave out, see extract/access.py) is read by the repair.
+                os.environ["PLEX_ETL_KEY_BOUNDS"] = "off"
                 for first, last in _ranges(result.partitions_to_reload(today)):
                     code = _materialize(_dagster_base(multiprocess=False), [
                         "--select", _key_selection(source.name, catalog, [table]),
@@ -250,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--exclude", action="append", help="table name pattern (glob), repeatable")
     disc.add_argument("--docs", default="docs/catalog", help="where the Markdown structure goes")
     disc.set_defaults(func=_cmd_discover)
+
+    explain = commands.add_parser(
+        "explain", help="how MySQL reads each table's one-day partition (index, key range, full scan)"
+    )
+    explain.add_argument("--source", required=True)
+    explain.add_argument("--table", action="append", help="only this table (repeatable)")
+    explain.add_argument("--day", help="the partition to explain, YYYY-MM-DD (default: yesterday)")
+    explain.set_defaults(func=_cmd_explain)
 
     replicate = commands.add_parser("replicate", help="materialize the last N days of every source")
     replicate.add_argument("--days", type=int, default=7)

@@ -10,8 +10,9 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
-def catalog_markdown(catalog: Catalog, plan: SourcePlan | None = None) -> str:
-    """The structure of a source as Markdown (tables, columns, keys, relationships)."""
+def catalog_markdown(catalog: Catalog, plan: SourcePlan | None = None, access: str = "") -> str:
+    """The structure of a source as Markdown (tables, columns, keys, relationships), with an
+    `access` section (the partition reads' access paths, Markdown) after the table list."""
     declared = [r for r in catalog.relationships if not r.inferred]
     inferred = [r for r in catalog.relationships if r.inferred]
     lines = [
@@ -33,6 +34,8 @@ def catalog_markdown(catalog: Catalog, plan: SourcePlan | None = None) -> str:
             f"| [{name}](#{name.lower()}) | {t.row_estimate:,} | {len(t.columns)} | "
             f"{', '.join(t.primary_key)} | {strategy} | {p.tier if p and p.include else ''} |"
         )
+    if access:
+        lines += ["", access.rstrip("\n")]
     lines += ["", "## Relationships", "", "| name | table | columns | references | kind |",
               "| --- | --- | --- | --- | --- |"]
     for r in sorted(catalog.relationships, key=lambda r: (r.table, r.name)):

@@ -96,8 +96,13 @@ def run_discover(
     directory: Path | None = None,
     docs_directory: Path | None = None,
     log: Callable[[str], None] = print,
+    access: Callable[[sa.Connection, Catalog, SourcePlan], str] | None = None,
 ) -> DiscoveryReport:
-    """Rewrite the catalog from the database, append plan proposals, print what changed."""
+    """Rewrite the catalog from the database, append plan proposals, print what changed.
+
+    `access` (connection, catalog, plan) -> the Markdown section on the partition reads'
+    access paths written into the docs (the CLI passes extract.access's; the catalog layer
+    does not read partitions itself)."""
     path = catalog_path(source.name, directory)
     previous = load_catalog(path) if path.exists() else None
     with connect(source) as connection:
@@ -125,8 +130,12 @@ def run_discover(
         if missing:
             raise RuntimeError(f"{plans}: proposals did not land under `tables:` for {missing}")
     if docs_directory is not None:
+        section = ""
+        if access is not None:
+            with connect(source) as connection:
+                section = access(connection, catalog, plan)
         docs_directory.mkdir(parents=True, exist_ok=True)
-        (docs_directory / f"{source.name}.md").write_text(catalog_markdown(catalog, plan))
+        (docs_directory / f"{source.name}.md").write_text(catalog_markdown(catalog, plan, section))
 
     declared = sum(1 for r in catalog.relationships if not r.inferred)
     inferred = len(catalog.relationships) - declared

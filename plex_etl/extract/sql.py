@@ -17,6 +17,24 @@ from plex_etl.warehouse.base import PARTITION_COLUMN
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """A pre-filter on the dated table's integer primary key: `lo <= key < hi` (None: open).
+
+    Found by index lookups (plex_etl/extract/access.py) so that a read examines about the
+    window's rows; the date condition is always kept, so it only ever removes rows that the
+    date condition would remove too, as long as the key follows the date within the margin
+    the range was widened by."""
+
+    column: str  # the dated table's primary key column
+    lo: int | None
+    hi: int | None
+    margin_days: int = 0  # the range covers the window widened by this many days each side
+
+    def describe(self) -> str:
+        return f"{self.column} in [{'' if self.lo is None else self.lo}, {'' if self.hi is None else self.hi})"
+
+
+@dataclass(frozen=True)
 class PartitionQuery:
     rows_sql: str  # data columns then _etl_partition_date
     count_sql: str  # (day, rows) per day
@@ -103,12 +121,38 @@ def _date_filter(
     return day, " OR ".join(branches)
 
 
-def partition_query(spec: ReplicatedTable, start: dt.date | None, end: dt.date | None) -> PartitionQuery:
+def key_columns(spec: ReplicatedTable) -> list[str]:
+    """The columns (as `alias.column`) that hold the dated table's primary key in a row of the
+    partition read: the dated table's own key, then, down the hops, each child column that
+    references it (factlineas.IDComprobante for factcabecera.IDComprobante). Empty when the
+    dated table's key is not a single column. A bound on the lowest of them lets a child be
+    read through its foreign-key index instead of through a scan of the parent."""
+    root = spec.hops[-1].table if spec.hops else spec.table
+    if len(root.primary_key) != 1:
+        return []
+    column = root.primary_key[0]
+    refs = [f"{f'p{len(spec.hops)}' if spec.hops else 't'}.{quote(column)}"]
+    for i in range(len(spec.hops), 0, -1):
+        rel = spec.hops[i - 1].relationship
+        if column not in rel.referenced_columns:
+            break
+        column = rel.columns[rel.referenced_columns.index(column)]
+        refs.append(f"{'t' if i == 1 else f'p{i - 1}'}.{quote(column)}")
+    return refs
+
+
+def partition_query(
+    spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None
+) -> PartitionQuery:
     """Rows whose day is in [start, end] (inclusive); None leaves that side open.
 
     Dated tables: `start` None (or the plan's first day) includes the rows dated before it
     and the undated ones, `end` None includes the rows dated after it (see _date_filter).
     Snapshots read the whole table as the day `start` (== `end`).
+
+    `keys` adds a primary-key range of the dated table to the WHERE (on every column that
+    holds that key, see key_columns), next to the date condition, which stays: the rows
+    selected are the same as without it whenever no row of the window lies outside it.
     """
     selects = [
         (m.select_sql.format(column=f"t.{quote(c.name)}"), m.rule, _binary(c))
@@ -134,6 +178,11 @@ def partition_query(spec: ReplicatedTable, start: dt.date | None, end: dt.date |
             alias = parent
         hi = end + dt.timedelta(days=1) if end is not None else None
         day, where = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
+        if keys is not None:
+            bounds = [f"{ref} >= {int(keys.lo)}" for ref in key_columns(spec) if keys.lo is not None]
+            bounds += [f"{ref} < {int(keys.hi)}" for ref in key_columns(spec) if keys.hi is not None]
+            if bounds:
+                where = " AND ".join([*([f"({where})"] if where else []), *bounds])
         body = " ".join([body, *joins, *([f"WHERE {where}"] if where else [])])
     line = csv_line([*selects, (day, "date", False)])
     return PartitionQuery(

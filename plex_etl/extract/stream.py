@@ -17,6 +17,7 @@ Two ways to read, same values (docs/benchmarks.md has the measurements):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import queue
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from plex_etl.extract.access import Access, choose_access, runner
 from plex_etl.extract.spec import ReplicatedTable
 from plex_etl.extract.sql import partition_query
 from plex_etl.mysql import raw_connection
@@ -153,6 +155,7 @@ class PartitionStream:
         self.chunks = 0
         self.fixes: Counter[str] = Counter()
         self.seconds = 0.0
+        self.access: Access | None = None  # the key range of the read (extract/access.py), once read
         self._progress = progress
         self._connect = connect
 
@@ -177,6 +180,11 @@ class PartitionStream:
             )
             connection.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            # The key range (index lookups) in the same snapshot: counts and rows both get it.
+            self.access = choose_access(runner(connection), self.spec, self.start, self.end)
+            if self.access.keys is not None:
+                bounded = partition_query(self.spec, self.start, self.end, self.access.keys)
+                self.query = dataclasses.replace(bounded, csv_sql=self.query.csv_sql and bounded.csv_sql)
             self.snapshot_counts = self._counts(connection)
             total_chunks = max(1, math.ceil(self.expected_rows / self.spec.plan.chunk_rows))
             chunks = self._csv_chunks if self.query.csv_sql else self._tuple_chunks
