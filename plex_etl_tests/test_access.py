@@ -30,19 +30,25 @@ from plex_etl.sources import Source, with_database
 SCANNED_PARENTS = {"factcabecera", "factlineas", "asientos", "asientos_detalle", "reccabecera", "reclineas"}
 
 
+@pytest.fixture(autouse=True)
+def _key_bounds_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Opt-in in the plans (default off): these tests are about the bounded reads.
+    monkeypatch.setenv(KEY_BOUNDS_ENV, "on")
+
+
 def ordered(table: pa.Table) -> list[str]:
     return sorted(repr(tuple(r.values())) for r in table.to_pylist())
 
 
 def read_both(source: Source, spec: ReplicatedTable, start, end, monkeypatch) -> tuple:
     """(bounded stream, its rows, today's stream, its rows) for one window."""
-    monkeypatch.delenv(KEY_BOUNDS_ENV, raising=False)
+    monkeypatch.setenv(KEY_BOUNDS_ENV, "on")
     bounded = PartitionStream(source, spec, start, end)
     bounded_rows = pa.Table.from_batches(list(bounded), bounded.schema)
     monkeypatch.setenv(KEY_BOUNDS_ENV, "off")
     today = PartitionStream(source, spec, start, end)
     today_rows = pa.Table.from_batches(list(today), today.schema)
-    monkeypatch.delenv(KEY_BOUNDS_ENV)
+    monkeypatch.setenv(KEY_BOUNDS_ENV, "on")
     return bounded, bounded_rows, today, today_rows
 
 
@@ -247,3 +253,19 @@ def test_explain_command_and_catalog_section(demo_sources, demo_end_date, monkey
     assert "CREATE INDEX `ix_factcabecera_emision` ON `factcabecera` (`Emision`);" in out
     catalog, plan = load_source_catalog("plex")
     assert "\n## Access paths\n" in catalog_markdown(catalog, plan, out)
+
+
+def test_key_bounds_are_opt_in_per_plan(monkeypatch):
+    """Exact reads by default; `key_bounds: true` (source default or per table) opts in."""
+    from dataclasses import replace
+
+    monkeypatch.delenv(KEY_BOUNDS_ENV)
+    catalog, plan = load_source_catalog("plex")
+    assert not plan.key_bounds and not replicated_table(catalog, plan, "factcabecera").key_bounds
+    assert replicated_table(catalog, replace(plan, key_bounds=True), "factcabecera").key_bounds
+    tables = {**plan.tables, "factlineas": replace(plan.tables["factlineas"], key_bounds=True)}
+    assert replicated_table(catalog, replace(plan, tables=tables), "factlineas").key_bounds
+    assert not replicated_table(catalog, replace(plan, tables=tables), "factcabecera").key_bounds
+    off = choose_access(lambda _sql: [], replicated_table(catalog, plan, "factcabecera"),
+                        dt.date(2026, 11, 1), dt.date(2026, 11, 1))
+    assert off.keys is None and "key bounds off" in off.reason

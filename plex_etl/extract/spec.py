@@ -32,6 +32,7 @@ class ReplicatedTable:
     target: TargetTable
     retention_days: int  # snapshots: days of history kept in the warehouse
     first_day: dt.date  # the first partition: it also holds the rows dated before it, or undated
+    key_bounds: bool = False  # reads may be bounded by a key range (extract/access.py)
 
     @property
     def name(self) -> str:
@@ -80,6 +81,7 @@ def replicated_table(
     return ReplicatedTable(
         catalog.source, table, table_plan, mapped, tuple(hops), dated, target,
         retention_days=plan.snapshot_retention_days, first_day=plan.first_day,
+        key_bounds=plan.key_bounds if table_plan.key_bounds is None else table_plan.key_bounds,
     )
 
 
