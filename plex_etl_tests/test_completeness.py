@@ -250,3 +250,22 @@ def test_reconcile_command_reports_and_repairs(local_env, monkeypatch, tmp_path)
     for table in KEYS:
         assert warehouse_table(local_env, "complete", table) == mysql_table(scratch, table), table
     scratch.drop()
+
+
+def test_replicate_a_source_without_dated_tables_runs_only_its_snapshots(local_env, monkeypatch, tmp_path):
+    """`plex-etl replicate --source S` never hands Dagster an empty selection (that would run
+    every asset of every source over the whole history)."""
+    scratch = scratch_source(monkeypatch, tmp_path, "snaponly",
+                             "CREATE TABLE products (code VARCHAR(10) PRIMARY KEY, name VARCHAR(30))",
+                             "INSERT INTO products VALUES ('A', 'aspirina')")
+    (scratch.config / f"{SOURCE}.plan.yaml").write_text(
+        "tables:\n  products: {strategy: snapshot, tier: master_daily}\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "plex_etl.cli", "replicate", "--source", SOURCE, "--days", "2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    commands = [line for line in done.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 1 and 'key:"scratch/products"' in commands[0] and "--partition " in commands[0]
+    assert warehouse_table(local_env, "complete", "products") == [("A",)]
+    scratch.drop()
