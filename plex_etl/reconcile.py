@@ -147,19 +147,22 @@ def _name_examples(
     target = spec.target
     names = target.primary_key
     columns = ", ".join(names)
+    loaded = warehouse.columns(target.dataset, target.name) is not None
+    if not loaded:
+        result.note = "; ".join(filter(None, [result.note, "not loaded into the warehouse yet"]))
     for difference in result.differences[:DRILL_DAYS]:
         day = difference.day
         in_mysql = {
             tuple(_value_text(v) for v in row)
             for row in connection.execute(sa.text(partition_query(spec, day, day).keys_sql))
         }
-        landed = warehouse.query(
+        rows = warehouse.query(
             f"SELECT {columns} FROM {target.dataset}.{target.name} WHERE {PARTITION_COLUMN} = DATE '{day}'"
-        )
-        in_warehouse = {tuple(_value_text(v) for v in row.values()) for row in landed.to_pylist()}
+        ).to_pylist() if loaded else []
+        in_warehouse = {tuple(_value_text(v) for v in row.values()) for row in rows}
         if spec.plan.strategy != "snapshot":
             # A key may be in the warehouse twice (two days): that is "extra" too.
-            in_warehouse_rows = len(landed)
+            in_warehouse_rows = len(rows)
             if in_warehouse_rows > len(in_warehouse):
                 result.extra_keys.append(f"{in_warehouse_rows - len(in_warehouse)} duplicated keys on {day}")
         for keys, examples in ((in_mysql - in_warehouse, result.missing_keys),

@@ -269,3 +269,13 @@ def test_replicate_a_source_without_dated_tables_runs_only_its_snapshots(local_e
     assert len(commands) == 1 and 'key:"scratch/products"' in commands[0] and "--partition " in commands[0]
     assert warehouse_table(local_env, "complete", "products") == [("A",)]
     scratch.drop()
+
+
+def test_reconciliation_of_a_table_never_loaded_fails_naming_it(local_env, monkeypatch, tmp_path):
+    scratch = build(monkeypatch, tmp_path, "unloaded")
+    results = reconcile_all(local_env, "complete")
+    orders = results["orders"]
+    assert not orders.equal and orders.warehouse_rows == 0 and orders.mysql_rows == 7
+    assert "not loaded into the warehouse yet" in orders.describe()
+    assert any("id=1" in k for k in orders.missing_keys)
+    scratch.drop()
