@@ -535,6 +535,7 @@ def _merge_changes(con: duckdb.DuckDBPyConnection, change: TableChanges, name: s
         upserts.select(list(pk)),
         change.deletes.select(list(pk)).cast(upserts.select(list(pk)).schema),
     ])
+    con.execute("SELECT 1").fetchall()  # finish the pending result: DuckDB 2 refuses register() before
     con.register(f"{name}_rows", upserts)
     con.register(f"{name}_keys", keys)
     try:
