@@ -17,6 +17,7 @@ from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
 from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor, reconcile_schedule
+from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
 from plex_etl.defs.keys import table_key
@@ -28,13 +29,15 @@ from plex_etl.sources import Source, load_sources
 log = logging.getLogger(__name__)
 
 
-def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
+def _source_definitions(source: Source, resources: dict[str, Any], sensors: list | None = None) -> tuple[
     list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], list[dg.ScheduleDefinition], dict[str, dg.AssetKey]
 ]:
     catalog, plan = load_source_catalog(source.name)
     if pending := pending_review_message(plan, plan_path(source.name)):
         log.warning(pending)
-    assets = build_source_assets(source, catalog, plan)
+    assets = without_polling(build_source_assets(source, catalog, plan), source, catalog, plan)
+    cdc_job = build_cdc_job(source, catalog, plan)  # tables with `capture: binlog`
+    source_sensors = [cdc_sensor(source, cdc_job)] if cdc_job else []
     reconciliation = build_reconcile_checks(source, catalog, plan)
     checks = [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
     schedules = [reconcile_schedule(source, reconciliation)] if reconciliation else []
@@ -45,8 +48,11 @@ def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
     # Dagster validates names only when Definitions are resolved: do it per source, so that
     # an invalid name fails this source here rather than the whole code location later.
     dg.Definitions.validate_loadable(
-        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, resources=resources)
+        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, sensors=source_sensors,
+                       resources=resources)
     )
+    if sensors is not None:
+        sensors += source_sensors
     return assets, checks, schedules, table_keys
 
 
@@ -59,6 +65,7 @@ def build_definitions() -> dg.Definitions:
     schedules: list[dg.ScheduleDefinition] = []
     table_keys: dict[str, dg.AssetKey] = {}
     skipped: dict[str, str] = {}
+    cdc_sensors: list[dg.SensorDefinition] = []
     warehouse = warehouse_from_environment()
     resources = {
         "mysql": MySQLResource(),
@@ -69,7 +76,9 @@ def build_definitions() -> dg.Definitions:
         if not catalog_path(source.name).exists():
             continue  # a source without a catalog yet: `plex-etl discover --source NAME`
         try:
-            source_assets, source_checks, source_schedules, source_keys = _source_definitions(source, resources)
+            source_assets, source_checks, source_schedules, source_keys = _source_definitions(
+                source, resources, cdc_sensors
+            )
         except Exception as exc:  # one bad source must not take down the others
             skipped[source.name] = f"{type(exc).__name__}: {exc}"
             log.error("source '%s' skipped, its assets are not loaded: %s", source.name, skipped[source.name])
@@ -82,7 +91,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        sensors=[automation_sensor(), run_failure_alert],
+        sensors=[automation_sensor(), run_failure_alert, *cdc_sensors],
         schedules=schedules,
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,
