@@ -8,6 +8,7 @@ PLEX_ETL_BIGQUERY_ENDPOINT, PLEX_ETL_LOCAL_WAREHOUSE, PLEX_ETL_CONFIG_DIR.
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -17,6 +18,7 @@ from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
 from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor, first_partition_schedule, reconcile_schedule
+from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
 from plex_etl.defs.io_manager import WarehouseIOManager
 from plex_etl.defs.keys import table_key
@@ -28,13 +30,24 @@ from plex_etl.sources import Source, load_sources
 log = logging.getLogger(__name__)
 
 
-def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
-    list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], list[dg.ScheduleDefinition], dict[str, dg.AssetKey]
-]:
+@dataclass
+class SourceDefinitions:
+    """What one source adds to the code location."""
+
+    assets: list[dg.AssetsDefinition]
+    checks: list[dg.AssetChecksDefinition]
+    schedules: list[dg.ScheduleDefinition]
+    sensors: list[dg.SensorDefinition]
+    table_keys: dict[str, dg.AssetKey]  # warehouse table -> asset key, for the views
+
+
+def _source_definitions(source: Source, resources: dict[str, Any]) -> SourceDefinitions:
     catalog, plan = load_source_catalog(source.name)
     if pending := pending_review_message(plan, plan_path(source.name)):
         log.warning(pending)
-    assets = build_source_assets(source, catalog, plan)
+    assets = without_polling(build_source_assets(source, catalog, plan), source, catalog, plan)
+    cdc_job = build_cdc_job(source, catalog, plan)  # tables with `capture: binlog`
+    sensors = [cdc_sensor(source, cdc_job)] if cdc_job else []
     reconciliation = build_reconcile_checks(source, catalog, plan)
     checks = [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
     schedules = [reconcile_schedule(source, reconciliation)] if reconciliation else []
@@ -48,19 +61,16 @@ def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
     # Dagster validates names only when Definitions are resolved: do it per source, so that
     # an invalid name fails this source here rather than the whole code location later.
     dg.Definitions.validate_loadable(
-        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, resources=resources)
+        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, sensors=sensors, resources=resources)
     )
-    return assets, checks, schedules, table_keys
+    return SourceDefinitions(assets, checks, schedules, sensors, table_keys)
 
 
 def build_definitions() -> dg.Definitions:
     """Every source's assets and checks. A source whose catalog or plan cannot be built (a stale
     plan entry after a table rename, a broken file) is left out with an error in the log and
     in the code location's metadata (`plex_etl/skipped_sources`): the other sources load."""
-    assets: list[dg.AssetsDefinition] = []
-    checks: list[dg.AssetChecksDefinition] = []
-    schedules: list[dg.ScheduleDefinition] = []
-    table_keys: dict[str, dg.AssetKey] = {}
+    built: list[SourceDefinitions] = []
     skipped: dict[str, str] = {}
     warehouse = warehouse_from_environment()
     resources = {
@@ -72,21 +82,16 @@ def build_definitions() -> dg.Definitions:
         if not catalog_path(source.name).exists():
             continue  # a source without a catalog yet: `plex-etl discover --source NAME`
         try:
-            source_assets, source_checks, source_schedules, source_keys = _source_definitions(source, resources)
+            built.append(_source_definitions(source, resources))
         except Exception as exc:  # one bad source must not take down the others
             skipped[source.name] = f"{type(exc).__name__}: {exc}"
             log.error("source '%s' skipped, its assets are not loaded: %s", source.name, skipped[source.name])
-            continue
-        assets += source_assets
-        checks += source_checks
-        schedules += source_schedules
-        table_keys.update(source_keys)
-    assets += build_view_assets(table_keys)
+    table_keys = {name: key for b in built for name, key in b.table_keys.items()}
     return dg.Definitions(
-        assets=assets,
-        asset_checks=checks,
-        sensors=[automation_sensor(), run_failure_alert],
-        schedules=schedules,
+        assets=[a for b in built for a in b.assets] + build_view_assets(table_keys),
+        asset_checks=[c for b in built for c in b.checks],
+        sensors=[automation_sensor(), run_failure_alert, *(s for b in built for s in b.sensors)],
+        schedules=[s for b in built for s in b.schedules],
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,
     )

@@ -29,6 +29,9 @@ from plex_etl.catalog.profile import DATE_TYPES, DateProfile
 from plex_etl.typemap import TypeMappingError, map_column
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
+# How changes reach the warehouse: `poll` (the tier's reloads of recent days) or `binlog`
+# (change capture from MySQL's row-based binary log, plex_etl.cdc; needs a primary key).
+CAPTURES = ("poll", "binlog")
 # How often each tier is refreshed (cron, in the source's time zone): the old system's tiers.
 TIERS: dict[str, str] = {
     "critical": "0 */4 * * *",
@@ -60,6 +63,7 @@ class TablePlan:
     proposed: bool = False
     key_bounds: bool | None = None  # None: the source's default (defaults.key_bounds)
     note: str | None = None
+    capture: str = "poll"
 
     @property
     def partition_columns(self) -> tuple[str, ...]:
@@ -101,7 +105,7 @@ class SourcePlan:
 
 _TABLE_KEYS = {
     "include", "strategy", "date_columns", "parent", "created_column", "modified_column", "tier",
-    "chunk_rows", "lookback_days", "type_overrides", "proposed", "note", "key_bounds",
+    "chunk_rows", "lookback_days", "type_overrides", "proposed", "note", "key_bounds", "capture",
 }
 
 
@@ -126,6 +130,7 @@ def _table_plan(name: str, raw: dict[str, Any], where: str) -> TablePlan:
         proposed=bool(raw.get("proposed", False)),
         key_bounds=None if raw.get("key_bounds") is None else bool(raw["key_bounds"]),
         note=raw.get("note"),
+        capture=str(raw.get("capture", "poll")),
     )
 
 
@@ -187,6 +192,11 @@ def validate(plan: SourcePlan, catalog: Catalog) -> None:
                 errors.append(f"{where}: column {column!r} is {table.column(column).column_type}, not a date")
         if p.strategy == "child":
             errors.extend(_child_errors(plan, catalog, p, where))
+        if p.capture not in CAPTURES:
+            errors.append(f"{where}: capture {p.capture!r} is not one of {', '.join(CAPTURES)}")
+        elif p.capture == "binlog" and (p.strategy == "snapshot" or not table.primary_key):
+            errors.append(f"{where}: capture binlog needs a primary key and a dated strategy (event, child, "
+                          f"upsert), not {p.strategy}{'' if table.primary_key else ' without a primary key'}")
     if errors:
         raise PlanError("invalid plan:\n  " + "\n  ".join(errors))
 
@@ -431,6 +441,8 @@ def render_entry(p: TablePlan) -> str:
     body["chunk_rows"] = p.chunk_rows
     if p.type_overrides:
         body["type_overrides"] = dict(p.type_overrides)
+    if p.capture != "poll":
+        body["capture"] = p.capture
     if p.proposed:
         body["proposed"] = True
     if p.note:

@@ -280,3 +280,57 @@ class BatchStream:
                     f"outside the loaded range [{self.start}, {self.end}]"
                 )
             self.rows_by_partition[day] = self.rows_by_partition.get(day, 0) + n
+
+
+# ---------------------------------------------------------------------------------------
+# Change capture (plex_etl.cdc): a merge of changed rows and deleted keys per table, and the
+# binary-log position each table has reached, committed in one transaction.
+
+CDC_POSITIONS_TABLE = "_plex_etl_cdc_positions"
+
+
+class PositionConflict(WarehouseError):
+    """The stored position of a table is not the one the batch started from: another run
+    applied changes meanwhile. Nothing was written."""
+
+
+@dataclass(frozen=True)
+class TableChanges:
+    """One table's part of a change batch: rows to merge by primary key (schema: the target's
+    `arrow_schema`) and keys to delete (the primary key columns only)."""
+
+    target: TargetTable
+    upserts: pa.Table
+    deletes: pa.Table
+
+
+class ChangeWarehouse(Protocol):
+    """What change capture needs of a warehouse besides `Warehouse`."""
+
+    def apply_changes(
+        self,
+        dataset: str,
+        stream: str,
+        changes: list[TableChanges],
+        positions: Mapping[str, str],
+        expected: Mapping[str, str | None],
+    ) -> None:
+        """In one transaction: for each table delete the rows whose key is in `deletes` or
+        `upserts`, insert `upserts`, and store `positions` (table -> position text) for
+        `stream` in `dataset`.CDC_POSITIONS_TABLE. Raises PositionConflict, writing nothing,
+        when a table's stored position is not `expected[table]` (None: no position)."""
+        ...
+
+    def cdc_positions(self, dataset: str, stream: str) -> dict[str, str]:
+        """Table -> stored position text of `stream` ({} when none)."""
+        ...
+
+    def drop_cdc_position(self, dataset: str, stream: str, table: str) -> None:
+        """Forget a table's position (it stops being captured, or is resynced)."""
+        ...
+
+
+def cdc_staging_table(table: pa.Table, target: TargetTable) -> pa.Table:
+    """`table` conformed to the target's arrow schema (columns matched by name)."""
+    batches = list(BatchStream(target, [table], None, None))
+    return pa.Table.from_batches(batches, target.arrow_schema)

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -32,14 +32,18 @@ from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
 from plex_etl.warehouse.base import (
+    CDC_POSITIONS_TABLE,
     LOADED_AT_COLUMN,
     PARTITION_COLUMN,
     BatchStream,
     Digest,
     LoadMode,
     LoadResult,
+    PositionConflict,
+    TableChanges,
     TargetTable,
     WarehouseError,
+    cdc_staging_table,
     check_mode,
     day_range,
     key_text_sql,
@@ -493,6 +497,129 @@ class BigQueryWarehouse:
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{dataset}.{name}: cannot create view: {_message(e)}") from e
 
+    # ------------------------------------------------------------------ change capture
+    def apply_changes(
+        self,
+        dataset: str,
+        stream: str,
+        changes: list[TableChanges],
+        positions: Mapping[str, str],
+        expected: Mapping[str, str | None],
+    ) -> None:
+        """Merge each table's changes and store the positions in one multi-statement
+        transaction (see base.ChangeWarehouse). Rows and keys are staged first (Parquet load
+        jobs into expiring staging tables, dropped afterwards)."""
+        what = f"{dataset}.{CDC_POSITIONS_TABLE}"
+        staged: list[bigquery.Table] = []
+        try:
+            self._ensure_dataset(dataset)
+            pos_ref = self._ensure_positions(dataset)
+            stored = self.cdc_positions(dataset, stream)
+            for table, want in expected.items():
+                if stored.get(table) != want:
+                    raise PositionConflict(
+                        f"{dataset}.{table}: change capture expected position {want}, found "
+                        f"{stored.get(table)}: another run applied changes meanwhile; nothing written"
+                    )
+            statements: list[str] = []
+            for change in changes:
+                target = change.target
+                self._ensure_target(target)
+                ref = self._ref(target.dataset, target.name)
+                upserts = cdc_staging_table(change.upserts, target)
+                pk = list(target.primary_key)
+                keys = pa.concat_tables([upserts.select(pk), change.deletes.select(pk).cast(upserts.select(pk).schema)])
+                if not keys.num_rows:
+                    continue
+                fields = {f.name: f for f in _staging_fields(target)}
+                keys_table = self._cdc_stage(target, [fields[k] for k in pk], keys)
+                staged.append(keys_table)
+                match = " AND ".join(f"k.{_q(k)} = t.{_q(k)}" for k in pk)
+                statements.append(
+                    f"DELETE FROM {ref} t WHERE EXISTS (SELECT 1 FROM {self._ref(dataset, keys_table.table_id)} k "
+                    f"WHERE {match});"
+                )
+                if upserts.num_rows:
+                    rows_fields = [*_staging_fields(target), bigquery.SchemaField(PARTITION_COLUMN, "DATE")]
+                    rows_table = self._cdc_stage(target, rows_fields, upserts)
+                    staged.append(rows_table)
+                    part = _q(PARTITION_COLUMN)
+                    columns = ", ".join([*(_q(c.name) for c in target.columns), part, _q(LOADED_AT_COLUMN)])
+                    select = ", ".join([
+                        *(f"PARSE_JSON({_q(c.name)}, wide_number_mode => 'round')"
+                          if _is_json(c.bigquery_type) else _q(c.name) for c in target.columns),
+                        part, "CURRENT_TIMESTAMP()",
+                    ])
+                    statements.append(
+                        f"INSERT INTO {ref} ({columns}) SELECT {select} "
+                        f"FROM {self._ref(dataset, rows_table.table_id)};"
+                    )
+            for table, position in positions.items():
+                statements.append(
+                    f"DELETE FROM {pos_ref} WHERE stream = {_text(stream)} AND table_name = {_text(table)};"
+                )
+                statements.append(
+                    f"INSERT INTO {pos_ref} (stream, table_name, position, updated_at) VALUES "
+                    f"({_text(stream)}, {_text(table)}, {_text(position)}, CURRENT_TIMESTAMP());"
+                )
+            self._run("BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;", job_retry=None)
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{what}: change batch failed: {_message(e)}") from e
+        finally:
+            for table in staged:
+                try:
+                    self.client.delete_table(table, not_found_ok=True, retry=self.retry)
+                except Exception as e:  # the expiration removes it eventually
+                    log.warning("%s: could not drop staging table %s: %s", what, table.table_id, e)
+
+    def _cdc_stage(
+        self, target: TargetTable, fields: list[bigquery.SchemaField], rows: pa.Table
+    ) -> bigquery.Table:
+        name = f"{target.name}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
+        table = bigquery.Table(self._table_id(target.dataset, name), schema=fields)
+        table.expires = dt.datetime.now(dt.UTC) + self.staging_expiration
+        table.description = f"plex_etl change-capture staging for {target.qualified_name}"
+        table = self.client.create_table(table, retry=self.retry)
+        for i, batch in enumerate(rows.combine_chunks().to_batches(), start=1):
+            self._load_chunk(target, table, batch, i)
+        return table
+
+    def _ensure_positions(self, dataset: str) -> str:
+        ref = self._ref(dataset, CDC_POSITIONS_TABLE)
+        if self._get_table(dataset, CDC_POSITIONS_TABLE) is None:
+            table = bigquery.Table(self._table_id(dataset, CDC_POSITIONS_TABLE), schema=[
+                bigquery.SchemaField("stream", "STRING", mode="REQUIRED"),
+                bigquery.SchemaField("table_name", "STRING", mode="REQUIRED"),
+                bigquery.SchemaField("position", "STRING", mode="REQUIRED"),
+                bigquery.SchemaField("updated_at", "TIMESTAMP"),
+            ])
+            table.description = "plex_etl change capture: the binary-log position each table has reached"
+            with contextlib.suppress(gexc.Conflict):
+                self.client.create_table(table, retry=self.retry)
+        return ref
+
+    def cdc_positions(self, dataset: str, stream: str) -> dict[str, str]:
+        """Table -> stored position text of `stream`."""
+        rows = self._select(
+            dataset, CDC_POSITIONS_TABLE,
+            f"SELECT table_name, position FROM {self._ref(dataset, CDC_POSITIONS_TABLE)} "
+            f"WHERE stream = {_text(stream)}",
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def drop_cdc_position(self, dataset: str, stream: str, table: str) -> None:
+        """Forget a table's position."""
+        if self.cdc_positions(dataset, stream).get(table) is None:
+            return
+        try:
+            self._run(
+                f"DELETE FROM {self._ref(dataset, CDC_POSITIONS_TABLE)} "
+                f"WHERE stream = {_text(stream)} AND table_name = {_text(table)}",
+                job_retry=None,
+            )
+        except gexc.GoogleAPIError as e:
+            raise WarehouseError(f"{dataset}.{CDC_POSITIONS_TABLE}: delete failed: {_message(e)}") from e
+
 
 # ---------------------------------------------------------------------- helpers
 POLL_SECONDS = 30.0
@@ -572,3 +699,8 @@ def _check_types(target: TargetTable, table: bigquery.Table) -> None:
                 f"{target.qualified_name}: column {c.name} has type {old} in BigQuery but "
                 f"{new} in the catalog; type changes are not applied automatically"
             )
+
+
+def _text(value: str) -> str:
+    """A GoogleSQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -17,7 +17,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -26,14 +26,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from plex_etl.warehouse.base import (
+    CDC_POSITIONS_TABLE,
     LOADED_AT_COLUMN,
     PARTITION_COLUMN,
     BatchStream,
     Digest,
     LoadMode,
     LoadResult,
+    PositionConflict,
+    TableChanges,
     TargetTable,
     WarehouseError,
+    cdc_staging_table,
     check_mode,
     day_range,
     key_text_sql,
@@ -292,6 +296,63 @@ class LocalWarehouse:
             except duckdb.Error as e:
                 raise WarehouseError(f"{dataset}.{name}: cannot create view: {e}") from e
 
+    # ------------------------------------------------------------------ change capture
+    def apply_changes(
+        self,
+        dataset: str,
+        stream: str,
+        changes: list[TableChanges],
+        positions: Mapping[str, str],
+        expected: Mapping[str, str | None],
+    ) -> None:
+        """Merge each table's changes and store the positions in one transaction (see
+        base.ChangeWarehouse)."""
+        what = f"{dataset}.{CDC_POSITIONS_TABLE}"
+        with self._connect(what) as con:
+            try:
+                con.execute("BEGIN TRANSACTION")
+                pos_ref = _ensure_positions(con, dataset)
+                stored = dict(con.execute(
+                    f"SELECT table_name, position FROM {pos_ref} WHERE stream = ?", [stream]).fetchall())
+                for table, want in expected.items():
+                    if stored.get(table) != want:
+                        raise PositionConflict(
+                            f"{dataset}.{table}: change capture expected position {want}, found "
+                            f"{stored.get(table)}: another run applied changes meanwhile; nothing written"
+                        )
+                for i, change in enumerate(changes):
+                    _merge_changes(con, change, f"_plex_etl_cdc_{i}")
+                for table, position in positions.items():
+                    con.execute(f"DELETE FROM {pos_ref} WHERE stream = ? AND table_name = ?", [stream, table])
+                    con.execute(f"INSERT INTO {pos_ref} VALUES (?, ?, ?, CURRENT_TIMESTAMP)",
+                                [stream, table, position])
+                con.execute("COMMIT")
+            except BaseException as e:
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                if isinstance(e, duckdb.Error):
+                    raise WarehouseError(f"{what}: change batch failed: {e}") from e
+                raise
+
+    def cdc_positions(self, dataset: str, stream: str) -> dict[str, str]:
+        """Table -> stored position text of `stream`."""
+        rows = self._select(
+            dataset, CDC_POSITIONS_TABLE,
+            f"SELECT table_name, position FROM {quote(dataset)}.{quote(CDC_POSITIONS_TABLE)} "
+            f"WHERE stream = {_literal(stream)}",
+        )
+        return {t: p for t, p in rows}
+
+    def drop_cdc_position(self, dataset: str, stream: str, table: str) -> None:
+        """Forget a table's position."""
+        if self.cdc_positions(dataset, stream).get(table) is None:
+            return
+        with self._connect(f"{dataset}.{CDC_POSITIONS_TABLE}") as con:
+            con.execute(
+                f"DELETE FROM {quote(dataset)}.{quote(CDC_POSITIONS_TABLE)} WHERE stream = ? AND table_name = ?",
+                [stream, table],
+            )
+
 
 # ---------------------------------------------------------------------- staging leftovers
 STAGING_PREFIX = "plex_etl_"
@@ -448,3 +509,45 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, target: TargetTable) -> tuple[
                 f"catalog; type changes are not applied automatically"
             )
     return tuple(added)
+
+
+# ---------------------------------------------------------------------- change capture helpers
+def _ensure_positions(con: duckdb.DuckDBPyConnection, dataset: str) -> str:
+    ref = f"{quote(dataset)}.{quote(CDC_POSITIONS_TABLE)}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(dataset)}")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {ref} (stream VARCHAR NOT NULL, table_name VARCHAR NOT NULL, "
+        "position VARCHAR NOT NULL, updated_at TIMESTAMP WITH TIME ZONE)"
+    )
+    return ref
+
+
+def _merge_changes(con: duckdb.DuckDBPyConnection, change: TableChanges, name: str) -> None:
+    """Inside the caller's transaction: delete the changed and deleted keys, insert the rows."""
+    target = change.target
+    ref = f"{quote(target.dataset)}.{quote(target.name)}"
+    _ensure_table(con, target)
+    upserts = cdc_staging_table(change.upserts, target)
+    staged_schema = pa.schema([f.with_type(_staging_type(f.type)) for f in upserts.schema])
+    upserts = upserts.cast(staged_schema)
+    pk = target.primary_key
+    keys = pa.concat_tables([
+        upserts.select(list(pk)),
+        change.deletes.select(list(pk)).cast(upserts.select(list(pk)).schema),
+    ])
+    con.execute("SELECT 1").fetchall()  # finish the pending result: DuckDB 2 refuses register() before
+    con.register(f"{name}_rows", upserts)
+    con.register(f"{name}_keys", keys)
+    try:
+        match = " AND ".join(f"k.{quote(c)} = {ref}.{quote(c)}" for c in pk)
+        con.execute(f"DELETE FROM {ref} WHERE EXISTS (SELECT 1 FROM {quote(name + '_keys')} k WHERE {match})")
+        if upserts.num_rows:
+            cols = ", ".join(quote(c) for c in [*(c.name for c in target.columns), PARTITION_COLUMN, LOADED_AT_COLUMN])
+            select = ", ".join([
+                *(f"CAST({quote(c.name)} AS {c.local_type})" for c in target.columns),
+                quote(PARTITION_COLUMN), "CURRENT_TIMESTAMP",
+            ])
+            con.execute(f"INSERT INTO {ref} ({cols}) SELECT {select} FROM {quote(name + '_rows')}")
+    finally:
+        con.unregister(f"{name}_rows")
+        con.unregister(f"{name}_keys")

@@ -1,0 +1,239 @@
+"""Change capture from the binary log (plex_etl.cdc) on the binlog MariaDB, local warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from plex_etl.catalog.store import load_source_catalog
+from plex_etl.cdc.apply import step
+from plex_etl.cdc.reader import CaptureError
+from plex_etl.extract.spec import load_mode, read_bounds, replicated_table
+from plex_etl.extract.stream import PartitionStream
+from plex_etl.mysql import create_engine
+from plex_etl.reconcile import reconcile_table
+from plex_etl.warehouse.base import CDC_POSITIONS_TABLE
+from plex_etl.warehouse.local import LocalWarehouse
+from plex_etl_tests.cdc_support import APP_ORDERS, build_binlog_demo, capture_plan, execute
+from plex_etl_tests.replication import sorted_rows
+
+DATASET = "plex_analytics"
+
+
+@pytest.fixture(scope="module")
+def source(demo_end_date):
+    return build_binlog_demo(demo_end_date)
+
+
+@pytest.fixture(scope="module")
+def engine(source):
+    return create_engine(source)
+
+
+@pytest.fixture(scope="module")
+def catalog_plan():
+    catalog, plan = load_source_catalog("plex")
+    return catalog, capture_plan(plan)
+
+
+def _until_caught_up(source, catalog, plan, warehouse, **kwargs):
+    for _ in range(20):
+        result = step(source, catalog, plan, warehouse, DATASET, **kwargs)
+        if result.caught_up:
+            return result
+    raise AssertionError("change capture did not catch up")
+
+
+def _assert_equal_to_polling(source, catalog, plan, warehouse: LocalWarehouse, tmp_path: Path, today: dt.date):
+    """Every captured table equals MySQL (reconciliation) and equals, row for row and value for
+    value, what the polling path loads from the same data."""
+    polled = LocalWarehouse(tmp_path / f"polled_{time.monotonic_ns()}.duckdb")
+    with create_engine(source).connect() as connection:
+        for table in APP_ORDERS:
+            spec = replicated_table(catalog, plan, table, DATASET)
+            result = reconcile_table(connection, warehouse, spec, today)
+            assert result.equal, result.describe()
+            lo, hi = read_bounds(spec, plan.first_day, today, today)
+            polled.load(spec.target, PartitionStream(source, spec, lo, hi), lo, hi, load_mode(spec))
+            ref = f"{DATASET}.{spec.target.name}"
+            assert sorted_rows(warehouse.query(f"SELECT * FROM {ref}")) == sorted_rows(
+                polled.query(f"SELECT * FROM {ref}")), table
+
+
+def _new_order(engine, order_id: str, day: str) -> None:
+    execute(
+        engine,
+        f"INSERT INTO apppedidos (IDPedido, IDPedidoOrigen, IDOrigen, IDRed, Fecha, IdEstado, FechaEstado, cli_nombre,"
+        f" Importe) SELECT '{order_id}', IDPedidoOrigen, IDOrigen, IDRed, '{day} 10:00:00', IdEstado, NULL,"
+        f" 'CDC test', 12.5 FROM apppedidos ORDER BY IDPedido LIMIT 1",
+        f"INSERT INTO apppedidoslineas (IDPedido, IdProducto, Cantidad) SELECT '{order_id}', IdProducto, 2"
+        f" FROM apppedidoslineas ORDER BY IdRegistro LIMIT 1",
+    )
+
+
+def test_inserts_updates_deletes_are_applied(source, engine, catalog_plan, demo_end_date, tmp_path):
+    catalog, plan = catalog_plan
+    warehouse = LocalWarehouse(tmp_path / "w.duckdb")
+    first = step(source, catalog, plan, warehouse, DATASET)
+    assert set(first.snapshots) == set(APP_ORDERS)
+    day = (demo_end_date - dt.timedelta(days=2)).isoformat()
+    _new_order(engine, "CDC-INS-1", day)
+    _new_order(engine, "CDC-INS-2", day)
+    victim = engine.connect().execute(sa.text(
+        "SELECT IDPedido FROM apppedidos WHERE IDPedido NOT LIKE 'CDC%' ORDER BY IDPedido LIMIT 1")).scalar()
+    moved = engine.connect().execute(sa.text(
+        "SELECT IDPedido FROM apppedidos WHERE IDPedido NOT LIKE 'CDC%' ORDER BY IDPedido DESC LIMIT 1")).scalar()
+    execute(
+        engine,
+        "UPDATE apppedidos SET cli_nombre = 'updated', Importe = Importe + 1 WHERE IDPedido = 'CDC-INS-1'",
+        # The order's day moves: its children's day moves with it (they have no event of their own).
+        f"UPDATE apppedidos SET FechaEstado = '{demo_end_date.isoformat()} 09:30:00' WHERE IDPedido = '{moved}'",
+        *(f"DELETE FROM {t} WHERE IDPedido = '{victim}'" for t in APP_ORDERS[1:]),
+        f"DELETE FROM apppedidos WHERE IDPedido = '{victim}'",
+        "DELETE FROM apppedidoslineas WHERE IDPedido = 'CDC-INS-2'",
+        "DELETE FROM apppedidos WHERE IDPedido = 'CDC-INS-2'",
+    )
+    result = _until_caught_up(source, catalog, plan, warehouse)
+    assert result.changes["apppedidos"]["inserts"] == 2
+    assert result.changes["apppedidos"]["updates"] == 2
+    assert result.changes["apppedidos"]["deletes"] == 2
+    assert result.keys_deleted["apppedidos"] >= 1
+    assert result.end > result.start
+    rows = warehouse.query(f"SELECT cli_nombre FROM {DATASET}.plex_apppedidos WHERE IDPedido = 'CDC-INS-1'")
+    assert rows.column(0).to_pylist() == ["updated"]
+    assert warehouse.query(
+        f"SELECT COUNT(*) FROM {DATASET}.plex_apppedidos WHERE IDPedido IN ('{victim}', 'CDC-INS-2')"
+    ).column(0)[0].as_py() == 0
+    _assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
+    # Nothing new: a step applies nothing and keeps the position.
+    again = step(source, catalog, plan, warehouse, DATASET)
+    assert again.events == 0 and again.end == result.end
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage", ["read", "committed"])
+def test_killed_step_resumes_without_gap_or_duplicate(source, engine, catalog_plan, demo_end_date, tmp_path, stage):
+    catalog, plan = catalog_plan
+    warehouse = LocalWarehouse(tmp_path / "w.duckdb")
+    step(source, catalog, plan, warehouse, DATASET)
+    day = demo_end_date.isoformat()
+    for i in range(3):
+        _new_order(engine, f"CDC-KILL-{stage}-{i}", day)
+    execute(engine, f"UPDATE apppedidos SET Importe = 99 WHERE IDPedido = 'CDC-KILL-{stage}-0'")
+    before = warehouse.cdc_positions(DATASET, "plex")
+
+    def crash(at: str) -> None:
+        if at == stage:
+            raise Crash(at)
+
+    with pytest.raises(Crash):
+        step(source, catalog, plan, warehouse, DATASET, hook=crash)
+    after_crash = warehouse.cdc_positions(DATASET, "plex")
+    landed = warehouse.query(
+        f"SELECT COUNT(*) FROM {DATASET}.plex_apppedidos WHERE IDPedido LIKE 'CDC-KILL-{stage}-%'").column(0)[0]
+    if stage == "read":  # nothing committed: same position, no row
+        assert after_crash == before and landed.as_py() == 0
+    else:  # committed, not acknowledged: the next step starts after the batch
+        assert after_crash != before and landed.as_py() == 3
+    execute(engine, f"DELETE FROM apppedidoslineas WHERE IDPedido = 'CDC-KILL-{stage}-1'",
+            f"DELETE FROM apppedidos WHERE IDPedido = 'CDC-KILL-{stage}-1'")
+    _until_caught_up(source, catalog, plan, warehouse)
+    ids = warehouse.query(
+        f"SELECT IDPedido, Importe FROM {DATASET}.plex_apppedidos WHERE IDPedido LIKE 'CDC-KILL-{stage}-%' "
+        "ORDER BY 1").to_pylist()
+    assert [(r["IDPedido"], r["Importe"]) for r in ids] == [
+        (f"CDC-KILL-{stage}-0", 99.0), (f"CDC-KILL-{stage}-2", 12.5)]
+    _assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
+
+
+def test_first_copy_under_concurrent_writes_has_no_gap(source, engine, catalog_plan, demo_end_date, tmp_path):
+    catalog, plan = catalog_plan
+    warehouse = LocalWarehouse(tmp_path / "w.duckdb")
+    stop = threading.Event()
+    written = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            order = f"CDC-CONC-{i}"
+            _new_order(engine, order, demo_end_date.isoformat())
+            if i % 3 == 1:
+                execute(engine, f"UPDATE apppedidos SET Importe = {i} WHERE IDPedido = 'CDC-CONC-{i - 1}'")
+            if i % 5 == 4:
+                execute(engine, f"DELETE FROM apppedidoslineas WHERE IDPedido = 'CDC-CONC-{i - 2}'",
+                        f"DELETE FROM apppedidos WHERE IDPedido = 'CDC-CONC-{i - 2}'")
+            written.append(order)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        first = step(source, catalog, plan, warehouse, DATASET)
+        assert set(first.snapshots) == set(APP_ORDERS)
+        step(source, catalog, plan, warehouse, DATASET)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(written) > 5
+    _until_caught_up(source, catalog, plan, warehouse)
+    _assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
+
+
+def test_purged_position_stops_with_a_clear_message(source, catalog_plan, tmp_path):
+    catalog, plan = catalog_plan
+    warehouse = LocalWarehouse(tmp_path / "w.duckdb")
+    step(source, catalog, plan, warehouse, DATASET)
+    stored = warehouse.cdc_positions(DATASET, "plex")
+    warehouse.apply_changes(DATASET, "plex", [], dict.fromkeys(stored, "binlog.999999:4"), stored)
+    with pytest.raises(CaptureError, match=r"binlog.999999:4 is no longer available.*resync"):
+        step(source, catalog, plan, warehouse, DATASET)
+    # Recovery: resync.
+    result = step(source, catalog, plan, warehouse, DATASET, resync=APP_ORDERS)
+    assert set(result.snapshots) == set(APP_ORDERS)
+    assert "binlog.999999" not in str(warehouse.cdc_positions(DATASET, "plex"))
+
+
+def test_schema_change_stops_the_table_with_a_clear_message(source, engine, catalog_plan, demo_end_date, tmp_path):
+    catalog, plan = catalog_plan
+    warehouse = LocalWarehouse(tmp_path / "w.duckdb")
+    step(source, catalog, plan, warehouse, DATASET)
+    execute(engine, "ALTER TABLE apppedidospagos ADD COLUMN cdc_extra INT NULL")
+    try:
+        _new_order(engine, "CDC-DDL-1", demo_end_date.isoformat())
+        result = _until_caught_up(source, catalog, plan, warehouse)
+        assert set(result.stopped) == {"apppedidospagos"}
+        assert "schema change of plex.apppedidospagos" in result.stopped["apppedidospagos"]
+        assert "ALTER TABLE apppedidospagos ADD COLUMN cdc_extra" in result.stopped["apppedidospagos"]
+        assert "resync" in result.stopped["apppedidospagos"]
+        # The other tables go on past the DDL.
+        assert warehouse.query(
+            f"SELECT COUNT(*) FROM {DATASET}.plex_apppedidos WHERE IDPedido = 'CDC-DDL-1'").column(0)[0].as_py() == 1
+        again = step(source, catalog, plan, warehouse, DATASET)
+        assert set(again.stopped) == {"apppedidospagos"}
+    finally:
+        execute(engine, "ALTER TABLE apppedidospagos DROP COLUMN cdc_extra")
+    # Recovery after the catalog agrees again: resync the table.
+    result = step(source, catalog, plan, warehouse, DATASET, resync=["apppedidospagos"])
+    assert "apppedidospagos" in result.snapshots and not result.stopped
+    _until_caught_up(source, catalog, plan, warehouse)
+    _assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
+
+
+def test_positions_table_is_in_the_warehouse(source, catalog_plan, tmp_path):
+    catalog, plan = catalog_plan
+    warehouse = LocalWarehouse(tmp_path / "w.duckdb")
+    step(source, catalog, plan, warehouse, DATASET)
+    rows = warehouse.query(f"SELECT table_name, position FROM {DATASET}.{CDC_POSITIONS_TABLE}")
+    assert sorted(rows.column(0).to_pylist()) == sorted(APP_ORDERS)
+    assert all(":" in p for p in rows.column(1).to_pylist())
+    assert isinstance(rows, pa.Table)
