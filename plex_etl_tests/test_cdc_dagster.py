@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
 from plex_etl.defs.checks import RECONCILE_CHECK
 from plex_etl.mysql import create_engine
-from plex_etl.sources import PACKAGE_CONFIG_DIR
+from plex_etl.sources import PACKAGE_CONFIG_DIR, get_source
 from plex_etl_tests.cdc_support import APP_ORDERS, BINLOG_PORT, build_binlog_demo, execute
 from plex_etl_tests.replication import build_defs, materialize
 
@@ -84,9 +85,10 @@ def test_polling_capture_polling(source, monkeypatch, tmp_path, demo_end_date):
     metadata = materializations[0].event_specific_data.metadata
     assert metadata["inserts"].value == 1 and metadata["updates"].value == 1 and metadata["deletes"].value == 0
     assert metadata["lag_seconds"].value >= 0 and ":" in metadata["position"].value
-    observations = [e for e in second.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert {o.asset_key.path[-1] for o in (e.event_specific_data.asset_observation for e in observations)} == set(
-        APP_ORDERS)
+    landed = [e.event_specific_data.materialization for e in second.all_events
+              if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert {m.asset_key.path[-1] for m in landed} == set(APP_ORDERS)  # today's partition: the table is current
+    assert {m.partition for m in landed} == {dt.datetime.now(ZoneInfo(get_source('plex').time_zone)).date().isoformat()}
     checked = _reconcile(defs)
     assert checked == dict.fromkeys(APP_ORDERS, True), checked
     # 3. Back to polling: the automation returns; a reload of recent days picks up new changes.

@@ -3,12 +3,16 @@ whose one step applies a bounded batch of the binary log (plex_etl.cdc.apply.ste
 sensor launching it every 30 s while none is queued or running.
 
 Each run shows what it did as output metadata (lag in seconds behind the source, row changes
-per kind, rows merged, keys deleted, positions) and an observation on every captured table's
-asset. A stopped table (schema change in the log), a purged position or a missing privilege
+per kind, rows merged, keys deleted, positions) and a materialization of today's partition of
+every captured table's asset (the whole table is current: its freshness policy and per-day
+status say so). A stopped table (schema change in the log), a purged position or a missing privilege
 fail the run with the message and its recovery; a resync is the same job launched with config
 `resync: [table, ...]` (or `[all]`). Captured tables keep their asset (and its checks: the
 daily reconciliation covers them) but leave the polling automation: see `without_polling`.
 """
+
+import datetime as dt
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from pydantic import Field
@@ -55,9 +59,12 @@ def build_cdc_job(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.JobD
         except CaptureError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
         totals = result.totals()
+        today = dt.datetime.now(ZoneInfo(source.time_zone)).date().isoformat()
         for table in tables:
+            if table in result.stopped:
+                continue
             counts = result.changes.get(table, {})
-            context.log_event(dg.AssetObservation(asset_key=keys[table], metadata={
+            context.log_event(dg.AssetMaterialization(asset_key=keys[table], partition=today, metadata={
                 "cdc_inserts": counts.get("inserts", 0), "cdc_updates": counts.get("updates", 0),
                 "cdc_deletes": counts.get("deletes", 0),
                 "rows_merged": result.rows_merged.get(table, 0), "keys_deleted": result.keys_deleted.get(table, 0),
