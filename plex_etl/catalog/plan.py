@@ -27,6 +27,7 @@ import yaml
 from plex_etl.catalog.model import Catalog, Column, Table
 from plex_etl.catalog.profile import DATE_TYPES, DateProfile
 from plex_etl.typemap import TypeMappingError, map_column
+from plex_etl.yamlio import safe_load
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
 # How often each tier is refreshed (cron, in the source's time zone): the old system's tiers.
@@ -127,7 +128,7 @@ def _table_plan(name: str, raw: dict[str, Any], where: str) -> TablePlan:
 def load_plan(path: Path, source: str) -> SourcePlan:
     if not path.exists():
         return SourcePlan(source=source, tables={})
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = safe_load(path.read_text()) or {}
     defaults = raw.get("defaults") or {}
     tables = {n: _table_plan(n, body, str(path)) for n, body in (raw.get("tables") or {}).items()}
     return SourcePlan(
