@@ -8,6 +8,7 @@ loader stays as the fallback where libyaml is missing.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import yaml
@@ -19,5 +20,17 @@ except AttributeError:  # PyYAML without libyaml
 
 
 def safe_load(text: str) -> Any:
-    """`yaml.safe_load`, with the C loader when available."""
-    return yaml.load(text, Loader=SAFE_LOADER)
+    """`yaml.safe_load`, with the C loader when available.
+
+    The cyclic garbage collector pauses meanwhile: the loader allocates tens of thousands of
+    short-lived nodes (none in cycles), and with Dagster's objects already on the heap the
+    collections they trigger took as long as the parse itself (~70 ms of ~150 ms for the Plex
+    catalog).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return yaml.load(text, Loader=SAFE_LOADER)
+    finally:
+        if enabled:
+            gc.enable()
