@@ -75,55 +75,16 @@ def plex_extract(args: dict[str, Any]) -> int:
     return sum(batch.num_rows for batch in _stream(args))
 
 
-def _cx_select(spec: Any) -> tuple[str, list[bool]]:
-    """The rows SQL for connectorx: typed where its binary-protocol value is exact (integers,
-    DOUBLE, DATE, DATETIME, text), `CAST(... AS CHAR)` where connectorx 0.4.6 is not (DECIMAL
-    comes back as decimal128(38, 10), TIME beyond 24 h panics, BIGINT UNSIGNED), those then
-    converted by the type map from their text as today. Returns the SQL and, per column,
-    whether it comes as text."""
-    exact = {"integer", "float", "date", "datetime", "text"}
-    parts, as_text = [], []
-    for column, mapped in zip(spec.table.columns, spec.mapped, strict=True):
-        quoted = f"t.`{column.name}`"
-        expression = mapped.select_sql.format(column=quoted)
-        typed = mapped.rule in exact and "unsigned" not in column.column_type and mapped.select_sql == "{column}"
-        parts.append(f"{expression} AS `{column.name}`" if typed else f"CAST({expression} AS CHAR) AS `{column.name}`")
-        as_text.append(not typed)
-    day = f"DATE '{dt.date.today()}' AS _etl_partition_date"
-    return f"SELECT {', '.join(parts)}, {day} FROM `{spec.table.name}` t", as_text
-
-
 @method
 def plex_cx_stream(args: dict[str, Any]) -> int:
     """Prototype (issue 14): plex_etl's typed batches read through connectorx
     `read_sql(return_type="arrow_stream")` in one consistent-snapshot transaction
-    (`pre_execution_query`), converted to the catalog's Arrow schema; batches dropped."""
-    import connectorx as cx
-    import pyarrow.compute as pc
+    (benchmarks/cx_read.py), converted to the catalog's Arrow schema; batches dropped."""
+    from benchmarks.cx_read import cx_batches
 
-    from plex_etl.typemap import convert
-
-    _source, spec = _bench(args)
-    sql, as_text = _cx_select(spec)
-    pre = ["SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-           "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"]
-    reader = cx.read_sql(_url(args), sql, return_type="arrow_stream", batch_size=spec.plan.chunk_rows,
-                         pre_execution_query=pre)
-    schema = spec.target.arrow_schema
-    rows = 0
-    for batch in reader:
-        arrays = []
-        for i, (column, mapped) in enumerate(zip(spec.table.columns, spec.mapped, strict=True)):
-            raw = batch.column(i)
-            if as_text[i]:
-                array, _fixes = convert(raw.cast(pa.binary()), mapped, column.name)
-            else:
-                array = pc.cast(raw, mapped.arrow_type)
-            arrays.append(array)
-        arrays.append(batch.column(len(arrays)))
-        out = pa.RecordBatch.from_arrays(arrays, schema=schema)
-        rows += out.num_rows
-    return rows
+    source, spec = _bench(args)
+    today = dt.date.today()
+    return sum(batch.num_rows for batch in cx_batches(source, spec, today, today))
 
 
 @method
