@@ -61,18 +61,38 @@ def cx_rows_sql(spec: ReplicatedTable, start: dt.date | None, end: dt.date | Non
     return "SELECT " + ", ".join(safe) + ", " + rows_sql[len(prefix):], kinds
 
 
-def cx_batches(source: Source, spec: ReplicatedTable, start: dt.date | None, end: dt.date | None
-               ) -> Iterator[pa.RecordBatch]:
-    """Record batches of the catalog's Arrow schema (`chunk_rows` rows each, the last shorter)."""
+def cx_batches(source: Source, spec: ReplicatedTable, start: dt.date | None, end: dt.date | None,
+               counts: dict[dt.date, int] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of the catalog's Arrow schema (`chunk_rows` rows each, the last shorter).
+
+    With `counts` (a dict to fill): the per-day COUNT(*) of the same snapshot, computed by the
+    pre-execution into a user variable and returned as one extra row appended with UNION ALL
+    (connectorx returns a single result set); MariaDB then runs the query through a temporary
+    table (docs/benchmarks.md measures the cost)."""
     import connectorx as cx
 
     sql, kinds = cx_rows_sql(spec, start, end)
     pre = ["SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"]
+    width = len(spec.table.columns) + 1
+    if counts is not None:
+        count_sql = partition_query(spec, start, end).count_sql.replace("COUNT(*)", "COUNT(*) AS n", 1)
+        pre.append(f"SET @plexetl_counts = (SELECT GROUP_CONCAT(CONCAT(d, '=', n)) FROM ({count_sql}) c)")
+        head, tail = sql.split(" FROM ", 1)
+        sql = (f"{head}, CAST(NULL AS CHAR) AS _plexetl_counts FROM {tail} "
+               f"UNION ALL SELECT {', '.join(['NULL'] * width)}, @plexetl_counts")
     reader = cx.read_sql(cx_url(source), sql, return_type="arrow_stream", batch_size=spec.plan.chunk_rows,
                          pre_execution_query=pre)
     schema = spec.target.arrow_schema
     for batch in reader:
+        if counts is not None and batch.num_rows:
+            marker = batch.column(width)
+            if marker.null_count < batch.num_rows:  # the counts row: the last one of the result
+                text = marker[batch.num_rows - 1].as_py() or b""
+                for item in filter(None, (text.decode() if isinstance(text, bytes) else text).split(",")):
+                    day, n = item.split("=")
+                    counts[dt.date.fromisoformat(day)] = int(n)
+                batch = batch.slice(0, batch.num_rows - 1)
         if not batch.num_rows:
             continue
         arrays = []

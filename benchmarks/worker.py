@@ -88,6 +88,20 @@ def plex_cx_stream(args: dict[str, Any]) -> int:
 
 
 @method
+def plex_cx_stream_counted(args: dict[str, Any]) -> int:
+    """The prototype with the snapshot's per-day counts (pre-execution + one UNION ALL row)."""
+    from benchmarks.cx_read import cx_batches
+
+    source, spec = _bench(args)
+    today = dt.date.today()
+    counts: dict[dt.date, int] = {}
+    rows = sum(batch.num_rows for batch in cx_batches(source, spec, today, today, counts))
+    if counts != {today: rows}:
+        raise AssertionError(f"snapshot counts {counts} against {rows} rows read")
+    return rows
+
+
+@method
 def plex_local(args: dict[str, Any]) -> int:
     """plex_etl end to end into the local (DuckDB) warehouse: stream, stage, swap in."""
     from plex_etl.warehouse.local import LocalWarehouse
