@@ -1,6 +1,6 @@
 """YAML reading with libyaml's C parser when PyYAML was built with it.
 
-The committed catalogs are large (the Plex catalog: ~14k lines); the pure-Python SafeLoader
+The committed catalogs are large (the Plex catalog: ~10k lines); the pure-Python SafeLoader
 spent ~1.7 s of a ~5 s Definitions load on it, the C loader a tenth of that
 (docs/benchmarks.md). Both build the same Python values from the same text; the pure-Python
 loader stays as the fallback where libyaml is missing.
