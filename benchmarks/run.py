@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         Measure("plex_etl extraction to Arrow", "plex_extract", big),
         Measure("plex_etl end to end, local warehouse (DuckDB)", "plex_local", big),
         Measure("connectorx read_sql(return_type='arrow')", "connectorx", big),
+        Measure("prototype: plex_etl batches via connectorx arrow_stream (issue 14)", "plex_cx_stream", big),
     ]
     if "baselines" not in skip:
         measures += [

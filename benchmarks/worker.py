@@ -76,6 +76,32 @@ def plex_extract(args: dict[str, Any]) -> int:
 
 
 @method
+def plex_cx_stream(args: dict[str, Any]) -> int:
+    """Prototype (issue 14): plex_etl's typed batches read through connectorx
+    `read_sql(return_type="arrow_stream")` in one consistent-snapshot transaction
+    (benchmarks/cx_read.py), converted to the catalog's Arrow schema; batches dropped."""
+    from benchmarks.cx_read import cx_batches
+
+    source, spec = _bench(args)
+    today = dt.date.today()
+    return sum(batch.num_rows for batch in cx_batches(source, spec, today, today))
+
+
+@method
+def plex_cx_stream_counted(args: dict[str, Any]) -> int:
+    """The prototype with the snapshot's per-day counts (pre-execution + one UNION ALL row)."""
+    from benchmarks.cx_read import cx_batches
+
+    source, spec = _bench(args)
+    today = dt.date.today()
+    counts: dict[dt.date, int] = {}
+    rows = sum(batch.num_rows for batch in cx_batches(source, spec, today, today, counts))
+    if counts != {today: rows}:
+        raise AssertionError(f"snapshot counts {counts} against {rows} rows read")
+    return rows
+
+
+@method
 def plex_local(args: dict[str, Any]) -> int:
     """plex_etl end to end into the local (DuckDB) warehouse: stream, stage, swap in."""
     from plex_etl.warehouse.local import LocalWarehouse

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,15 +105,53 @@ def _key_selection(source: str, catalog, tables: list[str]) -> str:
     return " or ".join(f'key:"{table_key(source, catalog, t).to_user_string()}"' for t in tables)
 
 
+STOP_GRACE_SECONDS = 30.0  # after a forwarded SIGTERM, how long the Dagster child may take to stop
+
+
 def _materialize(base: list[str], arguments: list[str]) -> int:
-    """Run one `dagster asset materialize` (printed first); its output only when it fails."""
+    """Run one `dagster asset materialize` (printed first); its output only when it fails.
+
+    SIGTERM or SIGINT to plex-etl is forwarded to the child as SIGTERM (Dagster interrupts the
+    running step: the read stops and frees its MySQL connection), the child is waited for
+    (killed after STOP_GRACE_SECONDS) and plex-etl exits with 128 + the signal number.
+    """
+    import signal
     import subprocess
 
     print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
-    completed = subprocess.run([*base, *arguments], capture_output=True, text=True)
-    if completed.returncode != 0:
-        print(completed.stdout[-5000:] + completed.stderr[-5000:], file=sys.stderr)
-        return completed.returncode
+    child = subprocess.Popen([*base, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if not received:
+            print(f"plex-etl: signal {signum}: stopping the Dagster run (pid {child.pid})", file=sys.stderr,
+                  flush=True)
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        deadline = None
+        while True:
+            try:
+                stdout, stderr = child.communicate(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if received and deadline is None:
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+                if deadline is not None and time.monotonic() > deadline:
+                    child.kill()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        print(f"plex-etl: stopped by signal {received[0]} (the run's exit code: {child.returncode})",
+              file=sys.stderr, flush=True)
+        return 128 + received[0]
+    if child.returncode != 0:
+        print(stdout[-5000:] + stderr[-5000:], file=sys.stderr)
+        return child.returncode
     print("  run succeeded", flush=True)
     return 0
 

@@ -15,12 +15,13 @@ import contextlib
 import os
 import ssl
 from collections.abc import Iterator
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine
+from typing import TYPE_CHECKING, Any
 
 from plex_etl.sources import Credentials, Source, SourceConfigError, resolve_credentials
+
+if TYPE_CHECKING:  # imported where used: loading Definitions needs no SQLAlchemy
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Engine
 
 
 class SourceConnectionError(RuntimeError):
@@ -64,6 +65,9 @@ def _ssl_context(source: Source) -> ssl.SSLContext | None:
 
 def create_engine(source: Source, **engine_options: Any) -> Engine:
     """A SQLAlchemy engine (PyMySQL) for the source; sessions run in UTC, utf8mb4."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import URL
+
     credentials = resolve_credentials(source)
     url = URL.create(
         "mysql+pymysql",
@@ -92,6 +96,8 @@ def create_engine(source: Source, **engine_options: Any) -> Engine:
 @contextlib.contextmanager
 def connect(source: Source, engine: Engine | None = None) -> Iterator[sa.Connection]:
     """A SQLAlchemy connection whose connection errors name the source, not the password."""
+    import sqlalchemy as sa
+
     engine = engine or create_engine(source)
     credentials: Credentials = engine._plex_etl_credentials  # type: ignore[attr-defined]
     try:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from plex_etl.extract.spec import ReplicatedTable
 from plex_etl.extract.sql import digest_columns, partition_query
 from plex_etl.warehouse.base import PARTITION_COLUMN, Digest, Warehouse
+
+if TYPE_CHECKING:  # imported where used: loading Definitions needs no SQLAlchemy
+    import sqlalchemy as sa
 
 EXAMPLE_KEYS = 5
 DRILL_DAYS = 3  # days whose keys are read to name examples
@@ -90,6 +92,8 @@ class TableReconciliation:
 
 
 def _mysql_digests(connection: sa.Connection, sql: str) -> dict[dt.date, Digest]:
+    import sqlalchemy as sa
+
     digests = {}
     for day, rows, xor, total in connection.execute(sa.text(sql)):
         if isinstance(day, str):
@@ -144,6 +148,8 @@ def _name_examples(
     connection: sa.Connection, warehouse: Warehouse, spec: ReplicatedTable, result: TableReconciliation
 ) -> None:
     """Read the keys of the first differing days from both sides and name a few of each."""
+    from sqlalchemy import text
+
     target = spec.target
     names = target.primary_key
     columns = ", ".join(names)
@@ -154,7 +160,7 @@ def _name_examples(
         day = difference.day
         in_mysql = {
             tuple(_value_text(v) for v in row)
-            for row in connection.execute(sa.text(partition_query(spec, day, day).keys_sql))
+            for row in connection.execute(text(partition_query(spec, day, day).keys_sql))
         }
         rows = warehouse.query(
             f"SELECT {columns} FROM {target.dataset}.{target.name} WHERE {PARTITION_COLUMN} = DATE '{day}'"

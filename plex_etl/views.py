@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlglot
-
 VIEWS_DIR = Path(__file__).parent / "views"
 _TABLE = re.compile(r"\{dataset\}\.([A-Za-z0-9_]+)")
 LATEST_SUFFIX = "_latest"
@@ -38,6 +36,8 @@ class View:
         sql = self.sql.replace("{dataset}", dataset)
         if warehouse_kind == "bigquery":
             return sql
+        import sqlglot  # only the local warehouse needs it: Definitions load without
+
         return sqlglot.transpile(sql, read="bigquery", write="duckdb", pretty=True)[0]
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from plex_etl.yamlio import safe_load
+
 
 @dataclass(frozen=True)
 class Column:
@@ -228,4 +230,4 @@ def dump_catalog(catalog: Catalog, path: Path) -> None:
 
 
 def load_catalog(path: Path) -> Catalog:
-    return catalog_from_dict(yaml.safe_load(path.read_text()))
+    return catalog_from_dict(safe_load(path.read_text()))

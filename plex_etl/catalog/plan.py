@@ -27,6 +27,7 @@ import yaml
 from plex_etl.catalog.model import Catalog, Column, Table
 from plex_etl.catalog.profile import DATE_TYPES, DateProfile
 from plex_etl.typemap import TypeMappingError, map_column
+from plex_etl.yamlio import safe_load
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
 # How changes reach the warehouse: `poll` (the tier's reloads of recent days) or `binlog`
@@ -88,6 +89,11 @@ class SourcePlan:
     first_day: dt.date = dt.date(2020, 1, 1)  # the oldest daily partition
 
     @property
+    def captured(self) -> list[str]:
+        """The tables kept current from the binary log (`capture: binlog`, included and reviewed)."""
+        return sorted(p.table for p in self.included if p.capture == "binlog")
+
+    @property
     def included(self) -> list[TablePlan]:
         """The tables that load: included and reviewed (a `proposed: true` entry waits)."""
         return [p for p in self.tables.values() if p.include and not p.proposed]
@@ -137,7 +143,7 @@ def _table_plan(name: str, raw: dict[str, Any], where: str) -> TablePlan:
 def load_plan(path: Path, source: str) -> SourcePlan:
     if not path.exists():
         return SourcePlan(source=source, tables={})
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = safe_load(path.read_text()) or {}
     defaults = raw.get("defaults") or {}
     tables = {n: _table_plan(n, body, str(path)) for n, body in (raw.get("tables") or {}).items()}
     return SourcePlan(

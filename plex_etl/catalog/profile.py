@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from plex_etl.catalog.model import Table
 from plex_etl.catalog.relationships import quote
+
+if TYPE_CHECKING:  # imported where used: loading Definitions needs no SQLAlchemy
+    import sqlalchemy as sa
 
 DATE_TYPES = ("date", "datetime", "timestamp")
 FULL_SCAN_ROWS = 500_000
@@ -115,6 +117,8 @@ def profile_dates(
         parts += [
             f"COUNT({valid})", f"SUM({q} >= :horizon)", oldest, f"MAX({valid})", f"FROM_DAYS(AVG(TO_DAYS({valid})))",
         ]
+    import sqlalchemy as sa
+
     horizon = (today or dt.date.today()) + dt.timedelta(days=2)
     row = connection.execute(sa.text(f"SELECT {', '.join(parts)} FROM {source}"), {"horizon": horizon}).one()
     rows = int(row[0] or 0)

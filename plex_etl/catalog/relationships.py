@@ -26,10 +26,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from plex_etl.catalog.model import Catalog, Evidence, Relationship, Table
+
+if TYPE_CHECKING:  # imported where used: loading Definitions needs no SQLAlchemy
+    import sqlalchemy as sa
 
 SAMPLE_SIZE = 500
 MIN_RATIO = 0.98
@@ -123,6 +125,8 @@ def inclusion(
         f"(SELECT DISTINCT {cols} FROM {quote(table.name)} WHERE {not_null} LIMIT {int(sample_size)}) "
         f"UNION (SELECT {cols} FROM {quote(table.name)} WHERE {not_null} ORDER BY {order} LIMIT 1)) s"
     )
+    import sqlalchemy as sa
+
     total, matched = connection.execute(sa.text(sql)).one()
     return Evidence(sample_size=int(total or 0), matched=int(matched or 0))
 
@@ -170,6 +174,8 @@ _NUMERIC = ("tinyint", "smallint", "mediumint", "int", "bigint", "decimal")
 
 
 def _largest(connection: sa.Connection, table: str, column: str) -> float:
+    import sqlalchemy as sa
+
     value = connection.execute(sa.text(f"SELECT MAX({quote(column)}) FROM {quote(table)}")).scalar()
     return float(value or 0)
 

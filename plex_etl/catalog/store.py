@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
-from plex_etl.catalog.discover import boolean_columns, discover
 from plex_etl.catalog.model import Catalog, dump_catalog, load_catalog
 from plex_etl.catalog.plan import (
     PlanError,
@@ -22,8 +20,10 @@ from plex_etl.catalog.plan import (
 )
 from plex_etl.catalog.profile import DateProfile, date_columns, profile_dates
 from plex_etl.catalog.report import catalog_markdown, diff_catalogs
-from plex_etl.mysql import connect
 from plex_etl.sources import Source, config_dir
+
+if TYPE_CHECKING:  # discovery's imports (SQLAlchemy) load only when it runs: Definitions need none
+    import sqlalchemy as sa
 
 
 def catalog_path(source: str, directory: Path | None = None) -> Path:
@@ -103,6 +103,9 @@ def run_discover(
     `access` (connection, catalog, plan) -> the Markdown section on the partition reads'
     access paths written into the docs (the CLI passes extract.access's; the catalog layer
     does not read partitions itself)."""
+    from plex_etl.catalog.discover import boolean_columns, discover
+    from plex_etl.mysql import connect
+
     path = catalog_path(source.name, directory)
     previous = load_catalog(path) if path.exists() else None
     with connect(source) as connection:

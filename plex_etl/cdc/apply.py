@@ -26,11 +26,6 @@ from plex_etl.warehouse.base import PARTITION_COLUMN, ChangeWarehouse, TableChan
 KEYS_PER_QUERY = 1_000
 
 
-def captured_tables(plan: SourcePlan) -> list[str]:
-    """The tables the plan marks `capture: binlog` (included and reviewed)."""
-    return sorted(p.table for p in plan.included if p.capture == "binlog")
-
-
 @dataclass
 class StepResult:
     """What one step did: per table the row changes read (inserts/updates/deletes), rows merged
@@ -228,7 +223,7 @@ def step(
     store: ChangeWarehouse = warehouse
     result = StepResult()
     stream_name = source.name
-    captured = captured_tables(plan)
+    captured = plan.captured
     specs = {t: replicated_table(catalog, plan, t, dataset=dataset) for t in captured}
     states = {t: TableState.parse(text) for t, text in store.cdc_positions(dataset, stream_name).items()}
     for table in sorted(set(states) - set(captured)):  # switched back to polling
@@ -285,4 +280,4 @@ def stopped_message(result: StepResult) -> str | None:
     return "change capture stopped for: " + "; ".join(f"{t}: {m}" for t, m in sorted(result.stopped.items()))
 
 
-__all__ = ["PARTITION_COLUMN", "StepResult", "captured_tables", "copy_table", "reread", "step"]
+__all__ = ["PARTITION_COLUMN", "StepResult", "copy_table", "reread", "step"]

@@ -19,8 +19,6 @@ from pydantic import Field
 
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.plan import SourcePlan
-from plex_etl.cdc.apply import captured_tables, step, stopped_message
-from plex_etl.cdc.reader import CaptureError
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.sources import Source
@@ -39,7 +37,7 @@ def cdc_job_name(source: Source) -> str:
 
 
 def build_cdc_job(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.JobDefinition | None:
-    tables = captured_tables(plan)
+    tables = plan.captured
     if not tables:
         return None
     keys = {t: table_key(source.name, catalog, t) for t in tables}
@@ -48,6 +46,10 @@ def build_cdc_job(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.JobD
            description=f"Applies the binary log of {source.name} to: {', '.join(tables)}")
     def _step(context: dg.OpExecutionContext, config: CdcConfig, mysql: MySQLResource,
               warehouse: WarehouseResource) -> dg.Output[None]:
+        # Imported here: the binary-log client stays off the code location's import path.
+        from plex_etl.cdc.apply import step, stopped_message
+        from plex_etl.cdc.reader import CaptureError
+
         resync = tables if "all" in config.resync else config.resync
         unknown = sorted(set(resync) - set(tables))
         if unknown:
@@ -124,7 +126,7 @@ def without_polling(
     """The source's assets with the polling automation removed from captured tables: change
     capture keeps them current, and a reload racing a change batch could land an older row.
     A manual materialization stays possible (prefer a resync)."""
-    captured = {table_key(source.name, catalog, t) for t in captured_tables(plan)}
+    captured = {table_key(source.name, catalog, t) for t in plan.captured}
     if not captured:
         return assets
     return [

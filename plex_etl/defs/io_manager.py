@@ -84,7 +84,12 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             raise dg.Failure(f"{context.asset_key.to_user_string()}: expected a PartitionStream")
         warehouse: Warehouse = self.warehouse.get()
         spec = obj.spec
-        result = warehouse.load(spec.target, obj, obj.start, obj.end, mode=load_mode(spec))
+        try:
+            result = warehouse.load(spec.target, obj, obj.start, obj.end, mode=load_mode(spec))
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
+            # A stopped run (SIGTERM, Ctrl-C, a terminated run) fails now: with the retry policy
+            # Dagster would otherwise schedule the interrupted step again after its delay.
+            raise dg.Failure(f"{context.asset_key.to_user_string()}: interrupted", allow_retries=False) from exc
         metadata = load_metadata(obj, result, warehouse.kind)
         if spec.plan.strategy == "snapshot":
             metadata["snapshot_rows_expired"] = dg.IntMetadataValue(keep_snapshots(warehouse, obj))

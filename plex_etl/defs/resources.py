@@ -4,14 +4,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
-from sqlalchemy import Connection, Engine
 
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import Source, get_source
 from plex_etl.warehouse.base import Warehouse
+
+if TYPE_CHECKING:  # loading Definitions needs no SQLAlchemy
+    from sqlalchemy import Connection, Engine
 
 DEFAULT_LOCAL_WAREHOUSE = "warehouse/plex_etl.duckdb"
 
@@ -26,12 +29,12 @@ class MySQLResource(dg.ConfigurableResource):
     def source(self, name: str) -> Source:
         return get_source(name, Path(self.sources_file) if self.sources_file else None)
 
-    def engine(self, name: str) -> Engine:
+    def engine(self, name: str) -> "Engine":
         """A SQLAlchemy (PyMySQL) engine for the source: sessions in UTC, utf8mb4."""
         return create_engine(self.source(name))
 
     @contextmanager
-    def connect(self, name: str) -> Iterator[Connection]:
+    def connect(self, name: str) -> Iterator["Connection"]:
         """A connection whose connection errors name the source and never the password."""
         with connect(self.source(name)) as connection:
             yield connection

@@ -12,6 +12,14 @@ Two ways to read, same values (docs/benchmarks.md has the measurements):
   the lines with pyarrow.csv and converts each column with the type map;
 - the per-column read (tables with binary values): tuples of bytes, transposed and
   converted column by column with the type map.
+
+Stopping: a read stopped before its end (SIGTERM or SIGINT turned into an exception by
+Dagster or the caller, a consumer that closes the stream, any error) ends promptly and
+releases its MySQL connection at any phase. Every call that may block on the server runs
+in a helper thread while the caller's thread waits interruptibly (a signal's exception
+surfaces within ~0.1 s), and a stopped read kills its own server thread (`KILL <id>` from a
+second connection of the same user): the server stops the query at once, instead of
+finishing a long COUNT or being drained row by row when the result is freed.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import math
 import queue
 import threading
@@ -38,9 +47,90 @@ from plex_etl.mysql import raw_connection
 from plex_etl.sources import Source
 from plex_etl.typemap import ValueConversionError, convert
 
+log = logging.getLogger(__name__)
+
 FETCH_ROWS = 8_192  # rows per driver fetch
 QUEUE_FETCHES = 2  # fetches read ahead by the fetch thread: memory stays bounded
 CSV_BLOCK_BYTES = 1 << 22  # pyarrow.csv block size (one thread: the server and the fetch thread use the cores)
+WAIT_SLICE = 0.1  # seconds between checks while a blocking call runs: how soon a signal is seen
+STOP_WAIT = 10.0  # seconds to wait for a killed call's thread before closing the connection anyway
+
+
+class _Session:
+    """One extraction connection whose blocking calls can be abandoned at any moment.
+
+    `call` runs a driver call in a helper thread and waits for it in slices, so that a
+    signal handler's exception (KeyboardInterrupt, Dagster's interruption, SystemExit) is
+    raised in the caller's thread while the server is still busy. `abort` kills the
+    connection's server thread from a second connection (idempotent), which makes any
+    blocked call return at once. `close` waits for the helper threads (libmariadb is not
+    thread-safe) before closing the connection.
+    """
+
+    def __init__(self, source: Source, connect: Callable[[Source], Any]) -> None:
+        self.source = source
+        self._connect = connect
+        self.connection = connect(source)
+        self.thread_id: int | None = self.connection.thread_id()
+        self.aborted = False
+        # One event per helper thread, set when it no longer touches the connection. Waits use
+        # these, never Thread.join: a join interrupted by a signal can mark a running thread as
+        # stopped (CPython gh-90882), and closing under it fails ("already in use").
+        self._running: list[threading.Event] = []
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        box: dict[str, Any] = {}
+        done = self.running()
+
+        def run() -> None:
+            try:
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="plex-etl-query", daemon=True).start()
+        while not done.wait(WAIT_SLICE):  # interruptible: a signal's exception is raised here
+            pass
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def running(self) -> threading.Event:
+        """An event for a thread about to use the connection, to set when it stops using it."""
+        done = threading.Event()
+        self._running = [e for e in self._running if not e.is_set()] + [done]
+        return done
+
+    def query(self, sql: str) -> None:
+        self.call(self.connection.query, sql)
+
+    def abort(self) -> None:
+        """Kill this connection's server thread: its running query stops, the server frees it."""
+        if self.aborted or self.thread_id is None:
+            return
+        self.aborted = True
+        try:
+            killer = self._connect(self.source)
+            try:
+                killer.query(f"KILL {int(self.thread_id)}")
+            finally:
+                killer.close()
+        except Exception as exc:  # 1094 unknown thread: it had ended already
+            if not (getattr(exc, "args", None) and exc.args[0] == 1094):
+                log.warning("could not kill MySQL thread %s of %s: %s", self.thread_id, self.source.name, exc)
+
+    def close(self) -> None:
+        deadline = time.monotonic() + STOP_WAIT
+        for done in self._running:
+            done.wait(max(0.0, deadline - time.monotonic()))
+        if not all(done.is_set() for done in self._running):
+            # Still blocked although killed (the server unreachable): closing the socket under the
+            # thread is unsafe, leave the connection to the process exit and the server's timeouts.
+            log.warning("MySQL thread %s of %s did not stop within %s s", self.thread_id, self.source.name, STOP_WAIT)
+            return
+        self.connection.close()
 
 
 class _Fetcher:
@@ -56,9 +146,12 @@ class _Fetcher:
     before the caller may close the connection (libmariadb is not thread-safe).
     """
 
-    def __init__(self, result: Any, chunk_rows: int) -> None:
+    def __init__(self, result: Any, chunk_rows: int, session: _Session | None = None) -> None:
         self._result = result
         self._chunk_rows = chunk_rows
+        self._session = session
+        self._done = False
+        self._stopped = session.running() if session is not None else threading.Event()
         self._queue: queue.Queue[tuple | BaseException] = queue.Queue(QUEUE_FETCHES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="plex-etl-fetch", daemon=True)
@@ -69,10 +162,14 @@ class _Fetcher:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        while self._thread.is_alive():
+        if not self._done and self._session is not None:
+            # Stopped before the end of the result (an interruption, a closed stream, an error):
+            # the fetch thread may be waiting on the server, and freeing an unfinished
+            # unbuffered result would read all its remaining rows. Kill it server-side first.
+            self._session.abort()
+        while not self._stopped.is_set():
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)  # unblock a put
-        self._thread.join()
 
     def _put(self, item: tuple | BaseException) -> bool:
         while not self._stop.is_set():
@@ -94,12 +191,16 @@ class _Fetcher:
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
+        finally:
+            self._stopped.set()
 
     def __iter__(self) -> Iterator[tuple]:
         while True:
-            item = self._queue.get()
+            item = self._queue.get()  # interruptible: a signal's exception is raised here
             if isinstance(item, BaseException):
                 raise item
+            if not item:
+                self._done = True
             yield item
             if not item:
                 return
@@ -170,31 +271,34 @@ class PartitionStream:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         started = time.perf_counter()
-        connection = self._connect(self.source)
+        session = _Session(self.source, self._connect)
+        finished = False
         try:
             # The server gives up on a client that stops reading after the same time the client
             # gives up on a silent server: neither side of a stalled read waits forever.
-            connection.query(
+            session.query(
                 f"SET SESSION net_write_timeout = {int(self.source.read_timeout)}, "
                 f"net_read_timeout = {int(self.source.write_timeout)}"
             )
-            connection.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            connection.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            session.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            session.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             # The key range (index lookups) in the same snapshot: counts and rows both get it.
-            self.access = choose_access(runner(connection), self.spec, self.start, self.end)
+            self.access = choose_access(runner(session.connection), self.spec, self.start, self.end)
             if self.access.keys is not None:
                 bounded = partition_query(self.spec, self.start, self.end, self.access.keys)
                 self.query = dataclasses.replace(bounded, csv_sql=self.query.csv_sql and bounded.csv_sql)
-            self.snapshot_counts = self._counts(connection)
+            self.snapshot_counts = self._counts(session)
             total_chunks = max(1, math.ceil(self.expected_rows / self.spec.plan.chunk_rows))
-            chunks = self._csv_chunks if self.query.csv_sql else self._tuple_chunks
-            for chunk in chunks(connection):
-                self.rows += chunk.num_rows
-                self.chunks += 1
-                self.seconds = time.perf_counter() - started
-                self._report(total_chunks, chunk.num_rows)
-                yield chunk
-            connection.query("COMMIT")
+            chunks = self._csv_chunks(session) if self.query.csv_sql else self._tuple_chunks(session)
+            with contextlib.closing(chunks):  # closed here, not by the garbage collector
+                for chunk in chunks:
+                    self.rows += chunk.num_rows
+                    self.chunks += 1
+                    self.seconds = time.perf_counter() - started
+                    self._report(total_chunks, chunk.num_rows)
+                    yield chunk
+            session.query("COMMIT")
+            finished = True
         except Exception as exc:
             if isinstance(exc, ExtractionError):
                 raise
@@ -207,29 +311,34 @@ class PartitionStream:
                 )
             raise ExtractionError(f"{self.source.name}.{self.label}: {message}") from exc
         finally:
-            connection.close()
+            if not finished:  # stopped early (interrupted, closed, failed): free the server now
+                session.abort()
+            session.close()
             # Hand the chunks' freed Arrow memory back to the OS: what follows the stream (the
             # warehouse's merge, the next table) starts from a small footprint again.
             pa.default_memory_pool().release_unused()
             self.seconds = time.perf_counter() - started
 
-    def _counts(self, connection: Any) -> dict[dt.date, int]:
-        connection.query(self.query.count_sql)
+    def _counts(self, session: _Session) -> dict[dt.date, int]:
+        def count() -> tuple:
+            session.connection.query(self.query.count_sql)
+            return session.connection.store_result().fetch_row(maxrows=0, how=0)
+
         counts: dict[dt.date, int] = {}
-        for day, rows in connection.store_result().fetch_row(maxrows=0, how=0):
+        for day, rows in session.call(count):
             if day is not None and int(rows):
                 counts[dt.date.fromisoformat(day.decode())] = int(rows)
         return counts
 
-    def _tuple_chunks(self, connection: Any) -> Iterator[pa.RecordBatch]:
+    def _tuple_chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
         """Rows as tuples of column values (a table with binary columns), one fetch at a time."""
-        connection.query(self.query.rows_sql)
-        result = connection.use_result()
+        session.query(self.query.rows_sql)
+        result = session.connection.use_result()
         chunk_rows = self.spec.plan.chunk_rows
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         while True:
-            rows = result.fetch_row(maxrows=min(FETCH_ROWS, chunk_rows - pending_rows), how=0)
+            rows = session.call(result.fetch_row, maxrows=min(FETCH_ROWS, chunk_rows - pending_rows), how=0)
             if rows:
                 pending.append(self._to_batch(rows))
                 pending_rows += len(rows)
@@ -239,7 +348,7 @@ class PartitionStream:
             if not rows:
                 return
 
-    def _csv_chunks(self, connection: Any) -> Iterator[pa.RecordBatch]:
+    def _csv_chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
         """Rows as CSV lines printed by the server, parsed one fetch at a time by pyarrow.csv.
 
         One value per row crosses into Python (instead of one per column), the fetch thread
@@ -247,7 +356,7 @@ class PartitionStream:
         parse runs on one thread: with the server on the same cores, more threads only
         cost CPU (measured, docs/benchmarks.md).
         """
-        connection.query(self.query.csv_sql)
+        session.query(self.query.csv_sql)
         names = [f"c{i}" for i in range(len(self.schema))]
         read = pcsv.ReadOptions(column_names=names, use_threads=False, block_size=CSV_BLOCK_BYTES)
         parse = pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
@@ -258,7 +367,7 @@ class PartitionStream:
         chunk_rows = self.spec.plan.chunk_rows
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
-        with _Fetcher(connection.use_result(), chunk_rows) as fetcher:
+        with _Fetcher(session.connection.use_result(), chunk_rows, session) as fetcher:
             for rows in fetcher:
                 if rows:
                     try:

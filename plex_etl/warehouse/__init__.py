@@ -1,7 +1,7 @@
 """Warehouse protocol and its implementations: BigQuery and the local DuckDB warehouse.
 
-`BigQueryWarehouse` / `bigquery_client` are imported lazily (google-cloud-bigquery is
-only needed when that warehouse is used).
+`BigQueryWarehouse` / `bigquery_client` and `LocalWarehouse` are imported lazily
+(google-cloud-bigquery and duckdb are only needed when that warehouse is used).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from plex_etl.warehouse.base import (
     WarehouseColumn,
     WarehouseError,
 )
-from plex_etl.warehouse.local import LocalWarehouse
 
 if TYPE_CHECKING:
     from plex_etl.warehouse.bigquery import BigQueryWarehouse, bigquery_client
+    from plex_etl.warehouse.local import LocalWarehouse
 
 __all__ = [
     "LOADED_AT_COLUMN",
@@ -43,4 +43,8 @@ def __getattr__(name: str) -> Any:
         from plex_etl.warehouse import bigquery
 
         return getattr(bigquery, name)
+    if name == "LocalWarehouse":
+        from plex_etl.warehouse.local import LocalWarehouse
+
+        return LocalWarehouse
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

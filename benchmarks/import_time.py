@@ -1,0 +1,58 @@
+"""Time to import the code location against a bare `import dagster` (issue 14).
+
+    .venv/bin/python -m benchmarks.import_time            # 9 interleaved rounds
+    .venv/bin/python -m benchmarks.import_time --runs 15 --ref main   # also another checkout
+
+Every import runs in a fresh interpreter (wall time of the whole process, as `dagster`
+and every run's step subprocess pay it); the variants alternate round by round so the
+noise of a shared machine hits them alike; medians are reported, with the ratio to the
+bare `import dagster` of the same rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed_import(module: str, root: Path) -> float:
+    """Seconds for a fresh interpreter to import `module` with `root` first on the path."""
+    env = dict(os.environ, PYTHONPATH=str(root))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], env=env, cwd=root, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--ref", action="append", default=[], metavar="DIR",
+                        help="another checkout whose plex_etl.definitions to time as well")
+    args = parser.parse_args(argv)
+    variants = {"import dagster": ("dagster", REPO), "import plex_etl.definitions": ("plex_etl.definitions", REPO)}
+    for ref in args.ref:
+        variants[f"import plex_etl.definitions ({ref})"] = ("plex_etl.definitions", Path(ref).resolve())
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(args.runs):
+        for label, (module, root) in variants.items():
+            times[label].append(timed_import(module, root))
+    base = statistics.median(times["import dagster"])
+    print("| import | median s | x import dagster (medians) | x import dagster (median of rounds) | runs (s) |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, values in times.items():
+        median = statistics.median(values)
+        per_round = statistics.median(v / d for v, d in zip(values, times["import dagster"], strict=True))
+        runs = ", ".join(f"{v:.2f}" for v in values)
+        print(f"| `{label}` | {median:.2f} | {median / base:.2f}x | {per_round:.2f}x | {runs} |")
+
+
+if __name__ == "__main__":
+    main()
