@@ -89,20 +89,29 @@ def test_table_layout(harness: sc.Harness, warehouse: BigQueryWarehouse) -> None
     assert not table2.clustering_fields
 
 
-def test_emulator_limitation_bignumeric_beyond_38_digits_fails_cleanly(
-    harness: sc.Harness, warehouse: BigQueryWarehouse
-) -> None:
-    """Real BigQuery loads this; the emulator's DuckDB misreads Parquet decimals wider than
-    38 digits and the load job fails. The failed load job must leave the target as it was
-    and drop the staging table (the path any load-job failure takes)."""
-    col = WarehouseColumn("big", pa.decimal256(50, 10), "BIGNUMERIC(50, 10)", "VARCHAR")
-    t = TargetTable(harness.dataset, "bignum", (sc.ID, col), ("id",))
-    warehouse.load(t, [sc.batch(t, sc.D1, [{"id": 1, "big": None}])], sc.D1, sc.D1)
-    before = harness.rows("bignum", loaded_at=True)
-    value = Decimal("1234567890123456789012345678901234567890.0123456789")
-    with pytest.raises(WarehouseError, match=r"\.bignum: Parquet load of chunk 1"):
-        warehouse.load(t, [sc.batch(t, sc.D1, [{"id": 2, "big": value}])], sc.D1, sc.D1)
-    assert harness.rows("bignum", loaded_at=True) == before
+def test_decimal_extremes(harness: sc.Harness, warehouse: BigQueryWarehouse) -> None:
+    """NUMERIC at its extremes (BIGINT UNSIGNED max, DECIMAL(38,9) +-max) lands exactly.
+    BIGNUMERIC is staged as exact text and CAST in the swap: real BigQuery holds every
+    DECIMAL(65,30), (38,10), (38,0) value; the emulator stores BIGNUMERIC as DuckDB
+    DECIMAL(38,18) (values within it: scenario every_mapped_type_loads). Beyond it the load
+    fails naming table, column and the MySQL value, the target left as it was."""
+    numeric = sc.decimal_target(harness, "numeric_extremes", ("u64", "d38_9"))
+    rows = [{"id": i, **{c: sc.DECIMAL_EXTREMES[c][1][i] for c in ("u64", "d38_9")}} for i in (0, 1)]
+    warehouse.load(numeric, [sc.batch(numeric, sc.D1, sc.mysql_rows(numeric, rows))], sc.D1, sc.D1)
+    assert sc.decimal_values(harness, "numeric_extremes") == {
+        r["id"]: {c: Decimal(v) for c, v in r.items() if c != "id"} for r in rows
+    }
+    for column in ("d65_30", "d38_10", "d38_0"):
+        t = sc.decimal_target(harness, f"wide_{column}", (column,))
+        value = sc.DECIMAL_EXTREMES[column][1][1]
+        warehouse.load(t, [sc.batch(t, sc.D1, sc.mysql_rows(t, [{"id": 1, column: "1"}]))],
+                       sc.D1, sc.D1)
+        before = harness.rows(f"wide_{column}", loaded_at=True)
+        wide = sc.mysql_rows(t, [{"id": 2, column: value}])
+        with pytest.raises(WarehouseError) as info:
+            warehouse.load(t, [sc.batch(t, sc.D1, wide)], sc.D1, sc.D1)
+        assert f".wide_{column}: column {column}: MySQL value {value} " in str(info.value)
+        assert harness.rows(f"wide_{column}", loaded_at=True) == before
     assert harness.staging_leftovers() == []
 
 
