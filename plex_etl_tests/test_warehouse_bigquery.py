@@ -5,7 +5,10 @@ behaviour (table layout, client construction, a known emulator limitation).
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pyarrow as pa
@@ -16,6 +19,7 @@ from plex_etl.warehouse.bigquery import (
     STAGING_INFIX,
     BigQueryWarehouse,
     bigquery_client,
+    check_staged_rows,
     field_type,
     normalize_type,
 )
@@ -155,3 +159,67 @@ def test_concurrent_loads_of_one_table(harness: sc.Harness, warehouse: BigQueryW
         d: 10 for d in days
     }
     assert harness.staging_leftovers() == []
+
+
+def _jobs_since(warehouse: BigQueryWarehouse, since: dt.datetime) -> list:
+    return [j for j in warehouse.client.list_jobs(min_creation_time=since) if j.created >= since]
+
+
+def test_stream_is_read_to_the_end_before_the_one_load_job(
+    harness: sc.Harness, warehouse: BigQueryWarehouse
+) -> None:
+    """Five chunks give one load job and one query job (the swap), all created after the
+    batches iterator was exhausted: the MySQL snapshot ends before any BigQuery wait."""
+    t = sc.simple_target(harness, "spooled")
+    warehouse.load(t, [], sc.D1, sc.D1)  # the table exists: only the load's own jobs below
+    exhausted: list[dt.datetime] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for i in range(5):
+            yield sc.batch(t, sc.D1, sc.people(range(i * 100, i * 100 + 100)))
+            time.sleep(0.05)
+        exhausted.append(dt.datetime.now(dt.UTC))
+
+    started = dt.datetime.now(dt.UTC)
+    result = warehouse.load(t, batches(), sc.D1, sc.D1)
+    assert result.rows == 500 and result.chunks == 5
+    jobs = _jobs_since(warehouse, started)
+    assert sorted(j.job_type for j in jobs) == ["load", "query"]
+    assert exhausted and min(j.created for j in jobs) >= exhausted[0]
+    assert warehouse.count_by_partition(harness.dataset, "spooled", sc.D1, sc.D1) == {sc.D1: 500}
+
+
+def test_vanished_staging_table_fails_the_load(harness: sc.Harness, warehouse: BigQueryWarehouse) -> None:
+    """The load job never recreates the staging table (CREATE_NEVER): if it vanished, the
+    load fails and the target keeps its rows."""
+    t = sc.simple_target(harness, "vanishing")
+    warehouse.load(t, [sc.batch(t, sc.D1, sc.people([1, 2]))], sc.D1, sc.D1)
+    before = harness.rows("vanishing", loaded_at=True)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield sc.batch(t, sc.D1, sc.people([3]))
+        for name in harness.staging_leftovers():  # the expiration, a cleanup, an operator...
+            warehouse.client.delete_table(f"{warehouse.project}.{harness.dataset}.{name}")
+
+    with pytest.raises(WarehouseError, match=r"\.vanishing: Parquet load into staging table .* failed"):
+        warehouse.load(t, batches(), sc.D1, sc.D1)
+    assert harness.rows("vanishing", loaded_at=True) == before
+    assert harness.staging_leftovers() == []
+
+
+def test_staged_row_count_must_equal_rows_read() -> None:
+    check_staged_rows("d.t", "t__staging_1", 10, 10)
+    with pytest.raises(WarehouseError, match=r"d\.t: staging table t__staging_1 holds 9 rows but 10 were read"):
+        check_staged_rows("d.t", "t__staging_1", 9, 10)
+
+
+def test_upsert_script_bounds_the_key_delete() -> None:
+    """The key DELETE only searches the partitions that hold a staged key (found first)."""
+    from plex_etl.warehouse.bigquery import replace_script
+
+    t = TargetTable("d", "t", (sc.ID, sc.NAME), ("id",))
+    sql = replace_script("`p.d.t`", "`p.d.s`", t, sc.D1, None, "upsert")
+    assert sql.startswith("DECLARE moved_days ARRAY<DATE>;\nBEGIN TRANSACTION;")
+    assert "DELETE FROM `p.d.t` t WHERE t.`_etl_partition_date` >= DATE '2025-03-01';" in sql
+    assert "WHERE t.`_etl_partition_date` IN UNNEST(moved_days) AND EXISTS" in sql
+    assert "moved_days" not in replace_script("`p.d.t`", "`p.d.s`", t, sc.D1, sc.D1, "replace")

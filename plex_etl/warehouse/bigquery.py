@@ -328,11 +328,7 @@ class BigQueryWarehouse:
             staged = int(next(iter(self._run(
                 f"SELECT COUNT(*) FROM {self._ref(target.dataset, staging.table_id)}"
             ).result(retry=self.retry, timeout=self.job_timeout)))[0])
-        if int(staged) != rows:
-            raise WarehouseError(
-                f"{name}: staging table {staging.table_id} holds {staged} rows but {rows} were "
-                "read; target left unchanged"
-            )
+        check_staged_rows(name, staging.table_id, int(staged), rows)
 
     def _ensure_target(self, target: TargetTable) -> tuple[str, ...]:
         """Create the target table, or add its missing columns; returns the added ones."""
@@ -538,6 +534,15 @@ def wait_for_job(
                     "(request_timeout_seconds); cancelled"
                 ) from None
             log.info("%s: waiting for BigQuery job %s (%.0f s so far)", what, job.job_id, waited)
+
+
+def check_staged_rows(table: str, staging: str, staged: int, read: int) -> None:
+    """Raise a WarehouseError unless the staging table holds exactly the rows read."""
+    if staged != read:
+        raise WarehouseError(
+            f"{table}: staging table {staging} holds {staged:,} rows but {read:,} were read; "
+            "target left unchanged"
+        )
 
 
 def _message(e: gexc.GoogleAPIError) -> str:
