@@ -454,6 +454,41 @@ def scenario_every_mapped_type_loads(h: Harness) -> None:
     assert h.staging_leftovers() == []
 
 
+def scenario_latest_view_and_orphans(h: Harness) -> None:
+    """The `_latest` view reads the literal latest snapshot; orphan checks judge a snapshot
+    parent by its latest snapshot and the child's rows within the given days."""
+    from plex_etl.warehouse.queries import latest_partition, latest_view_sql, orphan_query
+
+    shop = simple_target(h, "shop")
+    h.wh.load(shop, [batch(shop, D1, people([1, 2, 3])), batch(shop, D2, people([1, 2]))], D1, D2)
+    assert latest_partition(h.wh, h.dataset, "shop") == D2
+    h.wh.create_view(h.dataset, "shop_latest", latest_view_sql(h.dataset, "shop", D2))
+    got = h.wh.query(f"SELECT id FROM {h.dataset}.shop_latest ORDER BY id").to_pylist()
+    assert got == [{"id": 1}, {"id": 2}]
+
+    shop_id = WarehouseColumn("shop_id", pa.int64(), "INT64", "BIGINT")
+    sale = simple_target(h, "sale", shop_id)
+    h.wh.load(sale, [batch(sale, D1, [{"id": 1, "shop_id": 1}, {"id": 2, "shop_id": 3}]),
+                     batch(sale, D2, [{"id": 3, "shop_id": 2}, {"id": 4, "shop_id": 9},
+                                      {"id": 5, "shop_id": None}])], D1, D2)
+
+    def orphans(**kwargs: Any) -> tuple[int, list[dict[str, Any]]]:
+        q = orphan_query(h.dataset, "sale", ("shop_id",), "shop", ("id",), **kwargs)
+        n = int(h.wh.query(q.count_sql).column(0)[0].as_py())
+        return n, h.wh.query(q.examples_sql).to_pylist()
+
+    # Shop 3 is gone from the latest snapshot: sale 2 is now an orphan, like sale 4.
+    assert orphans(parent_is_dated=False, parent_latest=D2) == (2, [{"shop_id": 3}, {"shop_id": 9}])
+    assert orphans(parent_is_dated=False) == (1, [{"shop_id": 9}])  # any snapshot
+    assert orphans(parent_is_dated=False, parent_latest=D2, start=D2, end=D2) == (1, [{"shop_id": 9}])
+    assert orphans(parent_is_dated=False, parent_latest=D2, end=D1) == (1, [{"shop_id": 3}])
+    # A dated parent: only the child's rows within the parent's loaded days are judged.
+    h.wh.load(shop, [batch(shop, D2, people([1, 2]))], D2, D2)
+    h.wh.delete_partitions_before(h.dataset, "shop", D2)
+    assert orphans(parent_is_dated=True) == (1, [{"shop_id": 9}])
+    assert h.staging_leftovers() == []
+
+
 # Every scenario above, run by each warehouse's test module against its own harness.
 SCENARIOS = [
     scenario_create_and_reload,
@@ -464,4 +499,5 @@ SCENARIOS = [
     scenario_types_round_trip,
     scenario_counts_retention_views,
     scenario_every_mapped_type_loads,
+    scenario_latest_view_and_orphans,
 ]
