@@ -1,11 +1,25 @@
 """The BigQuery warehouse.
 
-A load creates a staging table (unique name, expiring after a few hours as a safety net),
-sends each chunk as one Parquet load job (in-memory buffer, WRITE_APPEND: no Cloud Storage,
-no streaming inserts), and only when the stream is exhausted adds the new columns to the
-target and runs one multi-statement transaction (DELETE the loaded partitions [and, for
-upsert, the staged keys], INSERT ... SELECT FROM staging). The staging table is dropped
-afterwards, also on failure. Partition decorators are not used.
+A table load costs at most two BigQuery jobs, whatever its row count:
+1. it creates a staging table (unique name, expiring after a few hours as a safety net; an
+   API call, not a job) and spools the whole stream into one local Parquet file (one row
+   group per chunk: memory stays flat; the folder is claimed and cleaned like the local
+   warehouse's, `local.spool`). The stream is exhausted before any job exists, so the MySQL
+   snapshot ends when the read ends, never during a BigQuery wait;
+2. ONE load job sends the file into the staging table (CREATE_NEVER: a staging table that
+   vanished fails the load instead of being recreated empty); its `output_rows` must equal
+   the rows read;
+3. ONE script (after the new columns are added to the target, which BigQuery cannot do in a
+   transaction) runs one transaction: DELETE the loaded partitions (a partition filter
+   alone), for upsert find the partitions outside them that hold a staged key and delete
+   those keys there only, INSERT ... SELECT FROM staging. A transaction aborted by a
+   concurrent one is retried with jittered backoff.
+JSON and BIGNUMERIC are staged as STRING and converted in the swap (`_from_staging`): BigQuery
+loads no JSON from Parquet, and decimal text keeps every BIGNUMERIC digit whatever a Parquet
+decimal256 reader does; a value that does not convert fails the load naming table, column and
+value. Every job is waited for by `wait_for_job` (a log line every 30 s, cancelled after
+`job_timeout`). The staging table is dropped afterwards, also on failure. Partition
+decorators are not used.
 
 The endpoint is the only thing that differs for tests (a local emulator): see
 `bigquery_client(..., api_endpoint=...)`.
