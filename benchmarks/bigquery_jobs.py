@@ -8,8 +8,10 @@ Builds (or reuses) the demo Plex database `plexetl_bench_plex_<scale>` (benchmar
 loads every included table through `BigQueryWarehouse`, one load per table over all its days
 (a snapshot table: today). Counts the load and query jobs of each table load at the proxy and
 prints one JSON line: table loads, load jobs, query jobs, jobs per table load (max), rows,
-seconds, and the projected wait for jobs of a full Plex load (one load per table) at 3 s and
-10 s per job, next to the chunk-per-job path it replaced (one load job per chunk).
+seconds, and the projected time of a full Plex load (one load per table, sequential) at 3 s
+and 10 s per job: table loads x (fixed cost + jobs x delay) + rows x cost per row, the fixed
+and per-row costs fitted (least squares) on this run's table loads outside their job waits.
+Also the job waits of the chunk-per-job path it replaced (one load job per chunk + the swap).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result = warehouse.load(spec.target, stream, start, today, mode=load_mode(spec))
                 after = proxy.snapshot()
                 per_load.append({
-                    "table": spec.target.name, "rows": result.rows, "chunks": result.chunks,
+                    "table": spec.target.name, "rows": result.rows, "bytes": result.bytes, "chunks": result.chunks,
                     "chunk_rows": spec.plan.chunk_rows, "seconds": round(time.monotonic() - t1, 2),
                     "load_jobs": after["load"] - before["load"], "query_jobs": after["query"] - before["query"],
                 })
@@ -97,6 +99,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # table's rows scaled up and its chunk size.
     old_jobs_full = sum(max(1, math.ceil(p["rows"] / options.scale / p["chunk_rows"])) + 1 for p in per_load)
     jobs_full = sum(jobs)  # one load per table: the same job count at any scale
+    # Time outside the job waits, per table load: fixed + per row (least squares over the
+    # table loads), to project the full database: loads x (fixed + jobs x delay) + rows x rate.
+    xs = [p["rows"] for p in per_load]
+    ys = [p["seconds"] - j * options.delay for p, j in zip(per_load, jobs, strict=True)]
+    mx, my = sum(xs) / loads, sum(ys) / loads
+    spread = sum((x - mx) ** 2 for x in xs)
+    per_row = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / spread if spread else 0.0
+    fixed = my - per_row * mx
+
+    def projected_minutes(delay: float) -> float:
+        return round((loads * fixed + jobs_full * delay + per_row * FULL_PLEX_ROWS) / 60, 1)
+
     summary = {
         "scale": options.scale,
         "delay_seconds_per_job": options.delay,
@@ -109,7 +123,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "chunks": sum(p["chunks"] for p in per_load),
         "seconds": round(seconds, 1),
         "job_wait_seconds": round(sum(jobs) * options.delay, 1),
+        "seconds_per_table_load_fixed": round(fixed, 2),
+        "seconds_per_million_rows": round(per_row * 1e6, 2),
         "full_plex_rows": FULL_PLEX_ROWS,
+        "projected_full_plex_minutes_at_3s": projected_minutes(3.0),
+        "projected_full_plex_minutes_at_10s": projected_minutes(10.0),
         "full_plex_jobs": jobs_full,
         "full_plex_job_wait_minutes_at_3s": round(jobs_full * 3 / 60, 1),
         "full_plex_job_wait_minutes_at_10s": round(jobs_full * 10 / 60, 1),
