@@ -207,6 +207,27 @@ def test_vanished_staging_table_fails_the_load(harness: sc.Harness, warehouse: B
     assert harness.staging_leftovers() == []
 
 
+def test_local_spool_is_removed_and_stale_ones_cleaned(
+    harness: sc.Harness, warehouse: BigQueryWarehouse, tmp_path
+) -> None:
+    """The spool folder goes after the load; a killed load's folder (dead owner) goes at the next."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f"plex_etl_{harness.dataset}_spooled_old"
+    stale.mkdir()
+    (stale / "owner").write_text(f"{socket.gethostname()} {dead}\n")
+    (stale / "stage.parquet").write_bytes(b"x")
+    wh = BigQueryWarehouse(warehouse.client, warehouse.location, retry=warehouse.retry,
+                           job_retry=None, job_timeout=warehouse.job_timeout, staging_dir=tmp_path)
+    t = sc.simple_target(harness, "spool_dir")
+    assert wh.load(t, [sc.batch(t, sc.D1, sc.people([1, 2]))], sc.D1, sc.D1).rows == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_staged_row_count_must_equal_rows_read() -> None:
     check_staged_rows("d.t", "t__staging_1", 10, 10)
     with pytest.raises(WarehouseError, match=r"d\.t: staging table t__staging_1 holds 9 rows but 10 were read"):
