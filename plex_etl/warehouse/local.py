@@ -374,6 +374,7 @@ def spool(
     stream: BatchStream,
     staged_type: Callable[[pa.Field], pa.DataType],
     staging_dir: str | Path | None = None,
+    compression: str = "zstd",
 ) -> Iterator[tuple[Path | None, int]]:
     """Consume `stream` into one Parquet file, one row group per chunk (memory stays flat),
     in a per-load staging folder; yields (file, bytes), file None when no row was read.
@@ -391,12 +392,12 @@ def spool(
     ) as tmp:
         path = Path(tmp) / STAGING_FILE
         claim_staging(Path(tmp))
-        nbytes = _write_parquet(stream, path, staged_type)
+        nbytes = _write_parquet(stream, path, staged_type, compression)
         yield (path if stream.chunks else None), nbytes
 
 
 def _write_parquet(
-    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType]
+    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], compression: str
 ) -> int:
     """Write every batch as one row group of a Parquet file; returns its size in bytes."""
     schema = stream.schema
@@ -414,7 +415,7 @@ def _write_parquet(
                 )
             if writer is None:
                 # Microsecond timestamps: what BigQuery and DuckDB read exactly.
-                writer = pq.ParquetWriter(path, staged_schema, compression="zstd",
+                writer = pq.ParquetWriter(path, staged_schema, compression=compression,
                                           coerce_timestamps="us")
             writer.write_batch(batch)
     finally:
