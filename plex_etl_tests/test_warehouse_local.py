@@ -70,6 +70,21 @@ def test_wide_decimal_is_exact_into_decimal38(harness: sc.Harness) -> None:
     assert harness.rows("wide")[0]["amount"] == value
 
 
+def test_decimal_extremes_round_trip_exactly(harness: sc.Harness) -> None:
+    """BIGINT UNSIGNED max, DECIMAL(38,9), (65,30), (38,10), (38,0) at their positive and
+    negative extremes (and the smallest DECIMAL(65,30) step) land exactly."""
+    t = sc.decimal_target(harness, "extremes")
+    texts = [{"id": i} | {c: values[i] for c, (_, values) in sc.DECIMAL_EXTREMES.items() if i < len(values)}
+             for i in range(3)]
+    harness.wh.load(t, [sc.batch(t, sc.D1, sc.mysql_rows(t, texts))], sc.D1, sc.D1)
+    assert sc.decimal_values(harness, "extremes") == {
+        r["id"]: {c: Decimal(r[c]) if c in r else None for c in sc.DECIMAL_EXTREMES} for r in texts
+    }
+    # Wide values are exact text, never exponent notation.
+    got = harness.wh.query("SELECT d65_30 FROM plex_analytics.extremes WHERE id = 2").column(0)
+    assert got.to_pylist() == ["0.000000000000000000000000000001"]
+
+
 def test_batches_are_matched_by_name_and_cast(harness: sc.Harness) -> None:
     t = sc.simple_target(harness, "loose")
     # columns in another order, int32 ids, large strings

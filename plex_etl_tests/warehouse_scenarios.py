@@ -47,6 +47,12 @@ class Harness:
             return column.bigquery_type
         return column.local_type
 
+    def canonical(self, type_name: str) -> str:
+        """One spelling per type (DuckDB reports `TIMESTAMP WITH TIME ZONE` for TIMESTAMPTZ)."""
+        from plex_etl.defs.checks import normalise_type
+
+        return normalise_type(type_name)
+
     def rows(self, table: str, *, loaded_at: bool = False) -> list[dict[str, Any]]:
         """All rows of `table`, sorted; without _etl_loaded_at unless asked."""
         got = self.wh.query(f"SELECT * FROM {self.dataset}.{table}").to_pylist()
@@ -353,6 +359,136 @@ def scenario_counts_retention_views(h: Harness) -> None:
         h.wh.query(f"SELECT nope FROM {h.dataset}.missing")
 
 
+# ---------------------------------------------------------------------- the type map's types
+# MySQL DECIMAL (and BIGINT UNSIGNED) values at their extremes, as MySQL prints them.
+DECIMAL_EXTREMES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "u64": ("bigint(20) unsigned", ("18446744073709551615", "0")),
+    "d38_9": ("decimal(38,9)", ("99999999999999999999999999999.999999999",
+                                "-99999999999999999999999999999.999999999")),
+    "d65_30": ("decimal(65,30)", (
+        "99999999999999999999999999999999999.999999999999999999999999999999",
+        "-99999999999999999999999999999999999.999999999999999999999999999999",
+        "0.000000000000000000000000000001")),
+    "d38_10": ("decimal(38,10)", ("9999999999999999999999999999.9999999999",
+                                  "-9999999999999999999999999999.9999999999")),
+    "d38_0": ("decimal(38,0)", ("99999999999999999999999999999999999999",
+                                "-99999999999999999999999999999999999999")),
+}
+# Values of the same columns with at most 20 integer and 18 fractional digits.
+DECIMAL_MODERATE: dict[str, str] = {
+    "u64": "9223372036854775808", "d38_9": "-12345678901234567890.123456789",
+    "d65_30": "-12345678901234567890.123456789012345678", "d38_10": "1234567890123456789.0123456789",
+    "d38_0": "-12345678901234567890",
+}
+
+
+def mapped_column(name: str, column_type: str, override: str | None = None) -> WarehouseColumn:
+    """A warehouse column exactly as the type map maps the MySQL `column_type`."""
+    from plex_etl.catalog.model import Column
+    from plex_etl.typemap import map_column
+
+    data_type = column_type.split("(")[0].split()[0]
+    m = map_column(Column(name=name, ordinal=1, column_type=column_type, data_type=data_type,
+                          nullable=True), override)
+    return WarehouseColumn(name, m.arrow_type, m.bigquery_type, m.local_type)
+
+
+def decimal_target(h: Harness, name: str, columns: Sequence[str] = tuple(DECIMAL_EXTREMES)) -> TargetTable:
+    cols = tuple(mapped_column(c, DECIMAL_EXTREMES[c][0]) for c in columns)
+    return TargetTable(h.dataset, name, (ID, *cols), ("id",))
+
+
+def mysql_rows(target: TargetTable, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of MySQL text converted by the type map (as extraction does): id kept."""
+    from plex_etl.typemap import MappedType, convert
+
+    out = [{"id": r["id"]} for r in rows]
+    for c in target.columns[1:]:
+        texts = [r.get(c.name) for r in rows]
+        raw = pa.array([None if t is None else t.encode() for t in texts], pa.binary())
+        mapped = MappedType(c.arrow_type, c.bigquery_type, c.local_type, "{column}", "decimal")
+        values, _ = convert(raw, mapped, c.name)
+        for o, v in zip(out, values.to_pylist(), strict=True):
+            o[c.name] = v
+    return out
+
+
+def decimal_values(h: Harness, table: str) -> dict[int, dict[str, Decimal | None]]:
+    """Rows of a decimal table by id, values as Decimal (local keeps wide ones as text)."""
+    got = {}
+    for r in h.rows(table):
+        key = r.pop("id")
+        got[key] = {
+            k: None if v is None else Decimal(str(v)) for k, v in r.items() if k != PARTITION_COLUMN
+        }
+    return got
+
+
+def scenario_every_mapped_type_loads(h: Harness) -> None:
+    """One column per MySQL type of the type map's documentation (every type it produces),
+    loaded with NULLs, plus decimal values every warehouse holds exactly."""
+    from plex_etl.typemap import DOC_EXAMPLES, TypeMappingError
+
+    cols: list[WarehouseColumn] = []
+    for i, (column_type, override) in enumerate(DOC_EXAMPLES):
+        try:
+            cols.append(mapped_column(f"c{i}", column_type, override))
+        except TypeMappingError:
+            continue
+    t = TargetTable(h.dataset, "every_type", (ID, *cols), ("id",))
+    h.wh.load(t, [batch(t, D1, [{"id": 1}])], D1, D1)
+    reported = h.wh.columns(h.dataset, "every_type")
+    assert reported is not None
+    wrong = {c.name: (c.bigquery_type, c.local_type, reported[c.name]) for c in cols
+             if h.canonical(reported[c.name]) != h.canonical(h.type_of(c))}
+    assert not wrong, wrong
+    assert [r["id"] for r in h.rows("every_type")] == [1]
+
+    d = decimal_target(h, "moderate_decimals")
+    rows = mysql_rows(d, [{"id": 1, **DECIMAL_MODERATE}, {"id": 2}])
+    h.wh.load(d, [batch(d, D1, rows)], D1, D1)
+    assert decimal_values(h, "moderate_decimals") == {
+        1: {c: Decimal(v) for c, v in DECIMAL_MODERATE.items()},
+        2: dict.fromkeys(DECIMAL_MODERATE),
+    }
+    assert h.staging_leftovers() == []
+
+
+def scenario_latest_view_and_orphans(h: Harness) -> None:
+    """The `_latest` view reads the literal latest snapshot; orphan checks judge a snapshot
+    parent by its latest snapshot and the child's rows within the given days."""
+    from plex_etl.warehouse.queries import latest_partition, latest_view_sql, orphan_query
+
+    shop = simple_target(h, "shop")
+    h.wh.load(shop, [batch(shop, D1, people([1, 2, 3])), batch(shop, D2, people([1, 2]))], D1, D2)
+    assert latest_partition(h.wh, h.dataset, "shop") == D2
+    h.wh.create_view(h.dataset, "shop_latest", latest_view_sql(h.dataset, "shop", D2))
+    got = h.wh.query(f"SELECT id FROM {h.dataset}.shop_latest ORDER BY id").to_pylist()
+    assert got == [{"id": 1}, {"id": 2}]
+
+    shop_id = WarehouseColumn("shop_id", pa.int64(), "INT64", "BIGINT")
+    sale = simple_target(h, "sale", shop_id)
+    h.wh.load(sale, [batch(sale, D1, [{"id": 1, "shop_id": 1}, {"id": 2, "shop_id": 3}]),
+                     batch(sale, D2, [{"id": 3, "shop_id": 2}, {"id": 4, "shop_id": 9},
+                                      {"id": 5, "shop_id": None}])], D1, D2)
+
+    def orphans(**kwargs: Any) -> tuple[int, list[dict[str, Any]]]:
+        q = orphan_query(h.dataset, "sale", ("shop_id",), "shop", ("id",), **kwargs)
+        n = int(h.wh.query(q.count_sql).column(0)[0].as_py())
+        return n, h.wh.query(q.examples_sql).to_pylist()
+
+    # Shop 3 is gone from the latest snapshot: sale 2 is now an orphan, like sale 4.
+    assert orphans(parent_is_dated=False, parent_latest=D2) == (2, [{"shop_id": 3}, {"shop_id": 9}])
+    assert orphans(parent_is_dated=False) == (1, [{"shop_id": 9}])  # any snapshot
+    assert orphans(parent_is_dated=False, parent_latest=D2, start=D2, end=D2) == (1, [{"shop_id": 9}])
+    assert orphans(parent_is_dated=False, parent_latest=D2, end=D1) == (1, [{"shop_id": 3}])
+    # A dated parent: only the child's rows within the parent's loaded days are judged.
+    h.wh.load(shop, [batch(shop, D2, people([1, 2]))], D2, D2)
+    h.wh.delete_partitions_before(h.dataset, "shop", D2)
+    assert orphans(parent_is_dated=True) == (1, [{"shop_id": 9}])
+    assert h.staging_leftovers() == []
+
+
 # Every scenario above, run by each warehouse's test module against its own harness.
 SCENARIOS = [
     scenario_create_and_reload,
@@ -362,4 +498,6 @@ SCENARIOS = [
     scenario_partition_out_of_range,
     scenario_types_round_trip,
     scenario_counts_retention_views,
+    scenario_every_mapped_type_loads,
+    scenario_latest_view_and_orphans,
 ]

@@ -16,7 +16,7 @@ from plex_etl.extract.stream import PartitionStream, describe_days
 from plex_etl.reconcile import reconcile_table
 from plex_etl.sources import Source
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
-from plex_etl.warehouse.queries import orphan_query
+from plex_etl.warehouse.queries import latest_partition, orphan_query
 
 SCHEMA_CHECK = "schema_matches_catalog"
 ROW_COUNT_CHECK = "row_count_matches_mysql"
@@ -169,10 +169,12 @@ def orphan_result(
             severity=dg.AssetCheckSeverity.WARN, description=f"not loaded yet: {', '.join(missing)}",
         )
     names = {c.name: c.warehouse_name or c.name for c in (*child.columns, *parent.columns)}
+    parent_is_dated = plan.tables[rel.referenced_table].strategy != "snapshot"
     query = orphan_query(
         dataset, child_table, tuple(names[c] for c in rel.columns),
         parent_table, tuple(names[c] for c in rel.referenced_columns),
-        parent_is_dated=plan.tables[rel.referenced_table].strategy != "snapshot",
+        parent_is_dated=parent_is_dated,
+        parent_latest=None if parent_is_dated else latest_partition(store, dataset, parent_table),
     )
     orphans = int(store.query(query.count_sql).column(0)[0].as_py())
     examples = store.query(query.examples_sql).to_pylist() if orphans else []

@@ -8,7 +8,8 @@ from plex_etl.defs.resources import WarehouseResource
 from plex_etl.extract.spec import load_mode
 from plex_etl.extract.stream import PartitionStream, describe_days
 from plex_etl.typemap import FIXES
-from plex_etl.warehouse.base import PARTITION_COLUMN, LoadResult, Warehouse
+from plex_etl.warehouse.base import LoadResult, Warehouse
+from plex_etl.warehouse.queries import latest_view_sql
 
 
 def column_schema(stream: PartitionStream) -> dg.TableSchema:
@@ -111,9 +112,6 @@ def keep_snapshots(warehouse: Warehouse, stream: PartitionStream) -> int:
     cutoff = stream.end - dt.timedelta(days=stream.spec.retention_days)
     expired = warehouse.delete_partitions_before(target.dataset, target.name, cutoff)
     warehouse.create_view(
-        target.dataset,
-        f"{target.name}_latest",
-        f"SELECT * FROM {target.dataset}.{target.name} WHERE {PARTITION_COLUMN} = "
-        f"(SELECT MAX({PARTITION_COLUMN}) FROM {target.dataset}.{target.name})",
+        target.dataset, f"{target.name}_latest", latest_view_sql(target.dataset, target.name, stream.end)
     )
     return expired

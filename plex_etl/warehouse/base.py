@@ -282,6 +282,27 @@ class BatchStream:
             self.rows_by_partition[day] = self.rows_by_partition.get(day, 0) + n
 
 
+def decimal_text(values: pa.Array) -> pa.Array:
+    """Exact plain text of a decimal array ('-12.50', '0.000001', never '1E-6').
+
+    Arrow prints small scaled values in exponent notation; those few are re-printed."""
+    text = pc.cast(values, pa.string())
+    mask = pc.fill_null(pc.match_substring(text, "E"), False)
+    if not pc.any(mask).as_py():
+        return text
+    plain = [format(v, "f") for v in pc.filter(values, mask).to_pylist()]
+    return pc.replace_with_mask(text, mask, pa.array(plain, pa.string()))
+
+
+def stage_array(values: pa.Array, staged: pa.DataType) -> pa.Array:
+    """`values` as the staged type of its column: unchanged, decimal as exact text, or cast."""
+    if values.type == staged:
+        return values
+    if pa.types.is_decimal(values.type) and pa.types.is_string(staged):
+        return decimal_text(values)
+    return values.cast(staged)
+
+
 # ---------------------------------------------------------------------------------------
 # Change capture (plex_etl.cdc): a merge of changed rows and deleted keys per table, and the
 # binary-log position each table has reached, committed in one transaction.

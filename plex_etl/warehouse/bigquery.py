@@ -1,11 +1,25 @@
 """The BigQuery warehouse.
 
-A load creates a staging table (unique name, expiring after a few hours as a safety net),
-sends each chunk as one Parquet load job (in-memory buffer, WRITE_APPEND: no Cloud Storage,
-no streaming inserts), and only when the stream is exhausted adds the new columns to the
-target and runs one multi-statement transaction (DELETE the loaded partitions [and, for
-upsert, the staged keys], INSERT ... SELECT FROM staging). The staging table is dropped
-afterwards, also on failure. Partition decorators are not used.
+A table load costs at most two BigQuery jobs, whatever its row count:
+1. it creates a staging table (unique name, expiring after a few hours as a safety net; an
+   API call, not a job) and spools the whole stream into one local Parquet file (one row
+   group per chunk: memory stays flat; the folder is claimed and cleaned like the local
+   warehouse's, `local.spool`). The stream is exhausted before any job exists, so the MySQL
+   snapshot ends when the read ends, never during a BigQuery wait;
+2. ONE load job sends the file into the staging table (CREATE_NEVER: a staging table that
+   vanished fails the load instead of being recreated empty); its `output_rows` must equal
+   the rows read;
+3. ONE script (after the new columns are added to the target, which BigQuery cannot do in a
+   transaction) runs one transaction: DELETE the loaded partitions (a partition filter
+   alone), for upsert find the partitions outside them that hold a staged key and delete
+   those keys there only, INSERT ... SELECT FROM staging. A transaction aborted by a
+   concurrent one is retried with jittered backoff.
+JSON and BIGNUMERIC are staged as STRING and converted in the swap (`_from_staging`): BigQuery
+loads no JSON from Parquet, and decimal text keeps every BIGNUMERIC digit whatever a Parquet
+decimal256 reader does; a value that does not convert fails the load naming table, column and
+value. Every job is waited for by `wait_for_job` (a log line every 30 s, cancelled after
+`job_timeout`). The staging table is dropped afterwards, also on failure. Partition
+decorators are not used.
 
 The endpoint is the only thing that differs for tests (a local emulator): see
 `bigquery_client(..., api_endpoint=...)`.
@@ -16,12 +30,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
-import io
 import logging
+import random
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -47,7 +63,9 @@ from plex_etl.warehouse.base import (
     check_mode,
     day_range,
     key_text_sql,
+    stage_array,
 )
+from plex_etl.warehouse.local import spool
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +87,7 @@ _TYPE_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\
 # is idempotent, it re-reads the staging table).
 _CONCURRENT = ("concurrent update", "could not serialize", "transaction is aborted",
                "failed to commit")
-_TRANSACTION_ATTEMPTS = 3
+_TRANSACTION_ATTEMPTS = 4
 
 
 def bigquery_client(
@@ -158,7 +176,10 @@ class BigQueryWarehouse:
         job_retry: Retry | None = DEFAULT_JOB_RETRY,
         job_timeout: float | None = None,
         staging_expiration: dt.timedelta = STAGING_EXPIRATION,
+        staging_dir: str | Path | None = None,
     ) -> None:
+        """`staging_dir`: where each load spools its Parquet file before the one load job
+        (default: the system temp dir; leftovers of killed loads are removed by the next)."""
         self.client = client
         self.project = client.project
         self.location = location or client.location
@@ -166,6 +187,7 @@ class BigQueryWarehouse:
         self.job_retry = job_retry
         self.job_timeout = job_timeout
         self.staging_expiration = staging_expiration
+        self.staging_dir = staging_dir
 
     def __repr__(self) -> str:
         return f"BigQueryWarehouse(project={self.project!r}, location={self.location!r})"
@@ -271,10 +293,15 @@ class BigQueryWarehouse:
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{name}: cannot prepare the load: {_message(e)}") from e
 
-        nbytes = 0
+        staged_types = _staged_arrow_types(target)
         try:
-            for batch in stream:
-                nbytes += self._load_chunk(target, staging, batch, stream.chunks)
+            # The whole stream goes to a local spool first: the source's snapshot ends when
+            # the read ends, before any BigQuery job is created or waited for.
+            # Snappy: the codec BigQuery's Parquet loads have always accepted.
+            with spool(stream, lambda f: staged_types.get(f.name, f.type), self.staging_dir,
+                       compression="snappy") as (path, nbytes):
+                if path is not None:
+                    self._load_staging(target, staging, path, nbytes, stream.rows)
             added = self._ensure_target(target)
             self._replace(target, staging_name, start, end, mode)
         except gexc.GoogleAPIError as e:
@@ -293,31 +320,36 @@ class BigQueryWarehouse:
             added_columns=added,
         )
 
-    def _load_chunk(
-        self, target: TargetTable, staging: bigquery.Table, batch: pa.RecordBatch, chunk: int
-    ) -> int:
-        buf = io.BytesIO()
-        pq.write_table(
-            pa.Table.from_batches([batch]), buf, compression="snappy", coerce_timestamps="us"
-        )
-        size = buf.tell()
-        buf.seek(0)
+    def _load_staging(
+        self, target: TargetTable, staging: bigquery.Table, path: Path, size: int, rows: int
+    ) -> None:
+        """One Parquet load job of the spooled file into the (existing) staging table, then
+        the check that it holds every row read."""
+        name = target.qualified_name
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            # A staging table that vanished fails the load instead of being recreated empty.
+            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
         )
         upload: dict[str, Any] = {} if self.job_timeout is None else {"timeout": self.job_timeout}
-        job = self.client.load_table_from_file(
-            buf, staging, job_config=config, size=size, location=self.location, **upload
-        )
         try:
-            job.result(retry=self.retry, timeout=self.job_timeout)
+            with path.open("rb") as file:
+                job = self.client.load_table_from_file(
+                    file, staging, job_config=config, size=size, location=self.location, **upload
+                )
+            wait_for_job(job, f"{name}: Parquet load into staging", timeout=self.job_timeout,
+                         retry=self.retry)
         except gexc.GoogleAPIError as e:
             raise WarehouseError(
-                f"{target.qualified_name}: Parquet load of chunk {chunk} into staging failed: "
-                f"{_message(e)}"
+                f"{name}: Parquet load into staging table {staging.table_id} failed: {_message(e)}"
             ) from e
-        return size
+        staged = job.output_rows
+        if staged is None:  # not reported: count
+            staged = int(next(iter(self._run(
+                f"SELECT COUNT(*) FROM {self._ref(target.dataset, staging.table_id)}"
+            ).result(retry=self.retry, timeout=self.job_timeout)))[0])
+        check_staged_rows(name, staging.table_id, int(staged), rows)
 
     def _ensure_target(self, target: TargetTable) -> tuple[str, ...]:
         """Create the target table, or add its missing columns; returns the added ones."""
@@ -366,43 +398,9 @@ class BigQueryWarehouse:
         self, target: TargetTable, staging_name: str, start: dt.date | None, end: dt.date | None,
         mode: str,
     ) -> None:
-        ref = self._ref(target.dataset, target.name)
-        stg = self._ref(target.dataset, staging_name)
-        cols = [_q(c.name) for c in target.columns]
-        part = _q(PARTITION_COLUMN)
-        # The partition range alone: BigQuery deletes whole partitions without a scan.
-        deletes = [f"DELETE FROM {ref} t WHERE {day_range(part, start, end)};"]
-        source = stg
-        if mode == "upsert":
-            # Staged keys that live in another partition: the row moved to a loaded day.
-            keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
-            deletes.append(f"DELETE FROM {ref} t WHERE EXISTS (SELECT 1 FROM {stg} s WHERE {keys});")
-            pk = ", ".join(_q(k) for k in target.primary_key)
-            # A key staged twice lands once (the row of the latest partition).
-            source = (
-                f"(SELECT * FROM {stg} WHERE TRUE QUALIFY ROW_NUMBER() OVER "
-                f"(PARTITION BY {pk} ORDER BY {part} DESC) = 1)"
-            )
-        column_list = ", ".join([*cols, part])
-        # JSON is staged as STRING (BigQuery cannot load JSON from Parquet): parse it here.
-        # MySQL accepts any JSON number; PARSE_JSON's default (exact) mode fails the whole load
-        # on one beyond float64/INT64 precision, 'round' keeps the document (number rounded).
-        select_list = ", ".join(
-            [
-                *(
-                    f"PARSE_JSON({_q(c.name)}, wide_number_mode => 'round')"
-                    if _is_json(c.bigquery_type) else _q(c.name)
-                    for c in target.columns
-                ),
-                part,
-            ]
-        )
-        sql = (
-            "BEGIN TRANSACTION;\n"
-            + "\n".join(deletes) + "\n"
-            f"INSERT INTO {ref} ({column_list}, {_q(LOADED_AT_COLUMN)})\n"
-            f"SELECT {select_list}, CURRENT_TIMESTAMP() FROM {source};\n"
-            "COMMIT TRANSACTION;"
+        sql = replace_script(
+            self._ref(target.dataset, target.name), self._ref(target.dataset, staging_name),
+            target, start, end, mode,
         )
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
@@ -411,10 +409,37 @@ class BigQueryWarehouse:
             except gexc.GoogleAPIError as e:
                 text = _message(e).lower()
                 if attempt == _TRANSACTION_ATTEMPTS or not any(c in text for c in _CONCURRENT):
+                    self._explain_failure(target, staging_name)
                     raise
-                log.info("%s: transaction aborted by a concurrent one, retrying: %s",
-                         target.qualified_name, _message(e))
-                time.sleep(2.0 * attempt)
+                # Jittered backoff: concurrent loads of one table must not retry in lockstep.
+                delay = min(2.0 ** attempt, 30.0) * random.uniform(0.5, 1.5)
+                log.info("%s: transaction aborted by a concurrent one, retrying in %.1f s: %s",
+                         target.qualified_name, delay, _message(e))
+                time.sleep(delay)
+
+    def _explain_failure(self, target: TargetTable, staging_name: str) -> None:
+        """After a failed swap: raise a WarehouseError naming the column and the MySQL value
+        when a staged BIGNUMERIC text does not convert (else return: the caller re-raises)."""
+        wide = [c.name for c in target.columns if _staged_as_text(c.bigquery_type) == "BIGNUMERIC"]
+        if not wide:
+            return
+        probes = ", ".join(
+            f"MIN(IF({_q(c)} IS NOT NULL AND SAFE_CAST({_q(c)} AS BIGNUMERIC) IS NULL, {_q(c)}, NULL))"
+            f" AS {_q(c)}"
+            for c in wide
+        )
+        try:
+            job = self._run(f"SELECT {probes} FROM {self._ref(target.dataset, staging_name)}",
+                            job_retry=None)
+            row = next(iter(job.result(retry=self.retry, timeout=self.job_timeout)))
+        except (gexc.GoogleAPIError, WarehouseError, StopIteration):
+            return
+        for c in wide:
+            if row[c] is not None:
+                raise WarehouseError(
+                    f"{target.qualified_name}: column {c}: MySQL value {row[c]} does not convert "
+                    f"to BIGNUMERIC in this warehouse; target left unchanged"
+                )
 
     # ------------------------------------------------------------------ reads
     def columns(self, dataset: str, table: str) -> dict[str, str] | None:
@@ -546,8 +571,7 @@ class BigQueryWarehouse:
                     part = _q(PARTITION_COLUMN)
                     columns = ", ".join([*(_q(c.name) for c in target.columns), part, _q(LOADED_AT_COLUMN)])
                     select = ", ".join([
-                        *(f"PARSE_JSON({_q(c.name)}, wide_number_mode => 'round')"
-                          if _is_json(c.bigquery_type) else _q(c.name) for c in target.columns),
+                        *(_from_staging(_q(c.name), c.bigquery_type) for c in target.columns),
                         part, "CURRENT_TIMESTAMP()",
                     ])
                     statements.append(
@@ -575,13 +599,20 @@ class BigQueryWarehouse:
     def _cdc_stage(
         self, target: TargetTable, fields: list[bigquery.SchemaField], rows: pa.Table
     ) -> bigquery.Table:
+        """A staging table holding `rows` (columns staged as text converted like a load's)."""
         name = f"{target.name}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
         table = bigquery.Table(self._table_id(target.dataset, name), schema=fields)
         table.expires = dt.datetime.now(dt.UTC) + self.staging_expiration
         table.description = f"plex_etl change-capture staging for {target.qualified_name}"
         table = self.client.create_table(table, retry=self.retry)
-        for i, batch in enumerate(rows.combine_chunks().to_batches(), start=1):
-            self._load_chunk(target, table, batch, i)
+        text = _staged_arrow_types(target)
+        rows = pa.table({
+            n: stage_array(rows[n].combine_chunks(), text[n]) if n in text else rows[n] for n in rows.column_names
+        })
+        with tempfile.TemporaryDirectory(prefix=f"plex_etl_cdc_{target.name}_") as tmp:
+            path = Path(tmp) / "changes.parquet"
+            pq.write_table(rows, path, compression="snappy", coerce_timestamps="us")
+            self._load_staging(target, table, path, path.stat().st_size, rows.num_rows)
         return table
 
     def _ensure_positions(self, dataset: str) -> str:
@@ -655,6 +686,15 @@ def wait_for_job(
             log.info("%s: waiting for BigQuery job %s (%.0f s so far)", what, job.job_id, waited)
 
 
+def check_staged_rows(table: str, staging: str, staged: int, read: int) -> None:
+    """Raise a WarehouseError unless the staging table holds exactly the rows read."""
+    if staged != read:
+        raise WarehouseError(
+            f"{table}: staging table {staging} holds {staged:,} rows but {read:,} were read; "
+            "target left unchanged"
+        )
+
+
 def _message(e: gexc.GoogleAPIError) -> str:
     text = getattr(e, "message", None) or str(e)
     return text.splitlines()[0][:1000] if text else type(e).__name__
@@ -664,17 +704,85 @@ def _data_fields(target: TargetTable) -> list[bigquery.SchemaField]:
     return [schema_field(c.name, c.bigquery_type) for c in target.columns]
 
 
-def _is_json(type_: str) -> bool:
-    return parse_type(type_)[0] == "JSON"
+def _staged_as_text(type_: str) -> str | None:
+    """The target type of a column staged as STRING and converted in the swap, else None.
+
+    - JSON: batch loads of JSON columns accept only CSV, Avro and JSON files, not Parquet.
+    - BIGNUMERIC: staged as exact decimal text, so no Parquet decimal256 reader (BigQuery's
+      or an emulator's) can alter a value; the swap CASTs it, exactly.
+    """
+    base = parse_type(type_)[0]
+    return base if base in ("JSON", "BIGNUMERIC") else None
+
+
+def _from_staging(column: str, type_: str) -> str:
+    """The swap's expression for a staged column (the one place text is converted back)."""
+    kind = _staged_as_text(type_)
+    if kind == "JSON":
+        # MySQL accepts any JSON number; PARSE_JSON's default (exact) mode fails the whole load
+        # on one beyond float64/INT64 precision, 'round' keeps the document (number rounded).
+        return f"PARSE_JSON({column}, wide_number_mode => 'round')"
+    if kind == "BIGNUMERIC":
+        return f"CAST({column} AS BIGNUMERIC)"
+    return column
 
 
 def _staging_fields(target: TargetTable) -> list[bigquery.SchemaField]:
-    """The data columns as staged: like the target, but JSON as STRING (batch loads of
-    JSON columns accept only CSV, Avro and JSON files, not Parquet)."""
+    """The data columns as staged: like the target, but JSON and BIGNUMERIC as STRING."""
     return [
-        schema_field(c.name, "STRING" if _is_json(c.bigquery_type) else c.bigquery_type)
+        schema_field(c.name, "STRING" if _staged_as_text(c.bigquery_type) else c.bigquery_type)
         for c in target.columns
     ]
+
+
+def _staged_arrow_types(target: TargetTable) -> dict[str, pa.DataType]:
+    """Arrow type of the spooled columns that differ from the batches' (staged as text)."""
+    return {c.name: pa.string() for c in target.columns if _staged_as_text(c.bigquery_type)}
+
+
+def replace_script(
+    ref: str, stg: str, target: TargetTable, start: dt.date | None, end: dt.date | None, mode: str
+) -> str:
+    """The swap: one multi-statement transaction from the staging table `stg` into `ref`.
+
+    - the loaded range's partitions are deleted by the partition filter alone (no scan);
+    - upsert: the partitions outside that range that hold a staged key are found first
+      (a read of the key and partition columns only; the table is clustered by the key),
+      and only those partitions are searched for the staged keys to delete;
+    - the staged rows are inserted, a key staged twice once (its latest partition).
+    """
+    cols = [_q(c.name) for c in target.columns]
+    part = _q(PARTITION_COLUMN)
+    declare = ""
+    deletes = [f"DELETE FROM {ref} t WHERE {day_range('t.' + part, start, end)};"]
+    source = stg
+    if mode == "upsert":
+        pk = ", ".join(_q(k) for k in target.primary_key)
+        keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
+        # Variables must be declared at the start of a script, before BEGIN TRANSACTION.
+        declare = "DECLARE moved_days ARRAY<DATE>;\n"
+        deletes += [
+            f"SET moved_days = (SELECT ARRAY_AGG(DISTINCT t.{part}) FROM {ref} t "
+            f"INNER JOIN (SELECT DISTINCT {pk} FROM {stg}) s ON {keys});",
+            f"DELETE FROM {ref} t WHERE t.{part} IN UNNEST(moved_days) "
+            f"AND EXISTS (SELECT 1 FROM {stg} s WHERE {keys});",
+        ]
+        source = (
+            f"(SELECT * FROM {stg} WHERE TRUE QUALIFY ROW_NUMBER() OVER "
+            f"(PARTITION BY {pk} ORDER BY {part} DESC) = 1)"
+        )
+    column_list = ", ".join([*cols, part])
+    select_list = ", ".join(
+        [*(_from_staging(_q(c.name), c.bigquery_type) for c in target.columns), part]
+    )
+    return (
+        declare
+        + "BEGIN TRANSACTION;\n"
+        + "\n".join(deletes) + "\n"
+        f"INSERT INTO {ref} ({column_list}, {_q(LOADED_AT_COLUMN)})\n"
+        f"SELECT {select_list}, CURRENT_TIMESTAMP() FROM {source};\n"
+        "COMMIT TRANSACTION;"
+    )
 
 
 def _clustering(target: TargetTable) -> list[str]:

@@ -17,7 +17,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from plex_etl.warehouse.base import (
     check_mode,
     day_range,
     key_text_sql,
+    stage_array,
 )
 
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -135,15 +136,8 @@ class LocalWarehouse:
         t0 = time.monotonic()
         check_mode(target, mode)
         stream = BatchStream(target, batches, start, end)
-        if self.staging_dir is not None:
-            self.staging_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(
-            prefix=f"plex_etl_{target.dataset}_{target.name}_", dir=self.staging_dir
-        ) as tmp:
-            staged = Path(tmp) / "stage.parquet"
-            claim_staging(Path(tmp))
-            nbytes = _stage(stream, staged, target)
-            added = self._apply(target, staged if stream.chunks else None, start, end, mode)
+        with spool(stream, _staging_type, self.staging_dir) as (staged, nbytes):
+            added = self._apply(target, staged, start, end, mode)
         return LoadResult(
             rows=stream.rows,
             bytes=nbytes,
@@ -428,31 +422,62 @@ def remove_stale_staging(
 
 
 # ---------------------------------------------------------------------- helpers
-def _staging_type(t: pa.DataType) -> pa.DataType:
+def _staging_type(f: pa.Field) -> pa.DataType:
     # DuckDB decimals stop at 38 digits and it reads wider Parquet decimals as DOUBLE:
     # stage them as exact decimal text, cast to the local type on insert.
-    if pa.types.is_decimal(t) and t.precision > _MAX_DUCKDB_DECIMAL:
+    if pa.types.is_decimal(f.type) and f.type.precision > _MAX_DUCKDB_DECIMAL:
         return pa.string()
-    return t
+    return f.type
 
 
-def _stage(stream: BatchStream, path: Path, target: TargetTable) -> int:
+@contextmanager
+def spool(
+    stream: BatchStream,
+    staged_type: Callable[[pa.Field], pa.DataType],
+    staging_dir: str | Path | None = None,
+    compression: str = "zstd",
+) -> Iterator[tuple[Path | None, int]]:
+    """Consume `stream` into one Parquet file, one row group per chunk (memory stays flat),
+    in a per-load staging folder; yields (file, bytes), file None when no row was read.
+
+    The stream is exhausted (the source's snapshot released) before the caller's body runs.
+    `staged_type(field)` gives each column's staged Arrow type (values are cast to it).
+    The folder is `plex_etl_<dataset>_<table>_*` under `staging_dir` (default: the system
+    temp dir), claimed with an `owner` file (see `claim_staging`) and removed on exit.
+    Shared by the local and the BigQuery warehouse."""
+    target = stream.target
+    if staging_dir is not None:
+        Path(staging_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=f"{STAGING_PREFIX}{target.dataset}_{target.name}_", dir=staging_dir
+    ) as tmp:
+        path = Path(tmp) / STAGING_FILE
+        claim_staging(Path(tmp))
+        nbytes = _write_parquet(stream, path, staged_type, compression)
+        yield (path if stream.chunks else None), nbytes
+
+
+def _write_parquet(
+    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], compression: str
+) -> int:
     """Write every batch as one row group of a Parquet file; returns its size in bytes."""
     schema = stream.schema
-    staged_schema = pa.schema([f.with_type(_staging_type(f.type)) for f in schema])
+    staged_schema = pa.schema([f.with_type(staged_type(f)) for f in schema])
     writer: pq.ParquetWriter | None = None
     try:
         for batch in stream:
             if staged_schema != schema:
                 batch = pa.RecordBatch.from_arrays(
                     [
-                        col if col.type == f.type else col.cast(f.type)
+                        stage_array(col, f.type)
                         for col, f in zip(batch.columns, staged_schema, strict=True)
                     ],
                     schema=staged_schema,
                 )
             if writer is None:
-                writer = pq.ParquetWriter(path, staged_schema, compression="zstd")
+                # Microsecond timestamps: what BigQuery and DuckDB read exactly.
+                writer = pq.ParquetWriter(path, staged_schema, compression=compression,
+                                          coerce_timestamps="us")
             writer.write_batch(batch)
     finally:
         if writer is not None:

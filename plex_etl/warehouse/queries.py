@@ -6,9 +6,23 @@ no dialect-specific quoting is needed.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
-from plex_etl.warehouse.base import PARTITION_COLUMN
+from plex_etl.warehouse.base import PARTITION_COLUMN, Warehouse, day_range
+
+
+def latest_view_sql(dataset: str, table: str, day: dt.date) -> str:
+    """The `<table>_latest` view of a snapshot table: the snapshot of `day` only, a literal
+    partition filter (BigQuery reads one partition; re-created at each snapshot load)."""
+    return f"SELECT * FROM {dataset}.{table} WHERE {PARTITION_COLUMN} = DATE '{day.isoformat()}'"
+
+
+def latest_partition(warehouse: Warehouse, dataset: str, table: str) -> dt.date | None:
+    """The newest partition date of a table (None when it has no rows)."""
+    rows = warehouse.query(f"SELECT MAX({PARTITION_COLUMN}) AS latest FROM {dataset}.{table}")
+    value = rows.column(0)[0].as_py() if rows.num_rows else None
+    return value if isinstance(value, dt.date) or value is None else dt.date.fromisoformat(str(value))
 
 
 @dataclass(frozen=True)
@@ -25,14 +39,25 @@ def orphan_query(
     parent_columns: tuple[str, ...],
     parent_is_dated: bool,
     examples: int = 5,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    parent_latest: dt.date | None = None,
 ) -> OrphanQuery:
     """Child rows whose (non-NULL) key has no parent row in the warehouse.
 
-    A dated parent holds only the days loaded so far, so only child rows within the
-    parent's loaded days are judged; a snapshot parent is judged over all its snapshots.
+    Only the child's partitions in [start, end] are judged (None: open; e.g. the days of
+    the load just done). A dated parent holds only the days loaded so far, so only child
+    rows within the parent's loaded days are judged. A snapshot parent is judged by its
+    snapshot of `parent_latest` (see `latest_partition`: a literal, so BigQuery reads one
+    partition), or over all its snapshots when that is None.
     """
     keys = " AND ".join(f"c.{c} IS NOT NULL" for c in child_columns)
     match = " AND ".join(f"p.{p} = c.{c}" for c, p in zip(child_columns, parent_columns, strict=True))
+    if start is not None or end is not None:
+        keys += f" AND {day_range('c.' + PARTITION_COLUMN, start, end)}"
+    if not parent_is_dated and parent_latest is not None:
+        match += f" AND p.{PARTITION_COLUMN} = DATE '{parent_latest.isoformat()}'"
     where = f"{keys} AND NOT EXISTS (SELECT 1 FROM {dataset}.{parent} p WHERE {match})"
     if parent_is_dated:
         where += (
