@@ -553,8 +553,9 @@ def _merge_changes(con: duckdb.DuckDBPyConnection, change: TableChanges, name: s
     ref = f"{quote(target.dataset)}.{quote(target.name)}"
     _ensure_table(con, target)
     upserts = cdc_staging_table(change.upserts, target)
-    staged_schema = pa.schema([f.with_type(_staging_type(f.type)) for f in upserts.schema])
-    upserts = upserts.cast(staged_schema)
+    upserts = pa.table({
+        f.name: stage_array(upserts[f.name].combine_chunks(), _staging_type(f)) for f in upserts.schema
+    })
     pk = target.primary_key
     keys = pa.concat_tables([
         upserts.select(list(pk)),
