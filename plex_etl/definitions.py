@@ -12,13 +12,13 @@ from typing import Any
 
 import dagster as dg
 
-from plex_etl.catalog.plan import pending_review_message
+from plex_etl.catalog.plan import SourcePlan, pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
 from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
-from plex_etl.defs.automation import automation_sensor, reconcile_schedule
-from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks
-from plex_etl.defs.io_manager import WarehouseIOManager
+from plex_etl.defs.automation import reconcile_schedule, tier_interval, tier_sensors, views_sensor
+from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
+from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
 from plex_etl.defs.views import build_view_assets
@@ -28,18 +28,21 @@ from plex_etl.sources import Source, load_sources
 log = logging.getLogger(__name__)
 
 
-def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
-    list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], list[dg.ScheduleDefinition], dict[str, dg.AssetKey]
+def _source_definitions(source: Source, resources: dict[str, Any], warehouse_kind: str) -> tuple[
+    list[dg.AssetsDefinition], list[dg.AssetChecksDefinition], list[dg.ScheduleDefinition], SourcePlan,
+    dict[str, tuple[dg.AssetKey, str]],
 ]:
     catalog, plan = load_source_catalog(source.name)
     if pending := pending_review_message(plan, plan_path(source.name)):
         log.warning(pending)
-    assets = build_source_assets(source, catalog, plan)
+    assets = build_source_assets(source, catalog, plan, warehouse_kind)
     reconciliation = build_reconcile_checks(source, catalog, plan)
-    checks = [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
+    tables = sorted(p.table for p in plan.included)
+    checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
+    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
     schedules = [reconcile_schedule(source, reconciliation)] if reconciliation else []
     table_keys = {
-        warehouse_table_name(source.name, catalog.table(p.table)): table_key(source.name, catalog, p.table)
+        warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)
         for p in plan.included
     }
     # Dagster validates names only when Definitions are resolved: do it per source, so that
@@ -47,7 +50,7 @@ def _source_definitions(source: Source, resources: dict[str, Any]) -> tuple[
     dg.Definitions.validate_loadable(
         dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, resources=resources)
     )
-    return assets, checks, schedules, table_keys
+    return assets, checks, schedules, plan, table_keys
 
 
 def build_definitions() -> dg.Definitions:
@@ -57,19 +60,24 @@ def build_definitions() -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     checks: list[dg.AssetChecksDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
-    table_keys: dict[str, dg.AssetKey] = {}
+    table_keys: dict[str, tuple[dg.AssetKey, str]] = {}
+    plans: dict[str, SourcePlan] = {}
+    loaded: list[Source] = []
     skipped: dict[str, str] = {}
     warehouse = warehouse_from_environment()
+    kind = warehouse.resolved_kind
     resources = {
         "mysql": MySQLResource(),
         "warehouse": warehouse,
-        "warehouse_io_manager": WarehouseIOManager(warehouse=warehouse),
+        "warehouse_io_manager": warehouse_io_manager,
     }
     for source in load_sources().values():
         if not catalog_path(source.name).exists():
             continue  # a source without a catalog yet: `plex-etl discover --source NAME`
         try:
-            source_assets, source_checks, source_schedules, source_keys = _source_definitions(source, resources)
+            source_assets, source_checks, source_schedules, plan, source_keys = _source_definitions(
+                source, resources, kind
+            )
         except Exception as exc:  # one bad source must not take down the others
             skipped[source.name] = f"{type(exc).__name__}: {exc}"
             log.error("source '%s' skipped, its assets are not loaded: %s", source.name, skipped[source.name])
@@ -78,11 +86,17 @@ def build_definitions() -> dg.Definitions:
         checks += source_checks
         schedules += source_schedules
         table_keys.update(source_keys)
-    assets += build_view_assets(table_keys)
+        plans[source.name] = plan
+        loaded.append(source)
+    assets += build_view_assets(
+        {t: key for t, (key, _tier) in table_keys.items()},
+        {t: tier_interval(tier) for t, (_key, tier) in table_keys.items()},
+        kind,
+    )
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        sensors=[automation_sensor(), run_failure_alert],
+        sensors=[*tier_sensors(loaded, plans), views_sensor(), run_failure_alert],
         schedules=schedules,
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,

@@ -90,10 +90,11 @@ def read_bounds(
 
     The first partition also holds the rows dated before it and the undated ones, today's
     partition the rows dated after today: those sides are left open (None), so that every
-    row of the table belongs to exactly one loadable partition.
+    row of the table belongs to exactly one loadable partition. A snapshot reads the whole
+    table as it is now and lands it as today's snapshot, whatever was asked.
     """
     if spec.plan.strategy == "snapshot":
-        return start, end
+        return today, today
     return (None if start <= spec.first_day else start), (None if end >= today else end)
 
 
