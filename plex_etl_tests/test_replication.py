@@ -138,7 +138,7 @@ def test_snapshot_retention_through_the_asset(env):
     """Snapshots older than snapshot_retention_days go at the next load; younger ones stay."""
     import duckdb
 
-    catalog, plan = load_source_catalog("plex")
+    _catalog, plan = load_source_catalog("plex")
     keep = plan.snapshot_retention_days
     first = snapshot_day(materialize(env["defs"], ["plex/stock"], None), "plex__stock")
     old, young = first - dt.timedelta(days=keep + 3), first - dt.timedelta(days=keep - 1)
