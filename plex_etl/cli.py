@@ -135,6 +135,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     warehouse = resource.get()
     counts = []
     for source in _sources_with_catalogs():
+        if args.source and source.name != args.source:
+            continue
         catalog, plan = load_source_catalog(source.name)
         start, today = _window(source, args.days)
         counts += count_tables(source, catalog, plan, warehouse, resource.dataset, start, today)
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
     compare.add_argument("--days", type=int, default=7)
+    compare.add_argument("--source", help="only this source (default: every source with a catalog)")
     compare.set_defaults(func=_cmd_compare)
 
     cleanup = commands.add_parser("cleanup", help="remove staging left behind by killed loads")
