@@ -11,12 +11,14 @@ import pytest
 
 from plex_etl_tests.replication import point_at_test_databases
 
-PLEX_ETL = str(Path(sys.executable).parent / "plex-etl")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, home: Path) -> subprocess.CompletedProcess:
+    """`plex-etl ARGS` (as `python -m plex_etl.cli`, so that this checkout's code runs)."""
     env = dict(os.environ, DAGSTER_HOME=str(home))
-    return subprocess.run([PLEX_ETL, *args], env=env, capture_output=True, text=True, timeout=420)
+    return subprocess.run([sys.executable, "-m", "plex_etl.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=420)
 
 
 @pytest.fixture
