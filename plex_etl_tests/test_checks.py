@@ -89,7 +89,8 @@ def test_row_count_check_fails_when_the_warehouse_lost_rows(env):
 def test_a_failing_blocking_check_stops_the_views(env):
     snapshots = ["plex/medicamentos", "plex/stock", "plex/stocklotes"]
     assert materialize(env["defs"], snapshots, None).success
-    alter(env, f"ALTER TABLE {DATASET}.plex_stock ADD COLUMN gone_in_mysql INTEGER")
+    # A column the catalog does not know, which every load fills (its DEFAULT): an extra column.
+    alter(env, f"ALTER TABLE {DATASET}.plex_stock ADD COLUMN gone_in_mysql INTEGER DEFAULT 1")
     result = materialize(env["defs"], [*snapshots, "views/v_inventory_status"], None, raise_on_error=False)
     checks = evaluations(result)
     assert not checks[f"plex/stock:{SCHEMA_CHECK}"].passed
@@ -98,3 +99,16 @@ def test_a_failing_blocking_check_stops_the_views(env):
     assert result.asset_materializations_for_node("plex__stock")  # the load itself succeeded
     assert not result.asset_materializations_for_node("views__v_inventory_status")
     assert env["warehouse"].columns(DATASET, "v_inventory_status") is None
+
+
+def test_a_column_dropped_in_mysql_is_retired_not_a_failure(env):
+    """After `discover` drops a column from the catalog, the warehouse keeps it with its history;
+    the schema check passes while new loads leave it NULL, and names it."""
+    day = env["day"]
+    assert materialize(env["defs"], ["plex/factcabecera"], day).success
+    alter(env, f"ALTER TABLE {DATASET}.plex_factcabecera ADD COLUMN dropped_in_mysql INTEGER",
+          f"UPDATE {DATASET}.plex_factcabecera SET dropped_in_mysql = 7")  # its history
+    result = materialize(env["defs"], ["plex/factcabecera"], day)
+    check = evaluations(result)[f"plex/factcabecera:{SCHEMA_CHECK}"]
+    assert check.passed and "retired (dropped in MySQL, history kept): dropped_in_mysql" in check.description
+    assert check.metadata["retired_columns"].text == "dropped_in_mysql"

@@ -19,7 +19,7 @@ from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_t
 from plex_etl.extract.stream import describe_days
 from plex_etl.reconcile import reconcile_table
 from plex_etl.sources import Source
-from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
+from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
 from plex_etl.warehouse.queries import orphan_query
 
 SCHEMA_CHECK = "schema_matches_catalog"
@@ -54,29 +54,55 @@ def schema_problems(warehouse: Warehouse, spec: ReplicatedTable) -> tuple[list[s
     return missing, extra, retyped
 
 
-def schema_check(warehouse: Warehouse, spec: ReplicatedTable, key: dg.AssetKey) -> dg.AssetCheckResult:
-    """The warehouse table has exactly the catalog's mapped columns and types."""
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def retired_columns(warehouse: Warehouse, spec: ReplicatedTable, extra: list[str],
+                    figures: "LoadFigures | None") -> list[str]:
+    """Extra columns that the last load left NULL in every row: dropped in MySQL (and in the
+    catalog by `discover`), kept in the warehouse with their history (see docs/design-notes.md)."""
+    if figures is None or not extra:
+        return []
+    target = spec.target
+    plain = [c for c in extra if _PLAIN_NAME.match(c)]
+    if not plain:
+        return []
+    counts = ", ".join(f"COUNT({c}) AS {c}" for c in plain)
+    where = day_range(PARTITION_COLUMN, figures.start, figures.end)
+    row = warehouse.query(f"SELECT {counts} FROM {target.dataset}.{target.name} WHERE {where}").to_pylist()
+    values = row[0] if row else {}
+    return [c for c in plain if not values.get(c)]
+
+
+def schema_check(warehouse: Warehouse, spec: ReplicatedTable, key: dg.AssetKey,
+                 figures: "LoadFigures | None" = None) -> dg.AssetCheckResult:
+    """The warehouse table has exactly the catalog's mapped columns and types; a column dropped
+    in MySQL may stay (retired) as long as the last load wrote only NULLs into it."""
     missing, extra, retyped = schema_problems(warehouse, spec)
+    retired = retired_columns(warehouse, spec, extra, figures)
+    extra = [c for c in extra if c not in retired]
     problems = []
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
     if extra:
         problems.append(
-            f"extra columns: {', '.join(extra)} (dropped or renamed in MySQL? see docs/design-notes.md, "
-            "schema evolution)"
+            f"extra columns: {', '.join(extra)} (not in the catalog and not NULL in the last load; "
+            "see docs/design-notes.md, schema evolution)"
         )
     if retyped:
         problems.append(f"retyped columns: {'; '.join(retyped)}")
     expected = len(spec.target.columns) + 2
+    note = f"; retired (dropped in MySQL, history kept): {', '.join(retired)}" if retired else ""
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=SCHEMA_CHECK,
         passed=not problems,
-        description="; ".join(problems) or f"{expected} columns as in the catalog",
+        description="; ".join(problems) or f"{expected} columns as in the catalog{note}",
         metadata={
             "missing_columns": dg.IntMetadataValue(len(missing)),
             "extra_columns": dg.IntMetadataValue(len(extra)),
             "retyped_columns": dg.IntMetadataValue(len(retyped)),
+            "retired_columns": dg.TextMetadataValue(", ".join(retired) or "none"),
             "problems": dg.TextMetadataValue("\n".join(problems) or "none"),
         },
     )
@@ -171,11 +197,11 @@ def build_table_checks(source: str, catalog: Catalog, plan: SourcePlan, table: s
         store = warehouse.get()
         spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
         selected = {k.name for k in context.selected_asset_check_keys}
+        materialization = run_materialization(context, key)
+        figures = LoadFigures.from_metadata(materialization.metadata) if materialization else None
         if SCHEMA_CHECK in selected:
-            yield schema_check(store, spec, key)
+            yield schema_check(store, spec, key, figures)
         if ROW_COUNT_CHECK in selected:
-            materialization = run_materialization(context, key)
-            figures = LoadFigures.from_metadata(materialization.metadata) if materialization else None
             if figures is None:
                 yield dg.AssetCheckResult(
                     asset_key=key, check_name=ROW_COUNT_CHECK, passed=False,
