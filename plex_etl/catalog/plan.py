@@ -11,7 +11,7 @@ survive. Strategies (see DESIGN.md):
   parent, when the parent is itself a child), is in D;
 - `upsert`: rows created or modified on D (`COALESCE(modified_column, created_column)`),
   merged by primary key;
-- `snapshot`: the whole table as read when materialized; only today's partition.
+- `snapshot`: the whole table as read when materialized, landed as today's snapshot (an unpartitioned asset).
 """
 
 from __future__ import annotations
