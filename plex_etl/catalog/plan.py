@@ -214,17 +214,6 @@ def _child_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) 
     return []
 
 
-def child_chain(plan: SourcePlan, catalog: Catalog, table: str) -> list[tuple[str, str]]:
-    """The (relationship, referenced table) hops from a child to the table that holds the date."""
-    hops = []
-    current = plan.tables[table]
-    while current.strategy == "child":
-        rel = catalog.relationship(current.parent or "")
-        hops.append((rel.name, rel.referenced_table))
-        current = plan.tables[rel.referenced_table]
-    return hops
-
-
 # --- proposals -------------------------------------------------------------------------
 
 _EVENT_NAMES = ("emision", "fechahora", "fecha", "fechaemision", "fechacompra", "created_at", "created")

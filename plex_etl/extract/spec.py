@@ -37,10 +37,6 @@ class ReplicatedTable:
     def name(self) -> str:
         return self.table.name
 
-    @property
-    def warehouse_table(self) -> str:
-        return self.target.name
-
 
 def warehouse_table_name(source: str, table: Table) -> str:
     """`<source>_<table>`: the names the analysts' queries already use."""
