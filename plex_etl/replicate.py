@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from plex_etl.catalog.naming import latest_view
 from plex_etl.extract.spec import ReplicatedTable, load_mode
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.warehouse.base import PARTITION_COLUMN, LoadResult, Warehouse
@@ -69,7 +70,7 @@ def keep_snapshots(warehouse: Warehouse, spec: ReplicatedTable, day: dt.date | N
     expired = warehouse.delete_partitions_before(target.dataset, target.name, cutoff)
     warehouse.create_view(
         target.dataset,
-        f"{target.name}_latest",
+        latest_view(target.name),
         f"SELECT * FROM {target.dataset}.{target.name} WHERE {PARTITION_COLUMN} = "
         f"(SELECT MAX({PARTITION_COLUMN}) FROM {target.dataset}.{target.name})",
     )

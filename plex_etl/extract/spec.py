@@ -6,11 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 
 from plex_etl.catalog.model import Catalog, Relationship, Table
+from plex_etl.catalog.naming import DEFAULT_DATASET, warehouse_table
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.typemap import MappedType, map_column
 from plex_etl.warehouse.base import TargetTable, WarehouseColumn
-
-DEFAULT_DATASET = "plex_analytics"
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,8 @@ class ReplicatedTable:
 
 
 def warehouse_table_name(source: str, table: Table) -> str:
-    """`<source>_<table>`: the names the analysts' queries already use."""
-    return f"{source}_{table.warehouse_name or table.name}"
+    """`<source>_<table>` (catalog/naming.py): the names the analysts' queries already use."""
+    return warehouse_table(source, table.warehouse_name or table.name)
 
 
 def replicated_table(
