@@ -252,3 +252,11 @@ def test_stream_yields_batches_of_the_table_chunk_size(env):
     assert progress[0].startswith(f"factlineas {env['day']}: chunk 1/{len(sizes)}, 100 rows (100 total, ")
     assert progress[-1].endswith("rows/s)") and len(progress) == len(sizes)
 
+
+
+def test_the_progress_rate_never_reads_0k():
+    from plex_etl.extract.stream import format_rate
+
+    assert [format_rate(r) for r in (0, 312.4, 9_999, 12_500, 180_400)] == [
+        "0 rows/s", "312 rows/s", "9,999 rows/s", "12.5k rows/s", "180k rows/s"
+    ]
