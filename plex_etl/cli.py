@@ -159,8 +159,10 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
 def _cmd_replicate(args: argparse.Namespace) -> int:
     """Materialize the last N days (or all days) and today's snapshots through the Dagster CLI.
 
-    Each source loads in two runs: today's snapshots, then the dated tables over the range
-    (a single-run backfill). The commands are printed so they can be run, or adapted, by hand.
+    Each source loads in two runs: its snapshot tables (unpartitioned: the whole table, as
+    today's snapshot), then the dated tables over the range (a single-run backfill), so that
+    every parent has landed before its children's orphan checks run. The commands are
+    printed so they can be run, or adapted, by hand.
     """
     from plex_etl.catalog.store import load_source_catalog
 
@@ -177,7 +179,7 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
         snapshots = [p.table for p in plan.included if p.strategy == "snapshot"]
         dated = [p.table for p in plan.included if p.strategy != "snapshot"]
         if snapshots:
-            runs.append(["--select", _key_selection(source.name, catalog, snapshots), "--partition", str(today)])
+            runs.append(["--select", _key_selection(source.name, catalog, snapshots)])
         if dated:
             runs.append(["--select", _key_selection(source.name, catalog, dated),
                          "--partition-range", f"{start}...{today}"])
@@ -198,12 +200,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """Print MySQL vs warehouse row counts per table for the last N days."""
     from plex_etl.catalog.store import load_source_catalog
     from plex_etl.compare import count_tables, format_counts
-    from plex_etl.definitions import defs
+    from plex_etl.defs.resources import warehouse_from_environment
 
-    resource = defs.resources["warehouse"]
+    resource = warehouse_from_environment()
     warehouse = resource.get()
     counts = []
     for source in _sources_with_catalogs():
+        if args.source and source.name != args.source:
+            continue
         catalog, plan = load_source_catalog(source.name)
         start, today = _window(source, args.days)
         counts += count_tables(source, catalog, plan, warehouse, resource.dataset, start, today)
@@ -218,12 +222,12 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     import os
 
     from plex_etl.catalog.store import load_source_catalog
-    from plex_etl.definitions import defs
+    from plex_etl.defs.resources import warehouse_from_environment
     from plex_etl.extract.spec import replicated_table
     from plex_etl.mysql import connect
     from plex_etl.reconcile import reconcile_table
 
-    resource = defs.resources["warehouse"]
+    resource = warehouse_from_environment()
     warehouse = resource.get()
     differing = 0
     for source in _sources_with_catalogs():
@@ -247,10 +251,14 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                 # read can leave out, see extract/access.py) is read by the repair.
                 os.environ["PLEX_ETL_KEY_BOUNDS"] = "off"
                 for first, last in _ranges(result.partitions_to_reload(today)):
+                    if spec.plan.strategy == "snapshot":  # unpartitioned: today's snapshot
+                        days = []
+                    elif first == last:
+                        days = ["--partition", str(first)]
+                    else:
+                        days = ["--partition-range", f"{first}...{last}"]
                     code = _materialize(_dagster_base(multiprocess=False), [
-                        "--select", _key_selection(source.name, catalog, [table]),
-                        *(["--partition", str(first)] if first == last
-                          else ["--partition-range", f"{first}...{last}"]),
+                        "--select", _key_selection(source.name, catalog, [table]), *days,
                     ])
                     if code:
                         return code
@@ -353,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="MySQL vs warehouse row counts for the last N days")
     compare.add_argument("--days", type=int, default=7)
+    compare.add_argument("--source", help="only this source (default: every source with a catalog)")
     compare.set_defaults(func=_cmd_compare)
 
     cleanup = commands.add_parser("cleanup", help="remove staging left behind by killed loads")

@@ -63,8 +63,11 @@ def _ssl_context(source: Source) -> ssl.SSLContext | None:
     return context
 
 
-def create_engine(source: Source, **engine_options: Any) -> Engine:
-    """A SQLAlchemy engine (PyMySQL) for the source; sessions run in UTC, utf8mb4."""
+def create_engine(source: Source, *, local_infile: bool = False, **engine_options: Any) -> Engine:
+    """A SQLAlchemy engine (PyMySQL) for the source; sessions run in UTC, utf8mb4.
+
+    `local_infile` (LOAD DATA LOCAL INFILE) is off unless asked: only the demo builder needs
+    it, and a production connection must not let the server read client files."""
     import sqlalchemy as sa
     from sqlalchemy.engine import URL
 
@@ -83,8 +86,9 @@ def create_engine(source: Source, **engine_options: Any) -> Engine:
         "read_timeout": source.read_timeout,
         "write_timeout": source.write_timeout,
         "init_command": "SET time_zone = '+00:00'",
-        "local_infile": True,
     }
+    if local_infile:
+        connect_args["local_infile"] = True
     context = _ssl_context(source)
     if context is not None:
         connect_args["ssl"] = context

@@ -29,8 +29,8 @@ Decisions (docs/type-mapping.md explains them at more length; its table comes fr
 - DECIMAL(p,s) -> NUMERIC(p, s) when s <= 9 and p-s <= 29, else BIGNUMERIC(p, s) when
   p-s <= 38 (s is at most 38 in MariaDB, 30 in MySQL), else STRING holding the exact text.
   Arrow decimal128 for p <= 38, decimal256 above. DuckDB DECIMAL stops at 38 digits, so
-  such columns are VARCHAR locally and the local warehouse passes the arrays through
-  `local_array()` (decimal256 -> exact text) before inserting.
+  such columns are VARCHAR locally and the local warehouse stages them as exact text
+  (warehouse/local.py, `_staging_type`).
 - FLOAT is read as `CAST(col AS DOUBLE)`: the text protocol prints FLOAT with 6
   significant digits only, the cast gives the exact float32 value. DOUBLE text is the
   shortest round-trip repr, parsed with correct rounding: both are exact.
@@ -212,7 +212,7 @@ def _fits_bignumeric(p: int, s: int) -> bool:
 def _decimal(p: int, s: int, bigquery: str, select: str = _PLAIN) -> MappedType:
     """An exact decimal; `bigquery` is "NUMERIC" or "BIGNUMERIC" (caller checked the fit)."""
     arrow = pa.decimal128(p, s) if p <= 38 else pa.decimal256(p, s)
-    # DuckDB DECIMAL holds at most 38 digits: wider values go as exact text (local_array).
+    # DuckDB DECIMAL holds at most 38 digits: wider values go as exact text (the local warehouse stages them so).
     local = f"DECIMAL({p},{s})" if p <= 38 else "VARCHAR"
     return MappedType(arrow, f"{bigquery}({p}, {s})", local, select, "decimal")
 
@@ -579,16 +579,6 @@ def convert(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, d
     values, fixes = _CONVERTERS[mapped.rule](raw, mapped, column)
     assert values.type == mapped.arrow_type, (values.type, mapped)
     return values, fixes
-
-
-def local_array(values: pa.Array, mapped: MappedType) -> pa.Array:
-    """The array to insert in the local (DuckDB) warehouse: decimal256 becomes exact text.
-
-    DuckDB reads no Arrow decimal wider than 38 digits; those columns are VARCHAR there.
-    """
-    if pa.types.is_decimal256(values.type):
-        return pc.cast(values, pa.string())
-    return values
 
 
 # --- documentation -----------------------------------------------------------------------

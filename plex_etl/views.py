@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from plex_etl.catalog.naming import LATEST_SUFFIX
+
 VIEWS_DIR = Path(__file__).parent / "views"
 _TABLE = re.compile(r"\{dataset\}\.([A-Za-z0-9_]+)")
-LATEST_SUFFIX = "_latest"
 
 
 @dataclass(frozen=True)

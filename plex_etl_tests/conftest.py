@@ -63,3 +63,14 @@ def _no_dagster_home_leak(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     # Tests use ephemeral or temporary Dagster instances, never the developer's .dagster_home.
     if "DAGSTER_HOME" in os.environ:
         monkeypatch.setenv("DAGSTER_HOME", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(autouse=True)
+def _drop_scratch_databases():
+    """Drop the scratch databases a test created (test_schema_evolution.scratch_source), even
+    when it failed."""
+    yield
+    from plex_etl_tests.test_schema_evolution import CREATED
+
+    while CREATED:
+        CREATED.pop().drop()

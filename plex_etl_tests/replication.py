@@ -47,11 +47,9 @@ def build_defs(request_timeout_seconds: float | None = None) -> dg.Definitions:
     defs = build_definitions()
     if request_timeout_seconds is None:
         return defs
-    from plex_etl.defs.io_manager import WarehouseIOManager
-
     resources = dict(defs.resources)
     warehouse = resources["warehouse"].model_copy(update={"request_timeout_seconds": request_timeout_seconds})
-    resources.update(warehouse=warehouse, warehouse_io_manager=WarehouseIOManager(warehouse=warehouse))
+    resources.update(warehouse=warehouse)  # the IO manager writes through the `warehouse` resource
     return dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, sensors=defs.sensors, schedules=defs.schedules,
         jobs=defs.jobs, resources=resources,
@@ -67,10 +65,14 @@ def materialize(
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
     """One run over the partitions [start, end] of the selected assets (a single-run backfill);
-    `start=None` for unpartitioned assets."""
+    `start=None` for unpartitioned assets. Days are ignored when every selected asset is
+    unpartitioned (snapshot tables, views)."""
     end = end or start
     tags = {}
     partition_key = None
+    selected = [dg.AssetKey.from_user_string(k) for k in keys]
+    if all(not defs.get_assets_def(k).partitions_def for k in selected):
+        start = None
     if start is None:
         pass
     elif start == end:
@@ -80,10 +82,9 @@ def materialize(
             "dagster/asset_partition_range_start": start.isoformat(),
             "dagster/asset_partition_range_end": end.isoformat(),
         }
-    assets = list(defs.assets or [])
     return dg.materialize(
-        assets,
-        selection=[dg.AssetKey.from_user_string(k) for k in keys],
+        [*(defs.assets or []), *table_checks(defs)],
+        selection=selected,
         partition_key=partition_key,
         tags=tags,
         resources=defs.resources,
@@ -92,6 +93,16 @@ def materialize(
         # A failure shows at once, without the assets' retry delays (test_deploy checks the policy).
         run_config={"execution": {"config": {"retries": {"disabled": {}}}}},
     )
+
+
+def table_checks(defs: dg.Definitions) -> list[dg.AssetChecksDefinition]:
+    """Each table's two blocking checks (not the orphan and whole-table reconciliation checks)."""
+    from plex_etl.defs.checks import ROW_COUNT_CHECK, SCHEMA_CHECK
+
+    return [
+        c for c in defs.asset_checks or []
+        if {k.name for k in c.check_keys} <= {SCHEMA_CHECK, ROW_COUNT_CHECK}
+    ]
 
 
 def mysql_rows(engine: sa.Engine, sql: str) -> list[tuple]:

@@ -9,9 +9,10 @@ import pytest
 
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.defs.assets import build_source_assets
-from plex_etl.defs.automation import AUTOMATION_SENSOR, automation_sensor, freshness_policy
+from plex_etl.defs.automation import VIEWS_SENSOR, freshness_policy, tier_sensors
 from plex_etl.sources import get_source
 
+WHOLE = "whole table"
 TZ = ZoneInfo("America/Argentina/Buenos_Aires")
 CRITICAL = ["asientos", "asientos_detalle", "factlineas"]
 
@@ -23,6 +24,8 @@ def plex_assets(**plan_changes) -> list[dg.AssetsDefinition]:
 
 class Clock:
     """Evaluates the automation conditions at chosen instants, carrying the cursor like the daemon.
+
+    Requested partitions per table; an unpartitioned (snapshot) table requested shows as {WHOLE}.
 
     `loaded` days are recorded as materialized for every table first (a deployment that has
     been running), so that only the ticks' own windows are requested, not gaps.
@@ -38,6 +41,10 @@ class Clock:
 
     def loaded(self, assets: list[dg.AssetsDefinition], partitions: set[str]) -> None:
         for assets_def in assets:
+            if assets_def.partitions_def is None:  # a snapshot table: loaded once is enough
+                if partitions:
+                    self.instance.report_runless_asset_event(dg.AssetMaterialization(assets_def.key))
+                continue
             for partition in sorted(partitions):
                 self.instance.report_runless_asset_event(dg.AssetMaterialization(assets_def.key, partition=partition))
 
@@ -49,6 +56,10 @@ class Clock:
         requested = {}
         for assets_def in self.defs.assets:
             for key in assets_def.keys:
+                if assets_def.partitions_def is None:
+                    if result.get_num_requested(key):
+                        requested[key.path[-1]] = {WHOLE}
+                    continue
                 partitions = result.get_requested_partitions(key)
                 if partitions:
                     requested[key.path[-1]] = set(partitions)
@@ -90,7 +101,7 @@ def test_each_tier_at_its_own_cron(clock_assets):
     six = clock.at(dt.datetime(2026, 11, 27, 6, 1, tzinfo=TZ))
     assert six["factcabecera"] == days(dt.date(2026, 11, 27), 3)  # high: every 6h
     assert six["apppedidos"] == days(dt.date(2026, 11, 27), 3)  # app orders: every 2h
-    assert six["stock"] == {"2026-11-27"}  # master_daily snapshot: today only
+    assert six["stock"] == {WHOLE}  # master_daily snapshot: unpartitioned, the whole table
     assert six["clientes"] == days(dt.date(2026, 11, 27), 3)  # master_daily upsert
     assert "asientos" not in six and "empresas" not in six  # critical at 4/8h, weekly on Sunday
 
@@ -113,10 +124,37 @@ def test_lookback_is_configurable_per_tier():
     assert requested["factlineas"] == days(dt.date(2026, 11, 27), 2)
 
 
-def test_automation_sensor_runs_by_default_and_tables_have_freshness_policies(clock_assets):
-    sensor = automation_sensor()
-    assert sensor.name == AUTOMATION_SENSOR
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+def test_one_running_sensor_per_tier_named_with_cadence_and_time_zone(clock_assets):
+    _catalog, plan = load_source_catalog("plex")
+    sensors = tier_sensors([get_source("plex")], {"plex": plan})
+    names = [s.name for s in sensors]
+    assert names == [
+        "tier_critical_every_4h_Buenos_Aires", "tier_high_every_6h_Buenos_Aires",
+        "tier_standard_every_8h_Buenos_Aires", "tier_app_orders_every_2h_Buenos_Aires",
+        "tier_master_daily_daily_06_00_Buenos_Aires", "tier_master_weekly_weekly_Sun_03_00_Buenos_Aires",
+    ]
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors)
+    graph = Clock(clock_assets).defs.resolve_asset_graph()
+    critical = sensors[0].asset_selection.resolve(graph)
+    assert {k.path[-1] for k in critical} == {p.table for p in plan.included if p.tier == "critical"}
+    covered = [k for s in sensors for k in s.asset_selection.resolve(graph)]
+    assert sorted(covered) == sorted(k for a in clock_assets for k in a.keys)  # each table exactly once
+    description = next(iter(next(a for a in clock_assets if dg.AssetKey(["plex", "factlineas"]) in a.keys).specs))
+    assert "every 4h, America/Argentina/Buenos_Aires" in description.description and "`" not in description.description
+
+
+def test_views_refresh_after_their_tables_and_have_freshness_policies():
+    from plex_etl.definitions import defs
+
+    assert VIEWS_SENSOR in {s.name for s in defs.sensors}
+    views = [a for a in defs.assets if a.group_names_by_key.get(next(iter(a.keys))) == "views"]
+    assert views
+    for view in views:
+        spec = next(iter(view.specs))
+        assert spec.automation_condition is not None and spec.freshness_policy is not None, spec.key
+
+
+def test_tables_have_freshness_policies(clock_assets):
     _catalog, plan = load_source_catalog("plex")
     policy = freshness_policy(plan.tables["factlineas"])
     assert policy.fail_window.to_timedelta() > policy.warn_window.to_timedelta() == dt.timedelta(hours=4)

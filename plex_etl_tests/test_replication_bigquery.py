@@ -83,8 +83,8 @@ def test_date_range_is_one_run_with_one_materialization_per_day(env):
     local.test_date_range_is_one_run_with_one_materialization_per_day(env)
 
 
-def test_snapshot_loads_today_only(env):
-    local.test_snapshot_loads_today_only(env)
+def test_snapshot_asset_is_unpartitioned_and_lands_as_todays_snapshot(env):
+    local.test_snapshot_asset_is_unpartitioned_and_lands_as_todays_snapshot(env)
 
 
 @pytest.mark.parametrize("fail_after", ["first", "middle", "last"])

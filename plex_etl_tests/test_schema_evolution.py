@@ -81,13 +81,19 @@ class Scratch:
         execute(self.server, "information_schema", f"DROP DATABASE IF EXISTS `{self.database}`")
 
 
+# Scratch sources created by the running test: conftest drops their databases at teardown,
+# whether the test passed or failed (a failing test used to leak its database).
+CREATED: list[Scratch] = []
+
+
 def scratch_source(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, *statements: str) -> Scratch:
     """Source `scratch` alone in a new config directory (PLEX_ETL_CONFIG_DIR), on a fresh database
-    `<test prefix>_<name>` built by `statements`, discovered."""
+    `<test prefix>_<name>` built by `statements`, discovered; dropped after the test."""
     server = get_source("plex")  # read before the config directory changes
     database = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_{name}"
     scratch = Scratch(server, database, tmp_path / "config")
     scratch.drop()
+    CREATED.append(scratch)
     execute(server, "information_schema", f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
     scratch.execute(*statements)
     write_sources(scratch.config, server, database)

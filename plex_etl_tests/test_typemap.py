@@ -32,12 +32,12 @@ from plex_etl.typemap import (
     TypeMappingError,
     ValueConversionError,
     convert,
-    local_array,
     map_column,
     markdown_rules,
     markdown_table,
     rule_fixes,
 )
+from plex_etl.warehouse.local import _staging_type
 
 DATABASE = "plexetl_t_typemap"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "type-mapping.md"
@@ -337,6 +337,11 @@ def normalise(value: Any, json_text: bool) -> Any:
     return value
 
 
+def local_array(values: pa.Array) -> pa.Array:
+    """The values as the local warehouse stages them (decimals beyond 38 digits as exact text)."""
+    return values.cast(_staging_type(values.type))
+
+
 def assert_warehouse_accepts(values: pa.Array, mapped: MappedType,
                              con: duckdb.DuckDBPyConnection) -> None:
     # BigQuery: the type table above, and the array writes to Parquet and reads back.
@@ -345,8 +350,8 @@ def assert_warehouse_accepts(values: pa.Array, mapped: MappedType,
     pq.write_table(pa.table({"c": values}), buffer)
     assert pq.read_table(io.BytesIO(buffer.getvalue())).column("c").combine_chunks().equals(
         values)
-    # DuckDB: a column of local_type takes the (local_array) values and gives them back.
-    local = local_array(values, mapped)
+    # DuckDB: a column of local_type takes the values as the local warehouse stages them.
+    local = local_array(values)
     con.execute(f"CREATE OR REPLACE TABLE t (c {mapped.local_type})")
     con.register("arrow_table", pa.table({"c": local}))
     con.execute("INSERT INTO t SELECT c FROM arrow_table")
@@ -755,4 +760,4 @@ def test_decimal256_goes_to_duckdb_as_exact_text() -> None:
     text = "-12345678901234567890123456789012345.123456789012345678901234567891"
     values, _ = convert(pa.array([text.encode()], pa.binary()), mapped, "c")
     assert values.to_pylist() == [Decimal(text)]
-    assert local_array(values, mapped).to_pylist() == [text]
+    assert local_array(values).to_pylist() == [text]

@@ -34,6 +34,21 @@ from collections.abc import Collection, Mapping, Sequence
 
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN
 
+# The warehouse names the analysts' queries already use: one home for each rule.
+DEFAULT_DATASET = "plex_analytics"  # BigQuery dataset / local DuckDB schema
+LATEST_SUFFIX = "_latest"  # `<table>_latest`: the view of a snapshot table's latest snapshot
+
+
+def warehouse_table(source: str, table_name: str) -> str:
+    """`<source>_<table>`: a replicated table's warehouse name (`table_name` is the table's
+    collision-free warehouse name from the catalog)."""
+    return f"{source}_{table_name}"
+
+
+def latest_view(table: str) -> str:
+    """The `_latest` view of a snapshot table's warehouse name."""
+    return f"{table}{LATEST_SUFFIX}"
+
 MAX_LENGTH = 300
 
 

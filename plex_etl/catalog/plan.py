@@ -11,7 +11,7 @@ survive. Strategies (see DESIGN.md):
   parent, when the parent is itself a child), is in D;
 - `upsert`: rows created or modified on D (`COALESCE(modified_column, created_column)`),
   merged by primary key;
-- `snapshot`: the whole table as read when materialized; only today's partition.
+- `snapshot`: the whole table as read when materialized, landed as today's snapshot (an unpartitioned asset).
 """
 
 from __future__ import annotations
@@ -234,17 +234,6 @@ def _child_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) 
         nxt = catalog.relationship(current.parent or "").referenced_table
         current = plan.tables[nxt]
     return []
-
-
-def child_chain(plan: SourcePlan, catalog: Catalog, table: str) -> list[tuple[str, str]]:
-    """The (relationship, referenced table) hops from a child to the table that holds the date."""
-    hops = []
-    current = plan.tables[table]
-    while current.strategy == "child":
-        rel = catalog.relationship(current.parent or "")
-        hops.append((rel.name, rel.referenced_table))
-        current = plan.tables[rel.referenced_table]
-    return hops
 
 
 # --- proposals -------------------------------------------------------------------------

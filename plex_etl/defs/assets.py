@@ -1,4 +1,11 @@
-"""The asset factory: one partitioned asset per replicated table of a source's catalog."""
+"""The asset factory: one asset per replicated table of a source's catalog.
+
+Dated tables (event, child, upsert) are daily-partitioned: partition D holds the rows of day
+D. Snapshot tables have no partitions: each materialization reads the whole table as it is
+now and lands it as today's snapshot (the warehouse keeps one per day, see
+docs/design-notes.md, "Snapshot assets"). Dated tables depend on snapshot tables without
+a per-day mapping, so a past day never waits for a snapshot that cannot exist.
+"""
 
 import datetime as dt
 from zoneinfo import ZoneInfo
@@ -8,16 +15,16 @@ import dagster as dg
 from plex_etl.catalog.graph import TableGraph, table_graph
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.naming import group_name, tag_value
-from plex_etl.catalog.plan import SourcePlan
-from plex_etl.defs.automation import freshness_policy, table_condition
-from plex_etl.defs.checks import row_count_check, schema_check, table_check_specs
+from plex_etl.catalog.plan import SourcePlan, TablePlan
+from plex_etl.defs.automation import freshness_policy, table_condition, tier_schedule_table
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
-from plex_etl.extract.spec import read_bounds, replicated_table
+from plex_etl.extract.spec import ReplicatedTable, read_bounds, replicated_table
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.sources import Source
 
 IO_MANAGER_KEY = "warehouse_io_manager"
+WAREHOUSE_KINDS = {"bigquery": "bigquery", "local": "duckdb"}  # the warehouse kind -> Dagster kind tag
 
 
 def pool_name(source: Source) -> str:
@@ -37,6 +44,51 @@ def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]
     return window.start.date(), (window.end - dt.timedelta(days=1)).date()
 
 
+def source_today(source: Source) -> dt.date:
+    return dt.datetime.now(ZoneInfo(source.time_zone)).date()
+
+
+def is_partitioned(table_plan: TablePlan) -> bool:
+    """Snapshot tables have no partitions (only today could ever load)."""
+    return table_plan.strategy != "snapshot"
+
+
+def column_schema(spec: ReplicatedTable, warehouse_kind: str) -> dg.TableSchema:
+    """The warehouse columns as the catalog maps them, known before the first load."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=c.name,
+                type=c.bigquery_type if warehouse_kind == "bigquery" else c.local_type,
+                description=f"MySQL {col.column_type}",
+                constraints=dg.TableColumnConstraints(nullable=col.nullable),
+            )
+            for c, col in zip(spec.target.columns, spec.table.columns, strict=True)
+        ]
+    )
+
+
+def describe_table(source: Source, plan: SourcePlan, table_plan: TablePlan, table: str) -> str:
+    """Markdown for the UI: what a partition holds, and when the table refreshes."""
+    strategy = {
+        "event": "by day of its date",
+        "child": "by day of its parent row",
+        "upsert": "by day of creation or modification, merged by primary key",
+        "snapshot": "as a whole-table snapshot per day (history kept in the warehouse)",
+    }[table_plan.strategy]
+    how = []
+    if table_plan.partition_columns:
+        how.append(f"date: {', '.join(table_plan.partition_columns)}")
+    if table_plan.parent:
+        how.append(f"parent relationship: {table_plan.parent}")
+    return (
+        f"MySQL table **{source.name}.{table}**, replicated {strategy}"
+        + (f" ({'; '.join(how)})" if how else "")
+        + ".\n\n"
+        + tier_schedule_table(source, plan, table_plan)
+    )
+
+
 def build_table_asset(
     source: Source,
     catalog: Catalog,
@@ -44,22 +96,38 @@ def build_table_asset(
     table: str,
     graph: TableGraph,
     partitions_def: dg.PartitionsDefinition,
+    warehouse_kind: str = "bigquery",
 ) -> dg.AssetsDefinition:
     table_plan = plan.tables[table]
     key = table_key(source.name, catalog, table)
-    broken = [f"{parent}: {why}" for child, parent, why in graph.broken if child == table]
-    description = (
-        f"MySQL `{source.name}.{table}` replicated by day ({table_plan.strategy}"
-        + (f" on {', '.join(table_plan.partition_columns)}" if table_plan.partition_columns else "")
-        + (f" via {table_plan.parent}" if table_plan.parent else "")
-        + ")."
-    )
+    partitioned = is_partitioned(table_plan)
+    spec = replicated_table(catalog, plan, table)
+    not_drawn = [f"{parent}: {why}" for child, parent, why in graph.broken if child == table]
+    deps = []
+    for parent in graph.parents[table]:
+        mapping = None
+        if not partitioned and is_partitioned(plan.tables[parent]):
+            mapping = dg.LastPartitionMapping()  # a snapshot follows its dated parent's latest day
+        deps.append(dg.AssetDep(table_key(source.name, catalog, parent), partition_mapping=mapping))
+    metadata = {
+        "mysql_table": f"{source.name}.{table}",
+        "strategy": table_plan.strategy,
+        "tier": table_plan.tier,
+        "chunk_rows": table_plan.chunk_rows,
+        "warehouse_table": spec.target.name,
+        "dagster/column_schema": column_schema(spec, warehouse_kind),
+    }
+    if not_drawn:
+        metadata["foreign_keys_not_drawn"] = dg.MetadataValue.md(
+            "Relationships not drawn as graph edges (they would close a loop):\n\n"
+            + "\n".join(f"- {line}" for line in not_drawn)
+        )
 
     @dg.asset(
         key=key,
-        deps=[table_key(source.name, catalog, p) for p in graph.parents[table]],
+        deps=deps,
         group_name=group_name(source.name, graph.clusters[table]),
-        kinds={"mysql", "bigquery"},
+        kinds={"mysql", WAREHOUSE_KINDS.get(warehouse_kind, warehouse_kind)},
         tags={
             "plex_etl/source": tag_value(source.name),
             "plex_etl/tier": tag_value(table_plan.tier),
@@ -67,48 +135,31 @@ def build_table_asset(
         },
         pool=pool_name(source),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),  # loads are idempotent
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        partitions_def=partitions_def if partitioned else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
         io_manager_key=IO_MANAGER_KEY,
-        check_specs=table_check_specs(key),
         automation_condition=table_condition(source, plan, table_plan),
         freshness_policy=freshness_policy(table_plan),
-        description=description,
-        metadata={
-            "mysql_table": f"{source.name}.{table}",
-            "strategy": table_plan.strategy,
-            "tier": table_plan.tier,
-            "chunk_rows": table_plan.chunk_rows,
-            "dependency_cycles_broken": "\n".join(broken) or "none",
-        },
+        description=describe_table(source, plan, table_plan, table),
+        metadata=metadata,
     )
-    def _table_asset(
-        context: dg.AssetExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource
-    ):
-        start, end = partition_days(context)
-        today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
-        if table_plan.strategy == "snapshot" and (start, end) != (today, today):
-            raise dg.Failure(
-                f"{source.name}.{table} is replicated as a snapshot (the table as it is now): "
-                f"only today's partition ({today}) can be materialized, not {start}..{end}",
-                allow_retries=False,
-            )
+    def _table_asset(context: dg.AssetExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource):
+        today = source_today(source)
+        start, end = partition_days(context) if partitioned else (today, today)
         spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
         lo, hi = read_bounds(spec, start, end, today)
-        stream = PartitionStream(mysql.source(source.name), spec, lo, hi, progress=context.log.info)
-        yield dg.Output(stream)
-        # The IO manager has consumed the stream and swapped the rows in by now.
-        store = warehouse.get()
-        yield schema_check(store, spec)
-        yield row_count_check(store, stream)
+        # Lazy: nothing is read until the IO manager consumes it (replicate_partition).
+        return dg.Output(PartitionStream(mysql.source(source.name), spec, lo, hi, progress=context.log.info))
 
     return _table_asset
 
 
-def build_source_assets(source: Source, catalog: Catalog, plan: SourcePlan) -> list[dg.AssetsDefinition]:
+def build_source_assets(
+    source: Source, catalog: Catalog, plan: SourcePlan, warehouse_kind: str = "bigquery"
+) -> list[dg.AssetsDefinition]:
     graph = table_graph(catalog, plan)
     partitions_def = daily_partitions(source, plan)
     return [
-        build_table_asset(source, catalog, plan, p.table, graph, partitions_def)
+        build_table_asset(source, catalog, plan, p.table, graph, partitions_def, warehouse_kind)
         for p in sorted(plan.included, key=lambda p: p.table)
     ]

@@ -6,12 +6,17 @@ also picks up late changes to recent days; once a week (Sunday 02:00) every date
 re-loads the last `weekly_catchup_days` partitions. After an outage, each tick also loads
 every missing or failed partition of the last `gap_fill_days` (default 31): the gap closes
 at the first tick without flooding MySQL with the whole history; a longer gap shows in the
-daily reconciliation check, and `plex-etl reconcile --repair` loads it. Snapshot tables
-only ever load today.
-The automation sensor that evaluates these conditions is RUNNING by default.
+daily reconciliation check, and `plex-etl reconcile --repair` loads it.
+Snapshot tables (no partitions) load the whole table at each tick of their tier.
+
+One automation sensor per tier and time zone (`tier_critical_every_4h_Buenos_Aires`, ...),
+RUNNING by default, so the UI shows which tables refresh when and each sensor's ticks
+list only its own tier's requests; the views have their own sensor and refresh after
+their tables.
 """
 
 import datetime as dt
+import re
 
 import dagster as dg
 
@@ -19,7 +24,6 @@ from plex_etl.catalog.plan import TIERS, SourcePlan, TablePlan
 from plex_etl.sources import Source
 
 WEEKLY_CATCHUP_CRON = "0 2 * * 0"
-AUTOMATION_SENSOR = "plex_etl_automation"
 
 
 def window(days: int) -> dg.AutomationCondition:
@@ -40,8 +44,8 @@ def reload_on(cron: str, time_zone: str, days: int, gap_days: int = 0) -> dg.Aut
 
 def table_condition(source: Source, plan: SourcePlan, table: TablePlan) -> dg.AutomationCondition:
     cron = TIERS[table.tier]
-    if table.strategy == "snapshot":
-        condition = reload_on(cron, source.time_zone, 1)
+    if table.strategy == "snapshot":  # unpartitioned: the whole table at each tick
+        condition = dg.AutomationCondition.cron_tick_passed(cron, source.time_zone).since_last_handled()
     else:
         condition = reload_on(cron, source.time_zone, plan.lookback_for(table), plan.gap_fill_days) | reload_on(
             WEEKLY_CATCHUP_CRON, source.time_zone, plan.weekly_catchup_days
@@ -50,7 +54,7 @@ def table_condition(source: Source, plan: SourcePlan, table: TablePlan) -> dg.Au
         condition
         & ~dg.AutomationCondition.in_progress()
         & ~dg.AutomationCondition.backfill_in_progress()
-    ).with_label(f"tier {table.tier} ({cron})")
+    ).with_label(f"tier {table.tier}: {tier_cadence(table.tier)} ({source.time_zone})")
 
 
 def freshness_policy(table: TablePlan) -> dg.FreshnessPolicy:
@@ -68,14 +72,100 @@ def tier_interval(tier: str) -> dt.timedelta:
     return dt.timedelta(days=1)
 
 
-def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+_WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+
+def tier_cadence(tier: str) -> str:
+    """A tier's cron in words: 'every 4h', 'daily 06:00', 'weekly Sun 03:00'."""
+    minute, hour, _day, _month, weekday = TIERS[tier].split()
+    if hour.startswith("*/"):
+        return f"every {hour[2:]}h" + (f" at :{int(minute):02d}" if minute != "0" else "")
+    at = f"{int(hour):02d}:{int(minute):02d}"
+    if weekday != "*":
+        return f"weekly {_WEEKDAYS[int(weekday) % 7]} {at}"
+    return f"daily {at}"
+
+
+def tier_schedule_table(source: Source, plan: SourcePlan, table: TablePlan) -> str:
+    """The refresh schedule of one table, as a Markdown table for its description."""
+    rows = [("tier", table.tier), ("refresh", f"{tier_cadence(table.tier)}, {source.time_zone}")]
+    if table.strategy == "snapshot":
+        rows.append(("each refresh loads", "the whole table, as today's snapshot"))
+    else:
+        rows += [
+            ("each refresh loads", f"the last {plan.lookback_for(table)} days, and missing or failed days "
+                                   f"of the last {plan.gap_fill_days}"),
+            ("weekly catch-up", f"{tier_cadence_of(WEEKLY_CATCHUP_CRON)}: the last {plan.weekly_catchup_days} days"),
+        ]
+    interval = tier_interval(table.tier)
+    fail = interval * 2 + dt.timedelta(hours=1)
+    rows.append(("freshness", f"warning after {_hours(interval)}, failure after {_hours(fail)}"))
+    return "| schedule | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def tier_cadence_of(cron: str) -> str:
+    minute, hour, _day, _month, weekday = cron.split()
+    at = f"{int(hour):02d}:{int(minute):02d}"
+    return f"weekly {_WEEKDAYS[int(weekday) % 7]} {at}" if weekday != "*" else f"daily {at}"
+
+
+def _hours(delta: dt.timedelta) -> str:
+    hours = int(delta.total_seconds() // 3600)
+    return f"{hours // 24} days" if hours % 24 == 0 and hours >= 48 else f"{hours}h"
+
+
+def tier_sensor_name(tier: str, time_zone: str) -> str:
+    """'tier_critical_every_4h_Buenos_Aires': the tier, its cadence and its time zone."""
+    cadence = re.sub(r"[^A-Za-z0-9]+", "_", tier_cadence(tier)).strip("_")
+    zone = re.sub(r"[^A-Za-z0-9]+", "_", time_zone.rsplit("/", 1)[-1]).strip("_")
+    return f"tier_{tier}_{cadence}_{zone}"
+
+
+def tier_sensors(sources: list[Source], plans: dict[str, SourcePlan]) -> list[dg.AutomationConditionSensorDefinition]:
+    """One RUNNING automation sensor per tier and time zone, over the tables of that tier."""
+    by_sensor: dict[tuple[str, str], list[str]] = {}
+    for source in sources:
+        for table in plans[source.name].included:
+            by_sensor.setdefault((table.tier, source.time_zone), [])
+            if source.name not in by_sensor[(table.tier, source.time_zone)]:
+                by_sensor[(table.tier, source.time_zone)].append(source.name)
+    sensors = []
+    order = list(TIERS)
+    for (tier, time_zone), names in sorted(by_sensor.items(), key=lambda i: (order.index(i[0][0]), i[0][1])):
+        in_sources = dg.AssetSelection.tag("plex_etl/source", names[0])
+        for name in names[1:]:
+            in_sources = in_sources | dg.AssetSelection.tag("plex_etl/source", name)
+        sensors.append(dg.AutomationConditionSensorDefinition(
+            tier_sensor_name(tier, time_zone),
+            target=dg.AssetSelection.tag("plex_etl/tier", tier) & in_sources,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=60,
+            description=f"Tier {tier}: {tier_cadence(tier)} ({time_zone}) for the tables of "
+            f"{', '.join(names)} in this tier; each tick reloads their lookback window.",
+        ))
+    return sensors
+
+
+VIEWS_SENSOR = "views_after_their_tables"
+
+
+def views_sensor() -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
-        AUTOMATION_SENSOR,
-        target=dg.AssetSelection.all(),
+        VIEWS_SENSOR,
+        target=dg.AssetSelection.groups("views"),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=60,
-        description="Evaluates each table's tier condition: reloads the lookback window at every tick.",
+        description="Refreshes each analytical view after one of its tables has loaded.",
     )
+
+
+def view_condition() -> dg.AutomationCondition:
+    """A view refreshes once its tables have loaded (and none is loading) since its last refresh."""
+    return (
+        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("after its tables")
 
 
 RECONCILE_CRON = "30 4 * * *"  # off-peak: the pharmacies are closed, the night ticks are done

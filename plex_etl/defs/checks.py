@@ -3,39 +3,31 @@ with itself (no child row without its parent)."""
 
 import datetime as dt
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
+from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_table_name
-from plex_etl.extract.stream import PartitionStream, describe_days
+from plex_etl.extract.stream import describe_days
 from plex_etl.reconcile import reconcile_table
 from plex_etl.sources import Source
-from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
+from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
 from plex_etl.warehouse.queries import latest_partition, orphan_query
 
 SCHEMA_CHECK = "schema_matches_catalog"
 ROW_COUNT_CHECK = "row_count_matches_mysql"
 
-_SYNONYMS = {
-    "INTEGER": "INT64", "INT": "INT64", "BIGINT": "INT64", "FLOAT": "FLOAT64", "DOUBLE": "FLOAT64",
-    "BOOLEAN": "BOOL", "TEXT": "VARCHAR", "STRING": "STRING", "BYTEA": "BLOB",
-    "TIMESTAMP_NS": "TIMESTAMP", "TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE",
-}
-
-
-def normalise_type(type_name: str) -> str:
-    """One spelling per type, so `NUMERIC(20, 0)` equals `NUMERIC(20,0)` and INTEGER equals INT64."""
-    text = re.sub(r"\s*([(),])\s*", r"\1", type_name.strip().upper())
-    base, _, rest = text.partition("(")
-    return _SYNONYMS.get(base, base) + (f"({rest}" if rest else "")
-
 
 def expected_columns(spec: ReplicatedTable, kind: str) -> dict[str, str]:
+    """The warehouse table's columns and types as the catalog maps them, bookkeeping included."""
     columns = {
         c.name: (c.bigquery_type if kind == "bigquery" else c.local_type) for c in spec.target.columns
     }
@@ -44,49 +36,115 @@ def expected_columns(spec: ReplicatedTable, kind: str) -> dict[str, str]:
     return columns
 
 
-def schema_check(warehouse: Warehouse, spec: ReplicatedTable) -> dg.AssetCheckResult:
-    """The warehouse table has exactly the catalog's mapped columns and types."""
+def schema_problems(warehouse: Warehouse, spec: ReplicatedTable) -> tuple[list[str], list[str], list[str]]:
+    """Missing, extra and retyped columns of the warehouse table against the catalog.
+
+    Strict: both sides are spelled by the warehouse's own `normalize_type` and must be equal
+    (INTEGER is not BIGINT, FLOAT is not DOUBLE).
+    """
     actual = warehouse.columns(spec.target.dataset, spec.target.name) or {}
     expected = expected_columns(spec, warehouse.kind)
     missing = [c for c in expected if c not in actual]
     extra = [c for c in actual if c not in expected]
     retyped = [
-        f"{c}: {actual[c]} (expected {expected[c]})"
+        f"{c}: {actual[c]} (expected {warehouse.normalize_type(expected[c])})"
         for c in expected
-        if c in actual and normalise_type(actual[c]) != normalise_type(expected[c])
+        if c in actual and warehouse.normalize_type(actual[c]) != warehouse.normalize_type(expected[c])
     ]
+    return missing, extra, retyped
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def retired_columns(warehouse: Warehouse, spec: ReplicatedTable, extra: list[str],
+                    figures: "LoadFigures | None") -> list[str]:
+    """Extra columns that the last load left NULL in every row: dropped in MySQL (and in the
+    catalog by `discover`), kept in the warehouse with their history (see docs/design-notes.md)."""
+    if figures is None or not extra:
+        return []
+    target = spec.target
+    plain = [c for c in extra if _PLAIN_NAME.match(c)]
+    if not plain:
+        return []
+    counts = ", ".join(f"COUNT({c}) AS {c}" for c in plain)
+    where = day_range(PARTITION_COLUMN, figures.start, figures.end)
+    row = warehouse.query(f"SELECT {counts} FROM {target.dataset}.{target.name} WHERE {where}").to_pylist()
+    values = row[0] if row else {}
+    return [c for c in plain if not values.get(c)]
+
+
+def schema_check(warehouse: Warehouse, spec: ReplicatedTable, key: dg.AssetKey,
+                 figures: "LoadFigures | None" = None) -> dg.AssetCheckResult:
+    """The warehouse table has exactly the catalog's mapped columns and types; a column dropped
+    in MySQL may stay (retired) as long as the last load wrote only NULLs into it."""
+    missing, extra, retyped = schema_problems(warehouse, spec)
+    retired = retired_columns(warehouse, spec, extra, figures)
+    extra = [c for c in extra if c not in retired]
     problems = []
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
     if extra:
-        problems.append(f"extra columns (dropped in MySQL?): {', '.join(extra)}")
+        problems.append(
+            f"extra columns: {', '.join(extra)} (not in the catalog and not NULL in the last load; "
+            "see docs/design-notes.md, schema evolution)"
+        )
     if retyped:
         problems.append(f"retyped columns: {'; '.join(retyped)}")
+    expected = len(spec.target.columns) + 2
+    note = f"; retired (dropped in MySQL, history kept): {', '.join(retired)}" if retired else ""
     return dg.AssetCheckResult(
+        asset_key=key,
         check_name=SCHEMA_CHECK,
         passed=not problems,
-        description="; ".join(problems) or f"{len(expected)} columns as in the catalog",
+        description="; ".join(problems) or f"{expected} columns as in the catalog{note}",
         metadata={
             "missing_columns": dg.IntMetadataValue(len(missing)),
             "extra_columns": dg.IntMetadataValue(len(extra)),
             "retyped_columns": dg.IntMetadataValue(len(retyped)),
+            "retired_columns": dg.TextMetadataValue(", ".join(retired) or "none"),
             "problems": dg.TextMetadataValue("\n".join(problems) or "none"),
         },
     )
 
 
-def row_count_check(warehouse: Warehouse, stream: PartitionStream) -> dg.AssetCheckResult:
-    """Rows landed per partition equal the MySQL count taken in the extraction's snapshot."""
-    target = stream.spec.target
-    landed = warehouse.count_by_partition(target.dataset, target.name, stream.start, stream.end)
-    days = sorted(set(landed) | set(stream.snapshot_counts))
+@dataclass(frozen=True)
+class LoadFigures:
+    """What a materialization's metadata says about its load (written by defs/io_manager.py)."""
+
+    mysql_counts: dict[dt.date, int]
+    start: dt.date | None
+    end: dt.date | None
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> "LoadFigures | None":
+        if MYSQL_COUNTS not in metadata:
+            return None
+
+        def day(name: str) -> dt.date | None:
+            text = metadata[name].value if name in metadata else ""
+            return dt.date.fromisoformat(text) if text else None
+
+        counts = metadata[MYSQL_COUNTS].value or {}
+        return cls({dt.date.fromisoformat(d): int(n) for d, n in counts.items()}, day(LOAD_FIRST_DAY),
+                   day(LOAD_LAST_DAY))
+
+
+def row_count_check(warehouse: Warehouse, spec: ReplicatedTable, figures: LoadFigures, key: dg.AssetKey,
+                    ) -> dg.AssetCheckResult:
+    """Rows landed per day equal the MySQL count taken in the extraction's snapshot."""
+    target = spec.target
+    landed = warehouse.count_by_partition(target.dataset, target.name, figures.start, figures.end)
+    expected = figures.mysql_counts
+    days = sorted(set(landed) | set(expected))
     mismatches = [
-        f"{d}: MySQL {stream.snapshot_counts.get(d, 0):,}, warehouse {landed.get(d, 0):,}"
+        f"{d}: MySQL {expected.get(d, 0):,}, warehouse {landed.get(d, 0):,}"
         for d in days
-        if stream.snapshot_counts.get(d, 0) != landed.get(d, 0)
+        if expected.get(d, 0) != landed.get(d, 0)
     ]
-    mysql_rows, warehouse_rows = stream.expected_rows, sum(landed.values())
+    mysql_rows, warehouse_rows = sum(expected.values()), sum(landed.values())
     return dg.AssetCheckResult(
+        asset_key=key,
         check_name=ROW_COUNT_CHECK,
         passed=not mismatches,
         description="; ".join(mismatches[:10]) or f"{mysql_rows:,} rows in MySQL and in the warehouse",
@@ -94,7 +152,7 @@ def row_count_check(warehouse: Warehouse, stream: PartitionStream) -> dg.AssetCh
             "mysql_rows": dg.IntMetadataValue(mysql_rows),
             "warehouse_rows": dg.IntMetadataValue(warehouse_rows),
             "difference": dg.IntMetadataValue(warehouse_rows - mysql_rows),
-            "days_checked": dg.TextMetadataValue(describe_days(stream.start, stream.end)),
+            "days_checked": dg.TextMetadataValue(describe_days(figures.start, figures.end)),
             "partitions_mismatched": dg.IntMetadataValue(len(mismatches)),
         },
     )
@@ -104,13 +162,55 @@ def table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             SCHEMA_CHECK, asset=key, blocking=True,
-            description="warehouse columns and types equal the catalog's mapped schema",
+            description="warehouse columns and types equal the catalog's mapped schema (strict)",
         ),
         dg.AssetCheckSpec(
             ROW_COUNT_CHECK, asset=key, blocking=True,
-            description="rows landed per partition equal the count in the extraction's MySQL snapshot",
+            description="rows landed per day equal the count in the extraction's MySQL snapshot",
         ),
     ]
+
+
+def run_materialization(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dg.AssetMaterialization | None:
+    """The asset's last materialization in this run, else its latest one (a checks-only run)."""
+    entries = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+    for entry in reversed(entries):
+        materialization = entry.asset_materialization
+        if materialization is not None and materialization.asset_key == key:
+            return materialization
+    latest = context.instance.get_latest_materialization_event(key)
+    return latest.asset_materialization if latest else None
+
+
+def build_table_checks(source: str, catalog: Catalog, plan: SourcePlan, table: str) -> dg.AssetChecksDefinition:
+    """The two blocking checks of one table, in their own step after the load.
+
+    They read the load's MySQL figures from the materialization's metadata (see
+    defs/io_manager.py) and the warehouse's from the warehouse: nothing is handed over in memory.
+    """
+    key = table_key(source, catalog, table)
+
+    @dg.multi_asset_check(
+        name=f"{key.to_python_identifier()}_checks", specs=table_check_specs(key), can_subset=True,
+    )
+    def _table_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+        store = warehouse.get()
+        spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
+        selected = {k.name for k in context.selected_asset_check_keys}
+        materialization = run_materialization(context, key)
+        figures = LoadFigures.from_metadata(materialization.metadata) if materialization else None
+        if SCHEMA_CHECK in selected:
+            yield schema_check(store, spec, key, figures)
+        if ROW_COUNT_CHECK in selected:
+            if figures is None:
+                yield dg.AssetCheckResult(
+                    asset_key=key, check_name=ROW_COUNT_CHECK, passed=False,
+                    description=f"{source}.{table} has no load to compare yet: materialize it first",
+                )
+            else:
+                yield row_count_check(store, spec, figures, key)
+
+    return _table_checks
 
 
 def orphan_check_name(relationship: Relationship) -> str:
@@ -164,9 +264,13 @@ def orphan_result(
     child_table, parent_table = warehouse_table_name(source, child), warehouse_table_name(source, parent)
     missing = [t for t in (child_table, parent_table) if store.columns(dataset, t) is None]
     if missing:
+        # Not a failure: nothing can be judged until both tables have landed once.
         return dg.AssetCheckResult(
-            asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
-            severity=dg.AssetCheckSeverity.WARN, description=f"not loaded yet: {', '.join(missing)}",
+            asset_key=check_key.asset_key, check_name=check_key.name, passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"not judged yet: {', '.join(missing)} not loaded yet",
+            metadata={"judged": dg.BoolMetadataValue(False),
+                      "not_loaded_yet": dg.TextMetadataValue(", ".join(missing))},
         )
     names = {c.name: c.warehouse_name or c.name for c in (*child.columns, *parent.columns)}
     parent_is_dated = plan.tables[rel.referenced_table].strategy != "snapshot"
@@ -186,7 +290,8 @@ def orphan_result(
         severity=dg.AssetCheckSeverity.WARN,
         description=f"{orphans:,} {rel.table} rows without their {rel.referenced_table} row"
         + (f", e.g. {shown}" if shown else ""),
-        metadata={"orphans": dg.IntMetadataValue(orphans), "examples": dg.TextMetadataValue(shown or "none")},
+        metadata={"judged": dg.BoolMetadataValue(True), "orphans": dg.IntMetadataValue(orphans),
+                  "examples": dg.TextMetadataValue(shown or "none")},
     )
 
 

@@ -1,29 +1,24 @@
-"""The IO manager that streams a partition's record batches into the warehouse."""
+"""The IO manager that streams a partition's record batches into the warehouse.
+
+The hand-over is explicit: the asset returns a lazy `PartitionStream`; `handle_output` calls
+the plain domain function `replicate_partition(warehouse, stream)` (plex_etl.replicate) and
+records the `PartitionLoad` it returns as the materialization's metadata. The checks
+(defs/checks.py) read their MySQL figures from that metadata, never from the stream object.
+"""
 
 import datetime as dt
 
 import dagster as dg
 
 from plex_etl.defs.resources import WarehouseResource
-from plex_etl.extract.spec import load_mode
 from plex_etl.extract.stream import PartitionStream, describe_days
+from plex_etl.replicate import PartitionLoad, replicate_partition
 from plex_etl.typemap import FIXES
-from plex_etl.warehouse.base import LoadResult, Warehouse
-from plex_etl.warehouse.queries import latest_view_sql
 
-
-def column_schema(stream: PartitionStream) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=c.name,
-                type=c.bigquery_type,
-                description=f"MySQL {col.column_type}",
-                constraints=dg.TableColumnConstraints(nullable=col.nullable),
-            )
-            for c, col in zip(stream.spec.target.columns, stream.spec.table.columns, strict=True)
-        ]
-    )
+# Metadata keys the checks read back (see defs/checks.py).
+MYSQL_COUNTS = "mysql_snapshot_counts"  # JSON {day: rows} of the read's MySQL snapshot
+LOAD_FIRST_DAY = "load_first_day"  # ISO day, or "" when the range is open (first partition)
+LOAD_LAST_DAY = "load_last_day"  # ISO day, or "" when the range is open (today)
 
 
 def per_partition(counts: dict[dt.date, int], keys: list[str]) -> dict[str, int]:
@@ -37,10 +32,10 @@ def per_partition(counts: dict[dt.date, int], keys: list[str]) -> dict[str, int]
     return rows
 
 
-def partition_metadata(stream: PartitionStream, result: LoadResult, keys: list[str]) -> dict[str, dict]:
+def partition_metadata(load: PartitionLoad, keys: list[str]) -> dict[str, dict]:
     """Each partition's own figures (a range run lands several days in one load)."""
-    landed = per_partition(dict(result.rows_by_partition), keys)
-    mysql = per_partition(stream.snapshot_counts, keys)
+    landed = per_partition(dict(load.load.rows_by_partition), keys)
+    mysql = per_partition(dict(load.mysql_counts), keys)
     return {
         key: {
             "rows": dg.IntMetadataValue(landed[key]),
@@ -51,52 +46,53 @@ def partition_metadata(stream: PartitionStream, result: LoadResult, keys: list[s
     }
 
 
-def load_metadata(stream: PartitionStream, result: LoadResult, kind: str) -> dict:
+def load_metadata(load: PartitionLoad, kind: str) -> dict:
     """Figures of the whole load (the run's range); per-partition counts come on top."""
-    seconds = max(result.seconds, stream.seconds, 1e-9)
+    result = load.load
     metadata: dict = {
         "rows": dg.IntMetadataValue(result.rows),
         "dagster/row_count": dg.IntMetadataValue(result.rows),
-        "mysql_snapshot_rows": dg.IntMetadataValue(stream.expected_rows),
+        "mysql_snapshot_rows": dg.IntMetadataValue(load.mysql_rows),
+        MYSQL_COUNTS: dg.JsonMetadataValue({d.isoformat(): n for d, n in sorted(load.mysql_counts.items())}),
+        LOAD_FIRST_DAY: dg.TextMetadataValue(load.start.isoformat() if load.start else ""),
+        LOAD_LAST_DAY: dg.TextMetadataValue(load.end.isoformat() if load.end else ""),
         "load_rows": dg.IntMetadataValue(result.rows),
         "load_bytes": dg.IntMetadataValue(result.bytes),
         "chunks": dg.IntMetadataValue(result.chunks),
-        "seconds": dg.FloatMetadataValue(round(seconds, 3)),
-        "rows_per_second": dg.FloatMetadataValue(round(result.rows / seconds, 1)),
+        "seconds": dg.FloatMetadataValue(round(load.seconds, 3)),
+        "rows_per_second": dg.FloatMetadataValue(round(result.rows / load.seconds, 1)),
         "warehouse": dg.TextMetadataValue(kind),
-        "warehouse_table": dg.TextMetadataValue(stream.spec.target.qualified_name),
-        "load_days": dg.TextMetadataValue(describe_days(stream.start, stream.end)),
-        "dagster/column_schema": column_schema(stream),
+        "warehouse_table": dg.TextMetadataValue(load.table),
+        "load_days": dg.TextMetadataValue(describe_days(load.start, load.end)),
     }
     if result.added_columns:
         metadata["added_columns"] = dg.TextMetadataValue(", ".join(result.added_columns))
+    if load.snapshot_rows_expired is not None:
+        metadata["snapshot_rows_expired"] = dg.IntMetadataValue(load.snapshot_rows_expired)
     for fix in sorted(FIXES):
-        metadata[f"fix/{fix}"] = dg.IntMetadataValue(stream.fixes.get(fix, 0))
+        metadata[f"fix/{fix}"] = dg.IntMetadataValue(load.fixes.get(fix, 0))
     return metadata
 
 
-class WarehouseIOManager(dg.ConfigurableIOManager):
-    """Consumes the asset's PartitionStream chunk by chunk; the warehouse swaps it in atomically."""
+class WarehouseIOManager(dg.IOManager):
+    """Hands the asset's PartitionStream to `replicate_partition`; records what it returns."""
 
-    warehouse: dg.ResourceDependency[WarehouseResource]
+    def __init__(self, warehouse: WarehouseResource) -> None:
+        self.warehouse = warehouse
 
     def handle_output(self, context: dg.OutputContext, obj: PartitionStream) -> None:
         if not isinstance(obj, PartitionStream):
             raise dg.Failure(f"{context.asset_key.to_user_string()}: expected a PartitionStream")
-        warehouse: Warehouse = self.warehouse.get()
-        spec = obj.spec
+        store = self.warehouse.get()
         try:
-            result = warehouse.load(spec.target, obj, obj.start, obj.end, mode=load_mode(spec))
+            load = replicate_partition(store, obj)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
             # A stopped run (SIGTERM, Ctrl-C, a terminated run) fails now: with the retry policy
             # Dagster would otherwise schedule the interrupted step again after its delay.
             raise dg.Failure(f"{context.asset_key.to_user_string()}: interrupted", allow_retries=False) from exc
-        metadata = load_metadata(obj, result, warehouse.kind)
-        if spec.plan.strategy == "snapshot":
-            metadata["snapshot_rows_expired"] = dg.IntMetadataValue(keep_snapshots(warehouse, obj))
-        context.add_output_metadata(metadata)
+        context.add_output_metadata(load_metadata(load, store.kind))
         if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            for key, figures in partition_metadata(obj, result, list(context.asset_partition_keys)).items():
+            for key, figures in partition_metadata(load, list(context.asset_partition_keys)).items():
                 context.step_context.add_asset_metadata(figures, partition_key=key)
 
     def load_input(self, context: dg.InputContext) -> None:
@@ -106,12 +102,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         )
 
 
-def keep_snapshots(warehouse: Warehouse, stream: PartitionStream) -> int:
-    """Expire snapshots beyond the retention window and (re)create the `<table>_latest` view."""
-    target = stream.spec.target
-    cutoff = stream.end - dt.timedelta(days=stream.spec.retention_days)
-    expired = warehouse.delete_partitions_before(target.dataset, target.name, cutoff)
-    warehouse.create_view(
-        target.dataset, f"{target.name}_latest", latest_view_sql(target.dataset, target.name, stream.end)
-    )
-    return expired
+@dg.io_manager(required_resource_keys={"warehouse"}, description="streams each load into the warehouse resource")
+def warehouse_io_manager(init_context: dg.InitResourceContext) -> WarehouseIOManager:
+    """The IO manager on top of the `warehouse` resource (a top-level resource requirement, not a
+    nested resource: nesting made Dagster warn `InitResourceContext.dagster_run is deprecated`)."""
+    return WarehouseIOManager(init_context.resources.warehouse)

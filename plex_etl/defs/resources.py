@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from plex_etl.catalog.naming import DEFAULT_DATASET
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import Source, get_source
 from plex_etl.warehouse.base import Warehouse
@@ -45,7 +46,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     kind: str = Field(default="auto", description="bigquery, local, or auto (bigquery if project set)")
     project: str | None = Field(default=None, description="GCP project of the BigQuery dataset")
-    dataset: str = Field(default="plex_analytics", description="BigQuery dataset / local schema")
+    dataset: str = Field(default=DEFAULT_DATASET, description="BigQuery dataset / local schema")
     location: str | None = Field(default=None, description="BigQuery location, e.g. US")
     api_endpoint: str | None = Field(
         default=None, description="BigQuery API endpoint override (a private endpoint or emulator)"
@@ -104,7 +105,7 @@ def warehouse_from_environment() -> WarehouseResource:
     return WarehouseResource(
         kind=os.getenv("PLEX_ETL_WAREHOUSE", "auto"),
         project=os.getenv("PLEX_ETL_GCP_PROJECT") or None,
-        dataset=os.getenv("PLEX_ETL_DATASET", "plex_analytics"),
+        dataset=os.getenv("PLEX_ETL_DATASET", DEFAULT_DATASET),
         location=os.getenv("PLEX_ETL_BIGQUERY_LOCATION") or None,
         api_endpoint=os.getenv("PLEX_ETL_BIGQUERY_ENDPOINT") or None,
         local_path=os.getenv("PLEX_ETL_LOCAL_WAREHOUSE", DEFAULT_LOCAL_WAREHOUSE),

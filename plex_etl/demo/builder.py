@@ -84,7 +84,7 @@ def build_demo(
     period = Period(end_date, days)
     started = time.perf_counter()
 
-    engine = create_engine(with_database(source, ""))
+    engine = create_engine(with_database(source, ""), local_infile=True)  # LOAD DATA LOCAL INFILE
     connections = [engine.raw_connection() for _ in ("loader", "indexer")]
     try:
         cursor = connections[0].cursor()

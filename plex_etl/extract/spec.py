@@ -6,11 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 
 from plex_etl.catalog.model import Catalog, Relationship, Table
+from plex_etl.catalog.naming import DEFAULT_DATASET, warehouse_table
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.typemap import MappedType, map_column
 from plex_etl.warehouse.base import TargetTable, WarehouseColumn
-
-DEFAULT_DATASET = "plex_analytics"
 
 
 @dataclass(frozen=True)
@@ -38,14 +37,10 @@ class ReplicatedTable:
     def name(self) -> str:
         return self.table.name
 
-    @property
-    def warehouse_table(self) -> str:
-        return self.target.name
-
 
 def warehouse_table_name(source: str, table: Table) -> str:
-    """`<source>_<table>`: the names the analysts' queries already use."""
-    return f"{source}_{table.warehouse_name or table.name}"
+    """`<source>_<table>` (catalog/naming.py): the names the analysts' queries already use."""
+    return warehouse_table(source, table.warehouse_name or table.name)
 
 
 def replicated_table(
@@ -92,10 +87,11 @@ def read_bounds(
 
     The first partition also holds the rows dated before it and the undated ones, today's
     partition the rows dated after today: those sides are left open (None), so that every
-    row of the table belongs to exactly one loadable partition.
+    row of the table belongs to exactly one loadable partition. A snapshot reads the whole
+    table as it is now and lands it as today's snapshot, whatever was asked.
     """
     if spec.plan.strategy == "snapshot":
-        return start, end
+        return today, today
     return (None if start <= spec.first_day else start), (None if end >= today else end)
 
 

@@ -417,5 +417,14 @@ class PartitionStream:
         rate = self.rows / self.seconds if self.seconds else 0.0
         self._progress(
             f"{self.label}: chunk {self.chunks}/{max(total_chunks, self.chunks)}, "
-            f"{chunk_rows:,} rows ({self.rows:,} total, {rate / 1000:,.0f}k rows/s)"
+            f"{chunk_rows:,} rows ({self.rows:,} total, {format_rate(rate)})"
         )
+
+
+def format_rate(rows_per_second: float) -> str:
+    """'850 rows/s', '12.5k rows/s', '180k rows/s': never '0k rows/s'."""
+    if rows_per_second < 10_000:
+        return f"{rows_per_second:,.0f} rows/s"
+    if rows_per_second < 100_000:
+        return f"{rows_per_second / 1000:,.1f}k rows/s"
+    return f"{rows_per_second / 1000:,.0f}k rows/s"

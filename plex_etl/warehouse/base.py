@@ -117,6 +117,11 @@ class Warehouse(Protocol):
         """
         ...
 
+    def normalize_type(self, type_name: str) -> str:
+        """The one canonical spelling of a column type in this warehouse, as `columns` reports it
+        (aliases resolved, spacing fixed): two spellings are the same type iff they normalize equal."""
+        ...
+
     def count_by_partition(
         self, dataset: str, table: str, start: dt.date | None, end: dt.date | None
     ) -> dict[dt.date, int]:

@@ -192,6 +192,14 @@ class BigQueryWarehouse:
     def __repr__(self) -> str:
         return f"BigQueryWarehouse(project={self.project!r}, location={self.location!r})"
 
+    def normalize_type(self, type_name: str) -> str:
+        """BigQuery's canonical spelling ('integer' -> 'INT64', 'NUMERIC(20,0)' -> 'NUMERIC(20, 0)');
+        a type the parser does not know (ARRAY<...>, STRUCT<...>) is only upper-cased."""
+        try:
+            return normalize_type(type_name)
+        except ValueError:
+            return " ".join(type_name.upper().split())
+
     # ------------------------------------------------------------------ plumbing
     def _table_id(self, dataset: str, table: str) -> str:
         return f"{self.project}.{dataset}.{table}"

@@ -16,6 +16,7 @@ import random
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -57,6 +58,23 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_TYPES: list[duckdb.DuckDBPyConnection] = []  # an in-memory database that only resolves type names
+_TYPES_LOCK = threading.Lock()
+
+
+def normalize_type(type_name: str) -> str:
+    """DuckDB's canonical spelling of a type, as duckdb_columns() reports it ('INT8' -> 'BIGINT',
+    'decimal(20, 0)' -> 'DECIMAL(20,0)', 'TIMESTAMPTZ' -> 'TIMESTAMP WITH TIME ZONE')."""
+    with _TYPES_LOCK:
+        if not _TYPES:
+            _TYPES.append(duckdb.connect(":memory:"))
+        try:
+            row = _TYPES[0].execute(f"SELECT typeof(CAST(NULL AS {type_name}))").fetchone()
+        except duckdb.Error as e:
+            raise WarehouseError(f"invalid DuckDB type {type_name!r}: {e}") from e
+    return str(row[0]) if row else type_name
+
+
 def _is_lock_error(error: Exception) -> bool:
     text = str(error).lower()
     return "lock" in text and ("conflicting" in text or "could not set" in text)
@@ -88,6 +106,10 @@ class LocalWarehouse:
 
     def __repr__(self) -> str:
         return f"LocalWarehouse({str(self.path)!r})"
+
+    def normalize_type(self, type_name: str) -> str:
+        """DuckDB's canonical spelling of a type (see the module's `normalize_type`)."""
+        return normalize_type(type_name)
 
     # ------------------------------------------------------------------ connection
     @contextmanager
