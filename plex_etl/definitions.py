@@ -19,7 +19,7 @@ from plex_etl.defs.alerts import run_failure_alert
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import (
     first_partition_schedule,
-    reconcile_schedule,
+    reconcile_job,
     tier_interval,
     tier_sensors,
     views_sensor,
@@ -45,6 +45,7 @@ class SourceDefinitions:
     checks: list[dg.AssetChecksDefinition]
     schedules: list[dg.ScheduleDefinition]
     sensors: list[dg.SensorDefinition]
+    jobs: list[Any]  # asset jobs (define_asset_job)
     table_keys: dict[str, tuple[dg.AssetKey, str]]  # warehouse table -> (asset key, tier), for the views
 
 
@@ -59,7 +60,8 @@ def _source_definitions(source: Source, resources: dict[str, Any], warehouse_kin
     tables = sorted(p.table for p in plan.included)
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
     checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
-    schedules = [reconcile_schedule(source, reconciliation)] if reconciliation else []
+    jobs = [reconcile_job(source, reconciliation)] if reconciliation else []
+    schedules = []
     dated = [table_key(source.name, catalog, p.table) for p in plan.included if p.strategy != "snapshot"]
     if dated:
         schedules.append(first_partition_schedule(source, plan, dated))
@@ -70,9 +72,10 @@ def _source_definitions(source: Source, resources: dict[str, Any], warehouse_kin
     # Dagster validates names only when Definitions are resolved: do it per source, so that
     # an invalid name fails this source here rather than the whole code location later.
     dg.Definitions.validate_loadable(
-        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, sensors=sensors, resources=resources)
+        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, sensors=sensors, jobs=jobs,
+                       resources=resources)
     )
-    return SourceDefinitions(plan, assets, checks, schedules, sensors, table_keys)
+    return SourceDefinitions(plan, assets, checks, schedules, sensors, jobs, table_keys)
 
 
 def build_definitions() -> dg.Definitions:
@@ -111,6 +114,7 @@ def build_definitions() -> dg.Definitions:
             views_sensor(), run_failure_alert, *(s for b in parts for s in b.sensors),
         ],
         schedules=[s for b in parts for s in b.schedules],
+        jobs=[j for b in parts for j in b.jobs],
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,
     )

@@ -193,6 +193,34 @@ def test_first_partition_with_undated_rows_reloads_weekly_and_reconciliation_run
     job = defs.resolve_job_def("plex_first_partition")
     selected = {k.path[-1] for k in job.asset_layer.selected_asset_keys}
     assert "factcabecera" in selected and "stock" not in selected  # dated tables only
-    reconcile = schedules["plex_reconciliation_daily"]
-    assert reconcile.cron_schedule == RECONCILE_CRON
-    assert reconcile.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert RECONCILE_CRON == "30 4 * * *"
+
+
+def test_reconciliation_runs_daily_at_its_own_time_and_never_rides_along_with_a_load():
+    """The whole-table comparison reads every row's key on both sides: at 04:30 (source time)
+    every table's check is requested, and only then. A check with its own automation condition
+    does not ride along with the runs that load its table (Dagster builds automation runs with
+    the other checks only), so a tier tick's loads run their blocking checks only."""
+    from plex_etl.definitions import defs
+    from plex_etl.defs.checks import RECONCILE_CHECK
+
+    checks = [c for c in defs.asset_checks if any(k.name == RECONCILE_CHECK for k in c.check_keys)]
+    plex_checks = [c for c in checks if next(iter(c.check_keys)).asset_key.path[0] == "plex"]
+    clock = Clock(plex_assets(), HISTORY)
+    clock.defs = dg.Definitions(assets=clock.defs.assets, asset_checks=plex_checks, resources=defs.resources)
+
+    def requested_checks(when: dt.datetime) -> set[str]:
+        result = dg.evaluate_automation_conditions(
+            defs=clock.defs, instance=clock.instance, evaluation_time=when, cursor=clock.cursor
+        )
+        clock.cursor = result.cursor
+        return {f"{r.key.asset_key.path[-1]}:{r.key.name}" for r in result.results
+                if isinstance(r.key, dg.AssetCheckKey) and r.true_subset.size}
+
+    requested_checks(dt.datetime(2026, 11, 27, 3, 58, tzinfo=TZ))
+    assert not requested_checks(dt.datetime(2026, 11, 27, 4, 1, tzinfo=TZ))  # the critical tier's tick
+    graph = clock.defs.resolve_asset_graph()
+    assert all(graph.get(k).automation_condition is not None for c in plex_checks for k in c.check_keys)
+    at_reconcile = requested_checks(dt.datetime(2026, 11, 27, 4, 31, tzinfo=TZ))
+    assert {f"{t}:{RECONCILE_CHECK}" for t in ("factlineas", "stock", "apppedidos")} <= at_reconcile
+    assert not requested_checks(dt.datetime(2026, 11, 27, 4, 40, tzinfo=TZ))  # once a day

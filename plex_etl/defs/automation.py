@@ -17,6 +17,7 @@ their tables.
 
 import datetime as dt
 import re
+from typing import Any
 
 import dagster as dg
 
@@ -171,20 +172,22 @@ def view_condition() -> dg.AutomationCondition:
 RECONCILE_CRON = "30 4 * * *"  # off-peak: the pharmacies are closed, the night ticks are done
 
 
-def reconcile_schedule(source: Source, checks: dg.AssetChecksDefinition) -> dg.ScheduleDefinition:
-    """Runs a source's whole-table reconciliation checks daily, off-peak."""
-    job = dg.define_asset_job(
+def reconcile_condition(time_zone: str) -> dg.AutomationCondition:
+    """The whole-table reconciliation check: daily at RECONCILE_CRON. A check with its own
+    condition runs only when that condition fires (or when launched by hand), never riding
+    along with every load of its table: it reads the whole table on both sides."""
+    return dg.AutomationCondition.cron_tick_passed(RECONCILE_CRON, time_zone).since_last_handled().with_label(
+        f"daily reconciliation ({RECONCILE_CRON}, {time_zone})"
+    )
+
+
+def reconcile_job(source: Source, checks: dg.AssetChecksDefinition) -> Any:
+    """A source's reconciliation checks as one job, to run by hand from the UI's Launchpad."""
+    return dg.define_asset_job(
         f"{source.name}_reconciliation",
         selection=dg.AssetSelection.checks(checks),
-        description=f"Compares every table of {source.name} with MySQL, day by day (counts and keys).",
-    )
-    return dg.ScheduleDefinition(
-        name=f"{source.name}_reconciliation_daily",
-        job=job,
-        cron_schedule=RECONCILE_CRON,
-        execution_timezone=source.time_zone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Daily whole-table reconciliation (a hard delete or a missed day turns the table red).",
+        description=f"Compares every table of {source.name} with MySQL, day by day (counts and keys); "
+        f"the tier sensors run the same checks daily at {RECONCILE_CRON}.",
     )
 
 

@@ -12,6 +12,7 @@ import dagster as dg
 
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
+from plex_etl.defs.automation import reconcile_condition
 from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
@@ -315,6 +316,7 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
             RECONCILE_CHECK, asset=table_key(source.name, catalog, t),
             description="the whole table equals MySQL: rows and primary keys of every day, "
             "including undated, old and future-dated rows",
+            automation_condition=reconcile_condition(source.time_zone),
         )
         for t in tables
     }
