@@ -15,7 +15,7 @@ import dagster as dg
 
 from plex_etl.catalog.plan import pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
-from plex_etl.defs.alerts import run_failure_alert
+from plex_etl.defs.alerts import check_and_freshness_alert, run_failure_alert
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import automation_sensor, first_partition_schedule, reconcile_schedule
 from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
@@ -90,7 +90,8 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=[a for b in built for a in b.assets] + build_view_assets(table_keys),
         asset_checks=[c for b in built for c in b.checks],
-        sensors=[automation_sensor(), run_failure_alert, *(s for b in built for s in b.sensors)],
+        sensors=[automation_sensor(), run_failure_alert, check_and_freshness_alert,
+                 *(s for b in built for s in b.sensors)],
         schedules=[s for b in built for s in b.schedules],
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,
