@@ -235,6 +235,8 @@ def test_killed_run_is_failed_and_its_pool_slot_freed(daemon):
     _wait("the killed run to be marked failed", lambda: instance.get_run_by_id(killed.run_id).status
           == dg.DagsterRunStatus.FAILURE, timeout=SLACK)
     assert instance.get_run_record_by_id(killed.run_id).end_time - killed_at <= SLACK
+    messages = [e.message for e in instance.all_logs(killed.run_id) if e.message]
+    assert any("terminated by signal 9 (SIGKILL)" in m for m in messages), messages[-5:]
     _slot_freed_then_next_runs(instance, steps, killed, following)
     # The killed run is retried once whole (run_retries); the retry takes the pool in its turn.
     _wait("the retry of the killed run to finish", lambda: [
