@@ -1,4 +1,6 @@
-"""A tiny code location for test_deploy_daemon.py: partitioned assets in quantio's pool.
+"""A tiny code location for test_deploy_daemon.py: partitioned assets in quantio's pool, an
+asset whose blocking check fails, and the project's two alert sensors (the check and
+freshness one ticking every 2 s instead of 60).
 
 Each step appends one JSON line {asset, partition, run_id, pid, start, end} to
 `$PLEX_ETL_DAEMON_TEST_DIR/steps.jsonl` (`end` is missing for a step that never finished), so
@@ -12,6 +14,8 @@ import time
 from pathlib import Path
 
 import dagster as dg
+
+from plex_etl.defs.alerts import ASSET_ALERT_SENSOR, asset_alert_sensor, run_failure_alert
 
 POOL = "mysql_quantio"  # plex_etl.defs.assets.pool_name of quantio; its pool_limit is 1
 STEP_SECONDS = 3.0
@@ -45,4 +49,14 @@ def stuck(context: dg.AssetExecutionContext) -> None:
     _record(context, start=start, end=time.time())
 
 
-defs = dg.Definitions(assets=[extraction, stuck], executor=dg.in_process_executor)
+@dg.asset(check_specs=[dg.AssetCheckSpec("row_count_matches_mysql", asset="checked", blocking=True)])
+def checked():
+    yield dg.Output(None)
+    yield dg.AssetCheckResult(check_name="row_count_matches_mysql", passed=False, description="3 rows, MySQL has 4")
+
+
+defs = dg.Definitions(
+    assets=[extraction, stuck, checked],
+    sensors=[run_failure_alert, asset_alert_sensor(ASSET_ALERT_SENSOR, minimum_interval_seconds=2)],
+    executor=dg.in_process_executor,
+)

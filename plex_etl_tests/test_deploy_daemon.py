@@ -10,12 +10,14 @@ creates and drops the database `<prefix>_daemon`.
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ import pytest
 import yaml
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
+from plex_etl.defs.alerts import ALERT_WEBHOOK_ENV, ASSET_ALERT_SENSOR
 from plex_etl.defs.pools import apply_pool_limits
 from plex_etl.sources import load_sources
 from plex_etl_tests import daemon_location
@@ -42,9 +45,33 @@ DEQUEUE_SECONDS = 1
 T = TypeVar("T")
 
 
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: list[str]
+
+    def do_POST(self) -> None:
+        self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"])
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory) -> Iterator[tuple[dg.DagsterInstance, Path]]:
-    """(instance, step log directory) with `dagster-daemon run` running on that instance."""
+def webhook() -> Iterator[tuple[str, list[str]]]:
+    """A local webhook receiver: (URL, texts received)."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Webhook)
+    server.received = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", server.received  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, webhook) -> Iterator[tuple[dg.DagsterInstance, Path]]:
+    """(instance, step log directory) with `dagster-daemon run` running on that instance; the
+    code location posts its alerts to `webhook`."""
     import psycopg2
 
     name = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_daemon"
@@ -68,7 +95,7 @@ def daemon(tmp_path_factory) -> Iterator[tuple[dg.DagsterInstance, Path]]:
         "location_name": "daemon_test"}}]}))
     env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": str(PG["port"]),
            "DAGSTER_PG_DB": name, "DAGSTER_PG_USERNAME": PG["user"], "DAGSTER_PG_PASSWORD": "",
-           "PLEX_ETL_DAEMON_TEST_DIR": str(steps)}
+           "PLEX_ETL_DAEMON_TEST_DIR": str(steps), ALERT_WEBHOOK_ENV: webhook[0]}
     with pytest.MonkeyPatch.context() as monkeypatch:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -117,13 +144,13 @@ def _wait(what: str, probe: Callable[[], T | None], timeout: float, interval: fl
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def _backfill(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, partitions: list[str],
+def _backfill(instance: dg.DagsterInstance, asset: dg.AssetsDefinition, partitions: list[str] | None,
               tags: dict[str, str] | None = None) -> str:
     backfill_id = uuid.uuid4().hex[:8]
     instance.add_backfill(PartitionBackfill.from_asset_partitions(
         backfill_id=backfill_id, asset_graph=daemon_location.defs.resolve_asset_graph(),
         partition_names=partitions, asset_selection=[asset.key], backfill_timestamp=time.time(),
-        tags=tags or {}, dynamic_partitions_store=instance, all_partitions=False, title=None,
+        tags=tags or {}, dynamic_partitions_store=instance, all_partitions=partitions is None, title=None,
         description=None, run_config=None,
     ))
     return backfill_id
@@ -261,3 +288,32 @@ def test_stuck_run_stops_at_max_runtime_and_frees_the_pool(daemon):
     assert any(f"maximum runtime of {limit} seconds" in m for m in messages), messages[-5:]
     _slot_freed_then_next_runs(instance, steps, stuck, following)
     _assert_never_overlap(instance, [s for s in _steps(steps, "stuck") if s["partition"] in ("hung", "after")])
+
+
+def test_daemon_posts_failed_check_failed_run_and_stale_table_once(daemon, webhook):
+    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+    instance, _steps_dir = daemon
+    _url, received = webhook
+    _wait("the alert sensor's first tick", lambda: any(
+        s.name == ASSET_ALERT_SENSOR and s.instigator_data and s.instigator_data.cursor
+        for s in instance.all_instigator_state()), timeout=60)
+    received.clear()
+    backfill_id = _backfill(instance, daemon_location.checked, None)
+    run = _wait("the run of the failing check", lambda: next(
+        (r for r in _runs(instance, backfill_id) if r.status == dg.DagsterRunStatus.FAILURE), None), timeout=90)
+    instance.report_runless_asset_event(FreshnessStateChange(
+        key=dg.AssetKey("extraction"), new_state=FreshnessState.FAIL, previous_state=FreshnessState.PASS,
+        state_change_timestamp=time.time()))
+
+    def ours() -> list[str]:  # the earlier tests' failed runs are posted too, at their sensor's pace
+        return [t for t in received if run.run_id in t or "extraction is stale" in t]
+
+    _wait("three alerts", lambda: len(ours()) >= 3, timeout=60)
+    time.sleep(6)  # a few more ticks of both sensors: nothing is posted twice
+    mine = ours()
+    assert len(mine) == 3, mine
+    [check] = [t for t in mine if "blocking check row_count_matches_mysql failed on checked" in t]
+    assert "3 rows, MySQL has 4" in check
+    assert any(f"run {run.run_id}" in t and "failed" in t for t in mine if t != check)  # the run failure
+    assert any("extraction is stale" in t for t in mine)

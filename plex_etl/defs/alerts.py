@@ -164,30 +164,40 @@ def _parse_cursor(cursor: str | None) -> dict[str, int] | None:
     return {"check": int(value["check"]), "freshness": int(value["freshness"])}
 
 
-@dg.sensor(
-    name=ASSET_ALERT_SENSOR,
-    minimum_interval_seconds=ASSET_ALERT_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts failed blocking/error checks and freshness failures to PLEX_ETL_ALERT_WEBHOOK, each once.",
-)
-def check_and_freshness_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-    instance = context.instance
-    check_keys = context.repository_def.asset_graph.asset_check_keys if context.repository_def else set()
-    cursor = _parse_cursor(context.cursor)
-    if cursor is None:  # first tick: start from now, do not post history
-        context.update_cursor(json.dumps({
-            "check": _latest_check_execution_id(instance, check_keys),
-            "freshness": _latest_storage_id(instance, dg.DagsterEventType.FRESHNESS_STATE_CHANGE),
-        }))
-        return dg.SkipReason("cursor initialised; failures from now on are posted")
-    checks, check_cursor = check_failure_alerts(instance, check_keys, cursor["check"])
-    stale, freshness_cursor = freshness_alerts(instance, cursor["freshness"])
-    url = os.getenv(ALERT_WEBHOOK_ENV)
-    for alert in checks + stale:
-        if url:
-            # A failed post raises before the cursor moves: the next tick posts it again.
-            post_webhook(url, alert.text)
-        else:
-            context.log.warning(f"{ALERT_WEBHOOK_ENV} is not set; not posted: {alert.text}")
-    context.update_cursor(json.dumps({"check": check_cursor, "freshness": freshness_cursor}))
-    return dg.SkipReason(f"{len(checks)} check failure(s), {len(stale)} freshness failure(s) posted")
+def asset_alert_sensor(
+    name: str = ASSET_ALERT_SENSOR, minimum_interval_seconds: int = ASSET_ALERT_INTERVAL_SECONDS
+) -> dg.SensorDefinition:
+    """The sensor posting failed checks and freshness failures (see the module docstring)."""
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Posts failed blocking/error checks and freshness failures to PLEX_ETL_ALERT_WEBHOOK, each once.",
+    )
+    def check_and_freshness_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        instance = context.instance
+        check_keys = context.repository_def.asset_graph.asset_check_keys if context.repository_def else set()
+        cursor = _parse_cursor(context.cursor)
+        if cursor is None:  # first tick: start from now, do not post history
+            context.update_cursor(json.dumps({
+                "check": _latest_check_execution_id(instance, check_keys),
+                "freshness": _latest_storage_id(instance, dg.DagsterEventType.FRESHNESS_STATE_CHANGE),
+            }))
+            return dg.SkipReason("cursor initialised; failures from now on are posted")
+        checks, check_cursor = check_failure_alerts(instance, check_keys, cursor["check"])
+        stale, freshness_cursor = freshness_alerts(instance, cursor["freshness"])
+        url = os.getenv(ALERT_WEBHOOK_ENV)
+        for alert in checks + stale:
+            if url:
+                # A failed post raises before the cursor moves: the next tick posts it again.
+                post_webhook(url, alert.text)
+            else:
+                context.log.warning(f"{ALERT_WEBHOOK_ENV} is not set; not posted: {alert.text}")
+        context.update_cursor(json.dumps({"check": check_cursor, "freshness": freshness_cursor}))
+        return dg.SkipReason(f"{len(checks)} check failure(s), {len(stale)} freshness failure(s) posted")
+
+    return check_and_freshness_alert
+
+
+check_and_freshness_alert = asset_alert_sensor()
