@@ -37,6 +37,7 @@ from plex_etl.typemap import (
     markdown_table,
     rule_fixes,
 )
+from plex_etl.warehouse.base import stage_array
 from plex_etl.warehouse.local import _staging_type
 
 DATABASE = "plexetl_t_typemap"
@@ -339,7 +340,7 @@ def normalise(value: Any, json_text: bool) -> Any:
 
 def local_array(values: pa.Array) -> pa.Array:
     """The values as the local warehouse stages them (decimals beyond 38 digits as exact text)."""
-    return values.cast(_staging_type(values.type))
+    return stage_array(values, _staging_type(pa.field("value", values.type)))
 
 
 def assert_warehouse_accepts(values: pa.Array, mapped: MappedType,

@@ -48,10 +48,8 @@ class Harness:
         return column.local_type
 
     def canonical(self, type_name: str) -> str:
-        """One spelling per type (DuckDB reports `TIMESTAMP WITH TIME ZONE` for TIMESTAMPTZ)."""
-        from plex_etl.defs.checks import normalise_type
-
-        return normalise_type(type_name)
+        """One spelling per type: the warehouse's own normaliser."""
+        return self.wh.normalize_type(type_name)
 
     def rows(self, table: str, *, loaded_at: bool = False) -> list[dict[str, Any]]:
         """All rows of `table`, sorted; without _etl_loaded_at unless asked."""
