@@ -145,6 +145,22 @@ class LocalWarehouse:
         finally:
             con.close()
 
+    @contextmanager
+    def _transaction(self, what: str, failure: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on the file: committed when the block ends, rolled back when it
+        raises (a DuckDB error becomes a WarehouseError naming `what`)."""
+        with self._connect(what) as con:
+            try:
+                con.execute("BEGIN TRANSACTION")
+                yield con
+                con.execute("COMMIT")
+            except BaseException as e:
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                if isinstance(e, duckdb.Error):
+                    raise WarehouseError(f"{what}: {failure}: {e}") from e
+                raise
+
     # ------------------------------------------------------------------ load
     def load(
         self,
@@ -179,50 +195,41 @@ class LocalWarehouse:
     ) -> tuple[str, ...]:
         name = target.qualified_name
         ref = f"{quote(target.dataset)}.{quote(target.name)}"
-        with self._connect(name) as con:
-            try:
-                con.execute("BEGIN TRANSACTION")
-                added = _ensure_table(con, target)
-                date_range = day_range(quote(PARTITION_COLUMN), start, end)
-                source = f"read_parquet({_literal(str(staged))})" if staged else None
-                con.execute(f"DELETE FROM {ref} WHERE {date_range}")
-                if mode == "upsert" and source:
-                    # Staged keys that live in another partition: the row moved to a loaded day.
-                    keys = " AND ".join(
-                        f"s.{quote(k)} = {ref}.{quote(k)}" for k in target.primary_key
+        with self._transaction(name, "load failed") as con:
+            added = _ensure_table(con, target)
+            date_range = day_range(quote(PARTITION_COLUMN), start, end)
+            source = f"read_parquet({_literal(str(staged))})" if staged else None
+            con.execute(f"DELETE FROM {ref} WHERE {date_range}")
+            if mode == "upsert" and source:
+                # Staged keys that live in another partition: the row moved to a loaded day.
+                keys = " AND ".join(
+                    f"s.{quote(k)} = {ref}.{quote(k)}" for k in target.primary_key
+                )
+                con.execute(f"DELETE FROM {ref} WHERE EXISTS (SELECT 1 FROM {source} s WHERE {keys})")
+            if source:
+                cols = [c.name for c in target.columns]
+                insert_cols = ", ".join(
+                    quote(c) for c in [*cols, PARTITION_COLUMN, LOADED_AT_COLUMN]
+                )
+                select_cols = ", ".join(
+                    [
+                        *(f"CAST({quote(c.name)} AS {c.local_type})" for c in target.columns),
+                        quote(PARTITION_COLUMN),
+                        "CURRENT_TIMESTAMP",
+                    ]
+                )
+                dedup = ""
+                if mode == "upsert":
+                    pk = ", ".join(quote(k) for k in target.primary_key)
+                    dedup = (
+                        f" QUALIFY row_number() OVER (PARTITION BY {pk} "
+                        f"ORDER BY {quote(PARTITION_COLUMN)} DESC) = 1"
                     )
-                    con.execute(f"DELETE FROM {ref} WHERE EXISTS (SELECT 1 FROM {source} s WHERE {keys})")
-                if source:
-                    cols = [c.name for c in target.columns]
-                    insert_cols = ", ".join(
-                        quote(c) for c in [*cols, PARTITION_COLUMN, LOADED_AT_COLUMN]
-                    )
-                    select_cols = ", ".join(
-                        [
-                            *(f"CAST({quote(c.name)} AS {c.local_type})" for c in target.columns),
-                            quote(PARTITION_COLUMN),
-                            "CURRENT_TIMESTAMP",
-                        ]
-                    )
-                    dedup = ""
-                    if mode == "upsert":
-                        pk = ", ".join(quote(k) for k in target.primary_key)
-                        dedup = (
-                            f" QUALIFY row_number() OVER (PARTITION BY {pk} "
-                            f"ORDER BY {quote(PARTITION_COLUMN)} DESC) = 1"
-                        )
-                    con.execute(
-                        f"INSERT INTO {ref} ({insert_cols}) "
-                        f"SELECT {select_cols} FROM {source}{dedup}"
-                    )
-                con.execute("COMMIT")
-                return added
-            except BaseException as e:
-                with suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                if isinstance(e, duckdb.Error):
-                    raise WarehouseError(f"{name}: load failed: {e}") from e
-                raise
+                con.execute(
+                    f"INSERT INTO {ref} ({insert_cols}) "
+                    f"SELECT {select_cols} FROM {source}{dedup}"
+                )
+            return added
 
     # ------------------------------------------------------------------ reads
     def columns(self, dataset: str, table: str) -> dict[str, str] | None:
@@ -324,31 +331,22 @@ class LocalWarehouse:
         """Merge each table's changes and store the positions in one transaction (see
         base.ChangeWarehouse)."""
         what = f"{dataset}.{CDC_POSITIONS_TABLE}"
-        with self._connect(what) as con:
-            try:
-                con.execute("BEGIN TRANSACTION")
-                pos_ref = _ensure_positions(con, dataset)
-                stored = dict(con.execute(
-                    f"SELECT table_name, position FROM {pos_ref} WHERE stream = ?", [stream]).fetchall())
-                for table, want in expected.items():
-                    if stored.get(table) != want:
-                        raise PositionConflict(
-                            f"{dataset}.{table}: change capture expected position {want}, found "
-                            f"{stored.get(table)}: another run applied changes meanwhile; nothing written"
-                        )
-                for i, change in enumerate(changes):
-                    _merge_changes(con, change, f"_plex_etl_cdc_{i}")
-                for table, position in positions.items():
-                    con.execute(f"DELETE FROM {pos_ref} WHERE stream = ? AND table_name = ?", [stream, table])
-                    con.execute(f"INSERT INTO {pos_ref} VALUES (?, ?, ?, CURRENT_TIMESTAMP)",
-                                [stream, table, position])
-                con.execute("COMMIT")
-            except BaseException as e:
-                with suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                if isinstance(e, duckdb.Error):
-                    raise WarehouseError(f"{what}: change batch failed: {e}") from e
-                raise
+        with self._transaction(what, "change batch failed") as con:
+            pos_ref = _ensure_positions(con, dataset)
+            stored = dict(con.execute(
+                f"SELECT table_name, position FROM {pos_ref} WHERE stream = ?", [stream]).fetchall())
+            for table, want in expected.items():
+                if stored.get(table) != want:
+                    raise PositionConflict(
+                        f"{dataset}.{table}: change capture expected position {want}, found "
+                        f"{stored.get(table)}: another run applied changes meanwhile; nothing written"
+                    )
+            for i, change in enumerate(changes):
+                _merge_changes(con, change, f"_plex_etl_cdc_{i}")
+            for table, position in positions.items():
+                con.execute(f"DELETE FROM {pos_ref} WHERE stream = ? AND table_name = ?", [stream, table])
+                con.execute(f"INSERT INTO {pos_ref} VALUES (?, ?, ?, CURRENT_TIMESTAMP)",
+                            [stream, table, position])
 
     def cdc_positions(self, dataset: str, stream: str) -> dict[str, str]:
         """Table -> stored position text of `stream`."""
