@@ -12,7 +12,6 @@ the same data. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -25,27 +24,14 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from benchmarks.cdc_lag import APP_ORDERS, DATASET, REPO, Writer
-from plex_etl.catalog.store import load_source_catalog
+from benchmarks.cdc_lag import APP_ORDERS, DATASET, REPO, Writer, binlog_source, captured_plan
 from plex_etl.cdc.apply import step
 from plex_etl.demo.builder import build_demo
 from plex_etl.extract.spec import load_mode, read_bounds, replicated_table
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.mysql import create_engine
 from plex_etl.reconcile import reconcile_table
-from plex_etl.sources import Source, get_source
 from plex_etl.warehouse.local import LocalWarehouse
-
-
-def binlog_source(database: str) -> Source:
-    return dataclasses.replace(get_source("plex"), database=database, port=3407)
-
-
-def captured_plan():
-    catalog, plan = load_source_catalog("plex")
-    return catalog, dataclasses.replace(plan, tables={
-        n: dataclasses.replace(p, capture="binlog") if n in APP_ORDERS else p for n, p in plan.tables.items()
-    })
 
 
 def worker(database: str, warehouse: str) -> None:

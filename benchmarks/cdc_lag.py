@@ -31,16 +31,31 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from plex_etl.catalog.model import Catalog
+from plex_etl.catalog.plan import SourcePlan
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.cdc.apply import step
 from plex_etl.demo.builder import build_demo
 from plex_etl.mysql import create_engine
-from plex_etl.sources import get_source
+from plex_etl.sources import Source, get_source
 from plex_etl.warehouse.local import LocalWarehouse
 
 REPO = Path(__file__).resolve().parents[1]
 APP_ORDERS = ("apppedidos", "apppedidoslineas", "apppedidosmovimientos", "apppedidospagos", "apppedidoslineasfact")
 DATASET = "plex_analytics"
+
+
+def binlog_source(database: str) -> Source:
+    """The plex source on the binlog MariaDB (port 3407), database `database`."""
+    return dataclasses.replace(get_source("plex"), database=database, port=3407)
+
+
+def captured_plan() -> tuple[Catalog, SourcePlan]:
+    """The plex catalog and plan with the app orders captured (`capture: binlog`)."""
+    catalog, plan = load_source_catalog("plex")
+    return catalog, dataclasses.replace(plan, tables={
+        n: dataclasses.replace(p, capture="binlog") if n in APP_ORDERS else p for n, p in plan.tables.items()
+    })
 
 
 class Writer(threading.Thread):
@@ -114,15 +129,11 @@ def main() -> None:
     args = parser.parse_args()
 
     subprocess.run([str(REPO / "scripts" / "ensure-mariadb-binlog.sh")], check=True, timeout=300)
-    plex = get_source("plex")
-    source = dataclasses.replace(plex, database=args.database, port=3407)
+    source = binlog_source(args.database)
     today = time.strftime("%Y-%m-%d")
     build_demo(source, scale=0.001, days=30, seed=7, force=True,
-               end_date=datetime.now(ZoneInfo(plex.time_zone)).date(), log=lambda _m: None)
-    catalog, plan = load_source_catalog("plex")
-    plan = dataclasses.replace(plan, tables={
-        n: dataclasses.replace(p, capture="binlog") if n in APP_ORDERS else p for n, p in plan.tables.items()
-    })
+               end_date=datetime.now(ZoneInfo(source.time_zone)).date(), log=lambda _m: None)
+    catalog, plan = captured_plan()
     engine = create_engine(source)
     with tempfile.TemporaryDirectory() as tmp:
         warehouse = LocalWarehouse(Path(tmp) / "cdc.duckdb")
