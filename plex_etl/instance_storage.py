@@ -1,0 +1,132 @@
+"""The local Dagster instance's SQLite storage, writing a run's asset events in batches.
+
+Why: a range run (a backfill, `plex-etl replicate --full`) records one planned event and one
+materialization per table per day, so that every day keeps its own status. Dagster's SQLite
+event log writes each of them alone (a new engine, a connection and a commit on the run's
+file and again on the index file: ~10-30 ms per event here), so two years of 23 dated tables
+(33,626 events) cost ~10 minutes of bookkeeping around ~20 s of rows (docs/benchmarks.md,
+issue 14 D).
+
+Dagster hands asset events to `store_event_batch` when `DAGSTER_EVENT_BATCH_SIZE` is set (this
+storage sets it unless the environment does; the production image sets it for PostgreSQL).
+Dagster's SQLite storage then still stores them one by one; `BatchedSqliteEventLogStorage`
+writes each batch of planned events, materializations or observations with one statement per
+file, as dagster-postgres does for materializations: the same rows, tags and asset records as
+event-by-event writes (plex_etl_tests/test_instance_storage.py), so per-day status and
+in-progress and failed days show as before. Everything else is Dagster's.
+
+`dagster.yaml` names `LocalSqliteStorage` as the instance storage; the layout of
+`$DAGSTER_HOME` is Dagster's own, so an existing home keeps its runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._serdes import serialize_value
+
+# Events whose only storage work is a row in the run's file, a row in the index with its tags,
+# and the asset's record (SqliteEventLogStorage.store_event): safe to write in one statement.
+BATCHED_EVENT_TYPES = frozenset({
+    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ASSET_OBSERVATION,
+})
+# Dagster writes a batch's tags as one INSERT, and SQLite binds at most 32,766 values per
+# statement: 500 events (a few tags of 4 values each) stay well below it whatever
+# DAGSTER_EVENT_BATCH_SIZE says.
+EVENTS_PER_STATEMENT = 500
+
+
+class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
+    """SQLite event log storage that writes a batch of a run's asset events at once."""
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> BatchedSqliteEventLogStorage:
+        return cls(inst_data=inst_data, **config_value)
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        for group, batched in _groups(events):
+            if batched and len(group) > 1:
+                for start in range(0, len(group), EVENTS_PER_STATEMENT):
+                    self._store_asset_events(group[start:start + EVENTS_PER_STATEMENT])
+            else:
+                for event in group:
+                    self.store_event(event)
+
+    def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
+        # executemany, not one INSERT with many VALUES: SQLAlchemy compiles the latter in Python,
+        # value by value, and that cost as much as the writes it saved.
+        rows = [self._event_to_row(event) for event in events]
+        table = SqlEventLogStorageTable
+        with self.run_connection(events[0].run_id) as connection:
+            connection.execute(table.insert(), rows)
+        with self.index_transaction() as connection:
+            inserted = connection.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
+            ids = [row[0] for row in inserted]
+            self._store_asset_event_tags(connection, events, ids)
+            # The asset record keeps the latest event of each kind: the last one per asset.
+            latest = {event.get_dagster_event().asset_key: (event, id_) for event, id_ in zip(events, ids, strict=True)}
+            for event, id_ in latest.values():
+                self._store_asset_event(connection, event, id_)
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        # Dagster's own writes a row per planned partition and serializes the whole event (with its
+        # partition subset) again for each: quadratic in the days of a range run, ~1 s per check
+        # for a year of days. The same rows, the event serialized once.
+        planned = event.get_dagster_event().event_specific_data
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        common = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as connection:
+            connection.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])
+
+
+def _groups(events: Sequence[EventLogEntry]) -> Iterator[tuple[list[EventLogEntry], bool]]:
+    """Consecutive events of one run and one batchable type, in their order, and the others alone."""
+    group: list[EventLogEntry] = []
+    for event in events:
+        kind = event.dagster_event_type
+        if kind not in BATCHED_EVENT_TYPES:
+            if group:
+                yield group, True
+                group = []
+            yield [event], False
+        elif group and (group[0].dagster_event_type != kind or group[0].run_id != event.run_id):
+            yield group, True
+            group = [event]
+        else:
+            group.append(event)
+    if group:
+        yield group, True
+
+
+class LocalSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage (runs, events, schedules under `base_dir`) with batched event writes."""
+
+    def __init__(self, base_dir: str, inst_data: Any = None) -> None:
+        # Dagster reads the batch size from the environment at each event, in every process
+        # that writes to this instance (CLI, webserver, daemon, run workers): each of them builds
+        # this storage first. An explicit setting (0 turns batching off) is kept.
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", str(EVENTS_PER_STATEMENT))
+        super().__init__(base_dir, inst_data)
+        self._event_log_storage = BatchedSqliteEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> LocalSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)

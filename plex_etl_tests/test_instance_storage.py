@@ -1,0 +1,116 @@
+"""The local instance's batched SQLite event storage (plex_etl/instance_storage.py) records a
+range run exactly as Dagster's own SQLite storage does: the same events, the same per-day
+status, the same planned asset-check rows, failed days shown as failed."""
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from plex_etl.instance_storage import BatchedSqliteEventLogStorage
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-03-01")
+FIRST, LAST = "2026-01-01", "2026-02-28"
+
+
+def _assets(fail_at: str | None = None) -> list:
+    @dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
+              check_specs=[dg.AssetCheckSpec("rows_ok", asset="orders")])
+    def orders(context: dg.AssetExecutionContext):
+        if fail_at and fail_at in context.partition_keys:
+            raise RuntimeError(f"failing on {fail_at}")
+        for key in context.partition_keys:
+            context.add_asset_metadata({"rows": len(key)}, partition_key=key)
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="rows_ok", passed=True)
+
+    @dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(), deps=[orders])
+    def lines(context: dg.AssetExecutionContext) -> None:
+        context.add_output_metadata({"days": len(context.partition_keys)})
+
+    return [orders, lines]
+
+
+def _instance(home: Path, dagster_yaml: Path | None, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the repository's dagster.yaml stores there
+    if dagster_yaml:
+        shutil.copy(dagster_yaml, home / "dagster.yaml")
+    else:  # Dagster's default: its own SQLite storage in the home
+        (home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def _run(instance: dg.DagsterInstance, fail_at: str | None = None) -> bool:
+    result = dg.materialize(
+        _assets(fail_at), instance=instance, raise_on_error=False,
+        tags={ASSET_PARTITION_RANGE_START_TAG: FIRST, ASSET_PARTITION_RANGE_END_TAG: LAST},
+    )
+    return result.success
+
+
+def _recorded(instance: dg.DagsterInstance) -> dict:
+    """What the instance holds, independent of storage ids and timestamps."""
+    storage = instance.event_log_storage
+    with storage.index_connection() as connection:
+        events = Counter(
+            (row.dagster_event_type, row.asset_key, row.partition)
+            for row in connection.execute(SqlEventLogStorageTable.select()).fetchall()
+            if row.dagster_event_type
+        )
+        checks = Counter(
+            (row.asset_key, row.check_name, row.partition, row.execution_status)
+            for row in connection.execute(AssetCheckExecutionsTable.select()).fetchall()
+        )
+    status = {}
+    for name in ("orders", "lines"):
+        value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(name), DAYS)
+        status[name] = (
+            sorted(value.deserialize_materialized_partition_subsets(DAYS).get_partition_keys()),
+            sorted(value.deserialize_failed_partition_subsets(DAYS).get_partition_keys()),
+        )
+        record = instance.get_latest_materialization_event(dg.AssetKey(name))
+        status[name + " latest"] = record.dagster_event.partition if record else None
+    run_events = Counter(
+        (entry.dagster_event_type, entry.dagster_event.partition if entry.dagster_event else None)
+        for run in instance.get_runs() for entry in instance.all_logs(run.run_id) if entry.dagster_event
+    )
+    return {"index": events, "checks": checks, "status": status, "runs": run_events}
+
+
+@pytest.mark.parametrize("fail_at", [None, "2026-02-10"], ids=["succeeds", "fails"])
+def test_batched_storage_records_a_range_run_like_dagsters(tmp_path, monkeypatch, fail_at):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "25")  # several batches per step, one split in a type run
+    ours = _instance(tmp_path / "ours", REPOSITORY / "dagster.yaml", monkeypatch)
+    stock = _instance(tmp_path / "stock", None, monkeypatch)
+    assert isinstance(ours.event_log_storage, BatchedSqliteEventLogStorage)
+    assert type(stock.event_log_storage) is not BatchedSqliteEventLogStorage
+
+    assert _run(ours, fail_at) is _run(stock, fail_at) is (fail_at is None)
+    recorded, expected = _recorded(ours), _recorded(stock)
+    assert recorded == expected
+    days = DAYS.get_partition_keys()
+    if fail_at is None:
+        assert recorded["status"]["orders"] == (days, [])
+        assert recorded["status"]["lines"] == (days, [])
+        assert recorded["status"]["orders latest"] == LAST
+        assert recorded["index"][("ASSET_MATERIALIZATION_PLANNED", '["orders"]', FIRST)] == 1
+        assert sorted(partition for (_, _, partition, _) in recorded["checks"] if partition) == days
+    else:
+        assert recorded["status"]["orders"] == ([], days)  # every planned day shows as failed
+
+
+def test_local_storage_turns_batching_on_unless_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    _instance(tmp_path / "home", REPOSITORY / "dagster.yaml", monkeypatch)
+    assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) > 0
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    _instance(tmp_path / "other", REPOSITORY / "dagster.yaml", monkeypatch)
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
