@@ -90,10 +90,19 @@ class WarehouseIOManager(dg.IOManager):
             # A stopped run (SIGTERM, Ctrl-C, a terminated run) fails now: with the retry policy
             # Dagster would otherwise schedule the interrupted step again after its delay.
             raise dg.Failure(f"{context.asset_key.to_user_string()}: interrupted", allow_retries=False) from exc
-        context.add_output_metadata(load_metadata(load, store.kind))
-        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            for key, figures in partition_metadata(load, list(context.asset_partition_keys)).items():
-                context.step_context.add_asset_metadata(figures, partition_key=key)
+        metadata = load_metadata(load, store.kind)
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        if len(keys) <= 1:
+            context.add_output_metadata(metadata)
+            return
+        # A range run records one materialization per day. The per-day MySQL counts of the whole
+        # range go on the last day's only (the one the checks read, see checks.run_materialization):
+        # on every day they would make the run's events grow with the square of its length.
+        counts = {MYSQL_COUNTS: metadata.pop(MYSQL_COUNTS)}
+        context.add_output_metadata(metadata)
+        for key, figures in partition_metadata(load, keys).items():
+            context.step_context.add_asset_metadata({**figures, **(counts if key == keys[-1] else {})},
+                                                    partition_key=key)
 
     def load_input(self, context: dg.InputContext) -> None:
         raise dg.Failure(
