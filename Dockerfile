@@ -29,9 +29,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 dagster
 COPY --from=build /opt/venv /opt/venv
+# DAGSTER_EVENT_BATCH_SIZE: a range run's asset events are written in batches (PostgreSQL
+# inserts a batch of materializations at once): docs/benchmarks.md, issue 14 D.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    DAGSTER_HOME=/opt/dagster/dagster_home
+    DAGSTER_HOME=/opt/dagster/dagster_home \
+    DAGSTER_EVENT_BATCH_SIZE=500
 # The production instance (PostgreSQL from DAGSTER_PG_* variables). On Kubernetes the Helm
 # chart mounts its own instance over this file.
 COPY --chown=dagster deploy/dagster.yaml workspace.yaml $DAGSTER_HOME/

@@ -84,16 +84,20 @@ def _window(source, days: int) -> tuple:
 
 def _dagster_base(multiprocess: bool) -> list[str]:
     """`dagster asset materialize` of the code location, in one process unless asked otherwise."""
+    import json
     import shutil
     from pathlib import Path
 
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    base = [dagster, "asset", "materialize", "-m", "plex_etl.definitions"]
+    # The console shows INFO and above: a range run's DEBUG lines (one per day and table for
+    # its planned and materialized events) are formatted for a console nobody reads here, and
+    # the event log keeps every event anyway.
+    config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if not multiprocess:
         # One process for the whole run: on small data, starting a process per step costs more
         # than the step itself. Scheduled runs keep Dagster's multiprocess executor.
-        base += ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
-    return base
+        config["execution"] = {"config": {"in_process": {}}}
+    return [dagster, "asset", "materialize", "-m", "plex_etl.definitions", "--config-json", json.dumps(config)]
 
 
 def _key_selection(source: str, catalog, tables: list[str]) -> str:

@@ -1,0 +1,111 @@
+"""What a full refresh of long history costs in Dagster bookkeeping (issue 14, D).
+
+    .venv/bin/python -m benchmarks.bookkeeping                      # 2 rounds
+    .venv/bin/python -m benchmarks.bookkeeping --rounds 3 --stock   # also Dagster's own SQLite storage
+
+Builds the demo Plex database (scale 0.001, events over the last 730 days) once, then runs
+`plex-etl replicate --full --source plex` into a fresh local warehouse and a fresh SQLite
+instance, round by round, in these variants:
+- `history`: the plan's `first_day` two years back: 731 daily partitions per dated table;
+- `one day`: `first_day` = today: the same rows, every one in the first partition, so one
+  partition per table: the rows' own cost, with the least bookkeeping;
+- `history, Dagster's SQLite storage` (--stock): as `history` on `storage: sqlite`
+  (before plex_etl/instance_storage.py; slow: ~15 minutes per run on a loaded machine).
+Bookkeeping share of `history` = (history - one day) / history, per round, median.
+Both variants read and write the same rows and run the same checks; they differ only in the
+number of partitions Dagster records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATABASE = "plexetl_bookkeeping_plex"
+STOCK_INSTANCE = "telemetry: {enabled: false}\nstorage:\n  sqlite:\n    base_dir: {env: DAGSTER_HOME}\n"
+
+
+def plex_etl(*arguments: str, env: dict[str, str]) -> None:
+    subprocess.run([str(Path(sys.executable).parent / "plex-etl"), *arguments], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def config_dir(root: Path, first_day: dt.date) -> Path:
+    """The repository's configuration with the Plex plan's first_day replaced."""
+    target = root / f"config-{first_day}"
+    if not target.exists():
+        shutil.copytree(REPO / "plex_etl" / "config", target)
+        plan = target / "plex.plan.yaml"
+        text = plan.read_text()
+        lines = [line for line in text.splitlines() if line.strip().startswith("first_day:")]
+        plan.write_text(text.replace(lines[0], lines[0].split("first_day:")[0] + f"first_day: {first_day}", 1))
+    return target
+
+
+def events(home: Path) -> int:
+    with sqlite3.connect(home / "history" / "runs" / "index.db") as db:
+        return db.execute("SELECT COUNT(*) FROM event_logs").fetchone()[0]
+
+
+def run(root: Path, label: str, first_day: dt.date, stock: bool) -> tuple[float, int]:
+    home, warehouse = root / f"home-{label}", root / f"warehouse-{label}.duckdb"
+    shutil.rmtree(home, ignore_errors=True)
+    warehouse.unlink(missing_ok=True)
+    home.mkdir()
+    if stock:
+        (home / "dagster.yaml").write_text(STOCK_INSTANCE)
+    else:
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = dict(os.environ, DAGSTER_HOME=str(home), PLEX_ETL_CONFIG_DIR=str(config_dir(root, first_day)),
+               PLEX_MYSQL_DATABASE=DATABASE, PLEX_ETL_WAREHOUSE="local", PLEX_ETL_LOCAL_WAREHOUSE=str(warehouse))
+    env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+    started = time.perf_counter()
+    plex_etl("replicate", "--full", "--source", "plex", env=env)
+    seconds = time.perf_counter() - started
+    plex_etl("reconcile", "--source", "plex", env=env)  # exits 1 (check=True raises) if any table differs
+    return seconds, events(home)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stock", action="store_true", help="also time Dagster's own SQLite storage")
+    args = parser.parse_args(argv)
+    today = dt.date.today()
+    env = dict(os.environ, PLEX_MYSQL_DATABASE=DATABASE)
+    plex_etl("demo-db", "--scale", "0.001", "--source", "plex", "--days", "730", env=env)
+    variants = {"history": (today - dt.timedelta(days=730), False), "one day": (today, False)}
+    if args.stock:
+        variants["history, Dagster's SQLite storage"] = (today - dt.timedelta(days=730), True)
+    results: dict[str, list[tuple[float, int]]] = {label: [] for label in variants}
+    with tempfile.TemporaryDirectory(prefix="plexetl-bookkeeping-") as tmp:
+        for round_ in range(args.rounds):
+            for label, (first_day, stock) in variants.items():
+                if stock and round_:
+                    continue  # one run of the slow variant is enough to show the order of magnitude
+                results[label].append(run(Path(tmp), label.replace(" ", "_").replace(",", "").replace("'", ""),
+                                          first_day, stock))
+                print(f"round {round_ + 1}: {label}: {results[label][-1][0]:.1f} s", file=sys.stderr, flush=True)
+    print("| variant | partitions per dated table | median s | runs (s) | events in the instance |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, runs in results.items():
+        days = (today - variants[label][0]).days + 1
+        seconds = [s for s, _ in runs]
+        print(f"| {label} | {days} | {statistics.median(seconds):.1f} | {', '.join(f'{s:.1f}' for s in seconds)} "
+              f"| {runs[-1][1]:,} |")
+    shares = [(h - o) / h for (h, _), (o, _) in zip(results["history"], results["one day"], strict=True)]
+    print(f"\nBookkeeping share of `history` (median of rounds): {statistics.median(shares):.0%}")
+
+
+if __name__ == "__main__":
+    main()
