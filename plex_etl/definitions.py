@@ -132,8 +132,8 @@ def build_definitions() -> dg.Definitions:
             _skip(skipped, source.name, exc)
     defs = _combine(built, skipped, resources, kind)
     # Dagster validates names, resources and selections only when Definitions are resolved.
-    # Resolving the whole once here costs nothing extra: the resolved repository is cached
-    # on `defs`, and Dagster's own load of the code location reuses it.
+    # Resolving the whole once here replaces validating each source: the resolved repository
+    # is cached on `defs`, and Dagster's own load of the code location reuses it.
     try:
         dg.Definitions.validate_loadable(defs)
     except Exception:
