@@ -48,8 +48,15 @@ class SourceDefinitions:
     jobs: list[Any]  # asset jobs (define_asset_job)
     table_keys: dict[str, tuple[dg.AssetKey, str]]  # warehouse table -> (asset key, tier), for the views
 
+    def validate(self, resources: dict[str, Any]) -> None:
+        """Raises what Dagster would raise when loading this source alone."""
+        dg.Definitions.validate_loadable(
+            dg.Definitions(assets=self.assets, asset_checks=self.checks, schedules=self.schedules,
+                           sensors=self.sensors, jobs=self.jobs, resources=resources)
+        )
 
-def _source_definitions(source: Source, resources: dict[str, Any], warehouse_kind: str) -> SourceDefinitions:
+
+def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinitions:
     catalog, plan = load_source_catalog(source.name)
     if pending := pending_review_message(plan, plan_path(source.name)):
         log.warning(pending)
@@ -69,36 +76,18 @@ def _source_definitions(source: Source, resources: dict[str, Any], warehouse_kin
         warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)
         for p in plan.included
     }
-    # Dagster validates names only when Definitions are resolved: do it per source, so that
-    # an invalid name fails this source here rather than the whole code location later.
-    dg.Definitions.validate_loadable(
-        dg.Definitions(assets=assets, asset_checks=checks, schedules=schedules, sensors=sensors, jobs=jobs,
-                       resources=resources)
-    )
     return SourceDefinitions(plan, assets, checks, schedules, sensors, jobs, table_keys)
 
 
-def build_definitions() -> dg.Definitions:
-    """Every source's assets and checks. A source whose catalog or plan cannot be built (a stale
-    plan entry after a table rename, a broken file) is left out with an error in the log and
-    in the code location's metadata (`plex_etl/skipped_sources`): the other sources load."""
-    built: dict[str, tuple[Source, SourceDefinitions]] = {}
-    skipped: dict[str, str] = {}
-    warehouse = warehouse_from_environment()
-    kind = warehouse.resolved_kind
-    resources = {
-        "mysql": MySQLResource(),
-        "warehouse": warehouse,
-        "warehouse_io_manager": warehouse_io_manager,
-    }
-    for source in load_sources().values():
-        if not catalog_path(source.name).exists():
-            continue  # a source without a catalog yet: `plex-etl discover --source NAME`
-        try:
-            built[source.name] = (source, _source_definitions(source, resources, kind))
-        except Exception as exc:  # one bad source must not take down the others
-            skipped[source.name] = f"{type(exc).__name__}: {exc}"
-            log.error("source '%s' skipped, its assets are not loaded: %s", source.name, skipped[source.name])
+def _skip(skipped: dict[str, str], source: str, exc: Exception) -> None:
+    skipped[source] = f"{type(exc).__name__}: {exc}"
+    log.error("source '%s' skipped, its assets are not loaded: %s", source, skipped[source])
+
+
+def _combine(
+    built: dict[str, tuple[Source, SourceDefinitions]], skipped: dict[str, str], resources: dict[str, Any], kind: str
+) -> dg.Definitions:
+    """The code location: the sources built, the views over their tables, the alerts."""
     parts = [b for _, b in built.values()]
     table_keys = {t: key_tier for b in parts for t, key_tier in b.table_keys.items()}
     views = build_view_assets(
@@ -118,6 +107,47 @@ def build_definitions() -> dg.Definitions:
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,
     )
+
+
+def build_definitions() -> dg.Definitions:
+    """Every source's assets and checks. A source whose catalog or plan cannot be built (a stale
+    plan entry after a table rename, a broken file), or whose definitions Dagster refuses, is
+    left out with an error in the log and in the code location's metadata
+    (`plex_etl/skipped_sources`): the other sources load."""
+    built: dict[str, tuple[Source, SourceDefinitions]] = {}
+    skipped: dict[str, str] = {}
+    warehouse = warehouse_from_environment()
+    kind = warehouse.resolved_kind
+    resources = {
+        "mysql": MySQLResource(),
+        "warehouse": warehouse,
+        "warehouse_io_manager": warehouse_io_manager,
+    }
+    for source in load_sources().values():
+        if not catalog_path(source.name).exists():
+            continue  # a source without a catalog yet: `plex-etl discover --source NAME`
+        try:
+            built[source.name] = (source, _source_definitions(source, kind))
+        except Exception as exc:  # one bad source must not take down the others
+            _skip(skipped, source.name, exc)
+    defs = _combine(built, skipped, resources, kind)
+    # Dagster validates names, resources and selections only when Definitions are resolved.
+    # Resolving the whole once here replaces validating each source: the resolved repository
+    # is cached on `defs`, and Dagster's own load of the code location reuses it.
+    try:
+        dg.Definitions.validate_loadable(defs)
+    except Exception:
+        # Some source is invalid: find it by validating each alone (the cost is paid only
+        # now), so that it fails by itself rather than the whole code location.
+        for name, (_source, part) in list(built.items()):
+            try:
+                part.validate(resources)
+            except Exception as exc:
+                del built[name]
+                _skip(skipped, name, exc)
+        # Not validated again: what still fails is not one source's, and Dagster reports it.
+        defs = _combine(built, skipped, resources, kind)
+    return defs
 
 
 defs = build_definitions()

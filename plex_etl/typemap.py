@@ -5,9 +5,10 @@ Three steps, all driven by the tables below:
 1. `map_column(column, override)` parses the column's COLUMN_TYPE (`int(11) unsigned`,
    `decimal(15,4)`, `datetime(6)`...) and looks its DATA_TYPE up in `_TYPES` (data type ->
    family) and `_FAMILIES` (family -> default target + the plan overrides it accepts). The
-   result, `MappedType`, says which Arrow type the extractor produces, the BigQuery and
-   DuckDB column types, the SELECT expression that normalises the value server-side
-   (`select_sql`, a template with `{column}`) and the conversion `rule`.
+   result, `MappedType`, names the Arrow type the extractor produces (an `ArrowType`,
+   built only where data is converted), the BigQuery and DuckDB column types, the SELECT
+   expression that normalises the value server-side (`select_sql`, a template with
+   `{column}`) and the conversion `rule`.
 2. The extractor reads rows through mysqlclient's TEXT protocol: each value arrives as
    bytes in MySQL's canonical text form (utf8mb4 for text columns, raw bytes for binary
    ones) or None, and builds `pa.array(values, pa.binary())` per column.
@@ -63,13 +64,13 @@ import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from plex_etl.catalog.model import Column
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FIXES: dict[str, str] = {
     "zero_date_to_null": "MySQL zero date/datetime/timestamp ('0000-00-00 ...') loaded as NULL",
@@ -111,15 +112,38 @@ class ValueConversionError(ValueError):
 
 
 @dataclass(frozen=True)
+class ArrowType:
+    """A pyarrow type named by its factory and arguments: ArrowType("decimal128", (20, 0)) is
+    pa.decimal128(20, 0), built by `build()`.
+
+    Columns are mapped when the code location loads (plan validation, asset metadata):
+    naming the type there and building it only where data is converted keeps pyarrow and
+    numpy (~0.15 s) out of every Dagster process that moves no data.
+    """
+
+    factory: str  # a function of the pyarrow module: int64, decimal128, timestamp...
+    args: tuple[int | str, ...] = ()
+
+    def build(self) -> pa.DataType:
+        import pyarrow as pa
+
+        return getattr(pa, self.factory)(*self.args)
+
+
+@dataclass(frozen=True)
 class MappedType:
     """Where a column goes and how; `column_type` is an addition to the agreed API."""
 
-    arrow_type: pa.DataType
+    arrow: ArrowType  # the Arrow type the extractor produces; `arrow_type` builds it
     bigquery_type: str
     local_type: str  # DuckDB
     select_sql: str  # template with {column}: the already-quoted identifier
     rule: str  # key of RULES: how convert() turns the text protocol bytes into arrow_type
     column_type: str = ""  # the MySQL COLUMN_TYPE mapped (some rules need its parameters)
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return self.arrow.build()
 
 
 # --- COLUMN_TYPE parsing ---------------------------------------------------------------
@@ -178,27 +202,27 @@ _PLAIN = "{column}"
 
 
 def _int64(select: str = _PLAIN, rule: str = "integer") -> MappedType:
-    return MappedType(pa.int64(), "INT64", "BIGINT", select, rule)
+    return MappedType(ArrowType("int64"), "INT64", "BIGINT", select, rule)
 
 
 def _bool(select: str = _PLAIN) -> MappedType:
-    return MappedType(pa.bool_(), "BOOL", "BOOLEAN", select, "bool")
+    return MappedType(ArrowType("bool_"), "BOOL", "BOOLEAN", select, "bool")
 
 
 def _float64(select: str = _PLAIN, rule: str = "float") -> MappedType:
-    return MappedType(pa.float64(), "FLOAT64", "DOUBLE", select, rule)
+    return MappedType(ArrowType("float64"), "FLOAT64", "DOUBLE", select, rule)
 
 
 def _string(select: str = _PLAIN, rule: str = "text") -> MappedType:
-    return MappedType(pa.string(), "STRING", "VARCHAR", select, rule)
+    return MappedType(ArrowType("string"), "STRING", "VARCHAR", select, rule)
 
 
 def _bytes(select: str = _PLAIN) -> MappedType:
-    return MappedType(pa.binary(), "BYTES", "BLOB", select, "bytes")
+    return MappedType(ArrowType("binary"), "BYTES", "BLOB", select, "bytes")
 
 
 def _json() -> MappedType:
-    return MappedType(pa.string(), "JSON", "JSON", _PLAIN, "json")
+    return MappedType(ArrowType("string"), "JSON", "JSON", _PLAIN, "json")
 
 
 def _fits_numeric(p: int, s: int) -> bool:
@@ -211,7 +235,7 @@ def _fits_bignumeric(p: int, s: int) -> bool:
 
 def _decimal(p: int, s: int, bigquery: str, select: str = _PLAIN) -> MappedType:
     """An exact decimal; `bigquery` is "NUMERIC" or "BIGNUMERIC" (caller checked the fit)."""
-    arrow = pa.decimal128(p, s) if p <= 38 else pa.decimal256(p, s)
+    arrow = ArrowType("decimal128" if p <= 38 else "decimal256", (p, s))
     # DuckDB DECIMAL holds at most 38 digits: wider values go as exact text (the local warehouse stages them so).
     local = f"DECIMAL({p},{s})" if p <= 38 else "VARCHAR"
     return MappedType(arrow, f"{bigquery}({p}, {s})", local, select, "decimal")
@@ -288,15 +312,15 @@ _FAMILIES: dict[str, _Family] = {
     "float": _Family(_fixed(_float64(_FLOAT)), frozenset({"float64", "string"}), _FLOAT),
     "double": _Family(_fixed(_float64()), frozenset({"float64", "string"})),
     "date": _Family(
-        _fixed(MappedType(pa.date32(), "DATE", "DATE", _PLAIN, "date")), frozenset({"string"})
+        _fixed(MappedType(ArrowType("date32"), "DATE", "DATE", _PLAIN, "date")), frozenset({"string"})
     ),
     "datetime": _Family(
-        _fixed(MappedType(pa.timestamp("us"), "DATETIME", "TIMESTAMP", _PLAIN, "datetime")),
+        _fixed(MappedType(ArrowType("timestamp", ("us",)), "DATETIME", "TIMESTAMP", _PLAIN, "datetime")),
         frozenset({"string"}),
     ),
     "timestamp": _Family(
-        _fixed(MappedType(pa.timestamp("us", tz="UTC"), "TIMESTAMP", "TIMESTAMPTZ", _PLAIN,
-                          "timestamp")),
+        _fixed(MappedType(ArrowType("timestamp", ("us", "UTC")), "TIMESTAMP", "TIMESTAMPTZ",
+                          _PLAIN, "timestamp")),
         frozenset({"string"}),
     ),
     "time": _Family(_fixed(_string(rule="time_text")), frozenset({"string"})),
@@ -394,15 +418,14 @@ def map_column(column: Column, override: str | None = None) -> MappedType:
                 f"(possible: {', '.join(sorted(_FAMILIES[family].overrides))})"
             )
         mapped = _override(spec, family, name)
-    return MappedType(
-        mapped.arrow_type, mapped.bigquery_type, mapped.local_type, mapped.select_sql,
-        mapped.rule, spec.column_type,
-    )
+    return replace(mapped, column_type=spec.column_type)
 
 
 # --- conversion ------------------------------------------------------------------------------
+# pyarrow (and numpy) are imported by the functions that convert data, not by this module:
+# loading the code location maps every column but converts none (see ArrowType).
 
-Converter = Callable[[pa.Array, MappedType, str], tuple[pa.Array, dict[str, int]]]
+Converter = Callable[["pa.Array", MappedType, str], tuple["pa.Array", dict[str, int]]]
 _CONVERTERS: dict[str, Converter] = {}
 
 
@@ -435,6 +458,9 @@ def _first_value(values: pa.Array, mask: pa.Array) -> object:
 
 def _cast(values: pa.Array, target: pa.DataType, column: str) -> pa.Array:
     """pc.cast, and on failure a ValueConversionError naming the first failing value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     try:
         return pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -448,12 +474,17 @@ def _cast(values: pa.Array, target: pa.DataType, column: str) -> pa.Array:
 
 
 def _count(fixes: dict[str, int], name: str, mask: pa.Array) -> None:
+    import pyarrow.compute as pc
+
     n = pc.sum(mask).as_py() or 0
     if n:
         fixes[name] = fixes.get(name, 0) + n
 
 
 def _null_where(values: pa.Array, mask: pa.Array) -> pa.Array:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     return pc.if_else(mask, pa.scalar(None, values.type), values)
 
 
@@ -465,6 +496,9 @@ def _convert_number(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.
 
 @_converter("bool")
 def _convert_bool(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     ints = _cast(raw, pa.int64(), column)
     bad = pc.invert(pc.is_in(ints, pa.array([0, 1], pa.int64())))
     if pc.any(pc.and_(bad, pc.is_valid(ints))).as_py():
@@ -476,6 +510,9 @@ def _convert_bool(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Ar
 @_converter("float64_rounded")
 def _convert_float64_rounded(raw: pa.Array, mapped: MappedType, column: str
                              ) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     floats = _cast(raw, pa.float64(), column)
     fixes: dict[str, int] = {}
     # Exact iff the float, written back at the source's scale, is the source value.
@@ -488,11 +525,15 @@ def _convert_float64_rounded(raw: pa.Array, mapped: MappedType, column: str
     return floats, fixes
 
 
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _invalid_calendar_dates(text: pa.Array) -> pa.Array:
     """Values shaped like a date whose day does not exist in its month (vectorised)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     shaped = pc.match_substring_regex(text, r"^\d{4}-\d{2}-\d{2}")
     text = _null_where(text, pc.invert(shaped))
     y, m, d = (
@@ -503,12 +544,15 @@ def _invalid_calendar_dates(text: pa.Array) -> pa.Array:
     y, m, d = (np.nan_to_num(v).astype(np.int64) for v in (y, m, d))
     leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
     month_ok = (m >= 1) & (m <= 12)
-    dim = _DAYS_IN_MONTH[np.where(month_ok, m, 0)] + ((m == 2) & leap)
+    dim = np.array(_DAYS_IN_MONTH)[np.where(month_ok, m, 0)] + ((m == 2) & leap)
     return pa.array(valid & month_ok & (d > dim))
 
 
 @_converter("date", "datetime", "timestamp")
 def _convert_temporal(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     text = raw.view(pa.string())
     fixes: dict[str, int] = {}
     year0 = pc.starts_with(text, "0000")
@@ -536,6 +580,9 @@ def _convert_temporal(raw: pa.Array, mapped: MappedType, column: str) -> tuple[p
 
 @_converter("year")
 def _convert_year(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     years = _cast(raw, pa.int64(), column)
     fixes: dict[str, int] = {}
     zero = pc.equal(years, 0)
@@ -545,16 +592,22 @@ def _convert_year(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Ar
 
 @_converter("text", "time_text", "spatial_wkt", "decimal_text")
 def _convert_text(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+
     return _cast(raw, pa.string(), column), {}  # the cast validates UTF-8
 
 
 @_converter("bytes")
 def _convert_bytes(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+
     return raw.cast(pa.binary()), {}
 
 
 @_converter("json")
 def _convert_json(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, dict]:
+    import pyarrow as pa
+
     text = _cast(raw, pa.string(), column)
     # Per-value loop: pyarrow has no JSON validator, and BigQuery rejects a whole load
     # for one invalid document (possible in a LONGTEXT overridden as json).
@@ -572,6 +625,8 @@ def convert(raw: pa.Array, mapped: MappedType, column: str) -> tuple[pa.Array, d
     Raises ValueConversionError (naming `column` and the value) for a value that cannot be
     represented without silent loss.
     """
+    import pyarrow as pa
+
     if isinstance(raw, pa.ChunkedArray):
         raw = raw.combine_chunks()
     if raw.type != pa.binary():

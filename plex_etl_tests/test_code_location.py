@@ -92,3 +92,33 @@ def test_a_broken_source_is_skipped_and_odd_names_load(config_dir: Path, caplog:
     assert list(skipped) == ["stale"] and "clientes" in skipped["stale"] and "not in the catalog" in skipped["stale"]
     assert "stale.plan.yaml" in skipped["stale"]
     assert "source 'stale' skipped" in caplog.text and "clientes" in caplog.text
+
+
+def test_a_source_dagster_refuses_is_skipped(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+    """The whole code location is validated once; when that fails, each source is validated
+    alone and the invalid one (here an asset needing a resource nobody provides) is left out
+    like a source whose plan is broken, while the others load."""
+    from plex_etl import definitions
+
+    monkeypatch.setenv("PLEX_ETL_WAREHOUSE", "local")
+    monkeypatch.delenv("PLEX_ETL_CONFIG_DIR", raising=False)
+    build = definitions._source_definitions
+
+    def quantio_invalid(source, warehouse_kind):
+        part = build(source, warehouse_kind)
+        if source.name == "quantio":
+            @dg.asset(key=["quantio", "needs_a_missing_resource"], required_resource_keys={"missing_resource"})
+            def needs_a_missing_resource() -> None: ...
+
+            part.assets.append(needs_a_missing_resource)
+        return part
+
+    monkeypatch.setattr(definitions, "_source_definitions", quantio_invalid)
+    caplog.set_level(logging.ERROR, logger="plex_etl.definitions")
+    defs = definitions.build_definitions()
+    dg.Definitions.validate_loadable(defs)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "plex/factcabecera" in keys and not any(key.startswith("quantio/") for key in keys)
+    skipped = defs.metadata["plex_etl/skipped_sources"].value
+    assert list(skipped) == ["quantio"] and "missing_resource" in skipped["quantio"]
+    assert "source 'quantio' skipped" in caplog.text

@@ -1,6 +1,6 @@
 """The C YAML loader gives the same values as PyYAML's pure-Python SafeLoader on every
 committed YAML file (catalogs, plans, sources, demo schemas), and loading Definitions
-imports neither SQLAlchemy, duckdb, sqlglot nor the BigQuery client."""
+imports neither SQLAlchemy, duckdb, sqlglot, the BigQuery client nor pyarrow and numpy."""
 
 import subprocess
 import sys
@@ -26,10 +26,11 @@ def test_same_values_as_the_python_loader(path):
     assert yamlio.safe_load(text) == yaml.safe_load(text)
 
 
-def test_definitions_import_no_database_or_cloud_client():
+def test_definitions_import_no_database_cloud_or_arrow_library():
     code = (
         "import sys, plex_etl.definitions\n"
-        "heavy = ['sqlalchemy', 'duckdb', 'sqlglot', 'google.cloud.bigquery', 'MySQLdb', 'pymysql']\n"
+        "heavy = ['sqlalchemy', 'duckdb', 'sqlglot', 'google.cloud.bigquery', 'MySQLdb', 'pymysql',\n"
+        "         'pyarrow', 'numpy']\n"
         "print(','.join(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pytest
@@ -26,6 +26,9 @@ from plex_etl.warehouse.base import (
     WarehouseColumn,
     WarehouseError,
 )
+
+if TYPE_CHECKING:
+    from plex_etl.typemap import MappedType
 
 D1, D2, D3, D4 = (dt.date(2025, 3, d) for d in (1, 2, 3, 4))
 UTC = dt.UTC
@@ -380,14 +383,19 @@ DECIMAL_MODERATE: dict[str, str] = {
 }
 
 
-def mapped_column(name: str, column_type: str, override: str | None = None) -> WarehouseColumn:
-    """A warehouse column exactly as the type map maps the MySQL `column_type`."""
+def mapped_type(name: str, column_type: str, override: str | None = None) -> MappedType:
+    """The type map's mapping of a MySQL column `name` of type `column_type`."""
     from plex_etl.catalog.model import Column
     from plex_etl.typemap import map_column
 
     data_type = column_type.split("(")[0].split()[0]
-    m = map_column(Column(name=name, ordinal=1, column_type=column_type, data_type=data_type,
-                          nullable=True), override)
+    return map_column(Column(name=name, ordinal=1, column_type=column_type, data_type=data_type,
+                             nullable=True), override)
+
+
+def mapped_column(name: str, column_type: str, override: str | None = None) -> WarehouseColumn:
+    """A warehouse column exactly as the type map maps the MySQL `column_type`."""
+    m = mapped_type(name, column_type, override)
     return WarehouseColumn(name, m.arrow_type, m.bigquery_type, m.local_type)
 
 
@@ -397,15 +405,15 @@ def decimal_target(h: Harness, name: str, columns: Sequence[str] = tuple(DECIMAL
 
 
 def mysql_rows(target: TargetTable, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of MySQL text converted by the type map (as extraction does): id kept."""
-    from plex_etl.typemap import MappedType, convert
+    """Rows of MySQL text converted by the type map (as extraction does): id kept. The
+    columns of `target` (a decimal_target) are named by DECIMAL_EXTREMES."""
+    from plex_etl.typemap import convert
 
     out = [{"id": r["id"]} for r in rows]
     for c in target.columns[1:]:
         texts = [r.get(c.name) for r in rows]
         raw = pa.array([None if t is None else t.encode() for t in texts], pa.binary())
-        mapped = MappedType(c.arrow_type, c.bigquery_type, c.local_type, "{column}", "decimal")
-        values, _ = convert(raw, mapped, c.name)
+        values, _ = convert(raw, mapped_type(c.name, DECIMAL_EXTREMES[c.name][0]), c.name)
         for o, v in zip(out, values.to_pylist(), strict=True):
             o[c.name] = v
     return out

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -55,6 +54,10 @@ def failure_message(context: dg.RunFailureSensorContext) -> str:
 
 def post_webhook(url: str, text: str, timeout: float = ALERT_TIMEOUT_SECONDS) -> int:
     """POST `{"text": text}` as JSON; returns the HTTP status (errors raise)."""
+    # Imported here: urllib.request (with ssl, email, http.client) is only needed when a
+    # sensor posts, not by every process that loads the code location.
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=json.dumps({"text": text}).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )

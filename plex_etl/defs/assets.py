@@ -54,16 +54,18 @@ def is_partitioned(table_plan: TablePlan) -> bool:
 
 
 def column_schema(spec: ReplicatedTable, warehouse_kind: str) -> dg.TableSchema:
-    """The warehouse columns as the catalog maps them, known before the first load."""
+    """The warehouse columns as the catalog maps them, known before the first load.
+
+    From the mapped types, not `spec.target`, whose Arrow types would import pyarrow."""
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
-                name=c.name,
-                type=c.bigquery_type if warehouse_kind == "bigquery" else c.local_type,
+                name=name,
+                type=m.bigquery_type if warehouse_kind == "bigquery" else m.local_type,
                 description=f"MySQL {col.column_type}",
                 constraints=dg.TableColumnConstraints(nullable=col.nullable),
             )
-            for c, col in zip(spec.target.columns, spec.table.columns, strict=True)
+            for name, m, col in zip(spec.column_names, spec.mapped, spec.table.columns, strict=True)
         ]
     )
 
@@ -114,7 +116,7 @@ def build_table_asset(
         "strategy": table_plan.strategy,
         "tier": table_plan.tier,
         "chunk_rows": table_plan.chunk_rows,
-        "warehouse_table": spec.target.name,
+        "warehouse_table": spec.warehouse_name,
         "dagster/column_schema": column_schema(spec, warehouse_kind),
     }
     if not_drawn:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
-from plex_etl.catalog.model import Catalog, Relationship, Table
+from plex_etl.catalog.model import Catalog, Column, Relationship, Table
 from plex_etl.catalog.naming import DEFAULT_DATASET, warehouse_table
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.typemap import MappedType, map_column
@@ -28,7 +29,8 @@ class ReplicatedTable:
     mapped: tuple[MappedType, ...]
     hops: tuple[Hop, ...]  # child -> ... -> dated ancestor; empty for other strategies
     dated: TablePlan  # the plan whose partition columns decide the day (itself unless child)
-    target: TargetTable
+    dataset: str  # the warehouse dataset of `target`
+    primary_key: tuple[str, ...]  # warehouse names of the key columns
     retention_days: int  # snapshots: days of history kept in the warehouse
     first_day: dt.date  # the first partition: it also holds the rows dated before it, or undated
     key_bounds: bool = False  # reads may be bounded by a key range (extract/access.py)
@@ -36,6 +38,41 @@ class ReplicatedTable:
     @property
     def name(self) -> str:
         return self.table.name
+
+    @property
+    def warehouse_name(self) -> str:
+        return warehouse_table_name(self.source, self.table)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """The warehouse names of the table's columns, in catalog order."""
+        return tuple(_warehouse_column(c) for c in self.table.columns)
+
+    @cached_property
+    def target(self) -> TargetTable:
+        """The warehouse table. Built on first use: its columns' Arrow types import pyarrow,
+        which loading the code location (asset names and metadata) does without."""
+        columns = tuple(
+            WarehouseColumn(
+                name=name,
+                arrow_type=m.arrow_type,
+                bigquery_type=m.bigquery_type,
+                local_type=m.local_type,
+                nullable=True,  # a MySQL NOT NULL can still yield NULL after a counted fix (zero dates)
+            )
+            for name, m in zip(self.column_names, self.mapped, strict=True)
+        )
+        return TargetTable(
+            dataset=self.dataset,
+            name=self.warehouse_name,
+            columns=columns,
+            primary_key=self.primary_key,
+            description=f"{self.source}.{self.name} ({self.plan.strategy}), replicated by plex_etl",
+        )
+
+
+def _warehouse_column(column: Column) -> str:
+    return column.warehouse_name or column.name
 
 
 def warehouse_table_name(source: str, table: Table) -> str:
@@ -55,26 +92,10 @@ def replicated_table(
         rel = catalog.relationship(dated.parent or "")
         hops.append(Hop(rel, catalog.table(rel.referenced_table)))
         dated = plan.tables[rel.referenced_table]
-    columns = tuple(
-        WarehouseColumn(
-            name=c.warehouse_name or c.name,
-            arrow_type=m.arrow_type,
-            bigquery_type=m.bigquery_type,
-            local_type=m.local_type,
-            nullable=True,  # a MySQL NOT NULL can still yield NULL after a counted fix (zero dates)
-        )
-        for c, m in zip(table.columns, mapped, strict=True)
-    )
-    pk = {c.name: c.warehouse_name or c.name for c in table.columns}
-    target = TargetTable(
-        dataset=dataset,
-        name=warehouse_table_name(catalog.source, table),
-        columns=columns,
-        primary_key=tuple(pk[c] for c in table.primary_key),
-        description=f"{catalog.source}.{name} ({table_plan.strategy}), replicated by plex_etl",
-    )
+    pk = {c.name: _warehouse_column(c) for c in table.columns}
     return ReplicatedTable(
-        catalog.source, table, table_plan, mapped, tuple(hops), dated, target,
+        catalog.source, table, table_plan, mapped, tuple(hops), dated, dataset,
+        primary_key=tuple(pk[c] for c in table.primary_key),
         retention_days=plan.snapshot_retention_days, first_day=plan.first_day,
         key_bounds=plan.key_bounds if table_plan.key_bounds is None else table_plan.key_bounds,
     )

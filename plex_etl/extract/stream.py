@@ -34,11 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
+from typing import TYPE_CHECKING, Any
 
 from plex_etl.extract.access import Access, choose_access, runner
 from plex_etl.extract.spec import ReplicatedTable
@@ -46,6 +42,12 @@ from plex_etl.extract.sql import partition_query
 from plex_etl.mysql import raw_connection
 from plex_etl.sources import Source
 from plex_etl.typemap import ValueConversionError, convert
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported by the methods that read, not by this module: the code location
+# imports PartitionStream but reads nothing when it loads.
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +272,8 @@ class PartitionStream:
         return sum(self.snapshot_counts.values())
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
         started = time.perf_counter()
         session = _Session(self.source, self._connect)
         finished = False
@@ -332,6 +336,8 @@ class PartitionStream:
 
     def _tuple_chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
         """Rows as tuples of column values (a table with binary columns), one fetch at a time."""
+        import pyarrow as pa
+
         session.query(self.query.rows_sql)
         result = session.connection.use_result()
         chunk_rows = self.spec.plan.chunk_rows
@@ -356,6 +362,9 @@ class PartitionStream:
         parse runs on one thread: with the server on the same cores, more threads only
         cost CPU (measured, docs/benchmarks.md).
         """
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
         session.query(self.query.csv_sql)
         names = [f"c{i}" for i in range(len(self.schema))]
         read = pcsv.ReadOptions(column_names=names, use_threads=False, block_size=CSV_BLOCK_BYTES)
@@ -394,6 +403,9 @@ class PartitionStream:
                     pending, pending_rows = [], 0
 
     def _to_batch_columns(self, columns: list[pa.ChunkedArray | pa.Array]) -> pa.RecordBatch:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         arrays = []
         for column, mapped, raw in zip(self.spec.table.columns, self.spec.mapped, columns, strict=False):
             try:
@@ -409,6 +421,8 @@ class PartitionStream:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _to_batch(self, rows: tuple[tuple[bytes | None, ...], ...]) -> pa.RecordBatch:
+        import pyarrow as pa
+
         return self._to_batch_columns([pa.array(values, type=pa.binary()) for values in zip(*rows, strict=True)])
 
     def _report(self, total_chunks: int, chunk_rows: int) -> None:

@@ -34,10 +34,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import pyarrow as pa
-import pyarrow.compute as pc
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# pyarrow is imported where record batches are handled, not by this module: the code
+# location imports it (through the table specs) but moves no data when it loads.
 
 PARTITION_COLUMN = "_etl_partition_date"
 LOADED_AT_COLUMN = "_etl_loaded_at"
@@ -78,6 +81,8 @@ class TargetTable:
     @property
     def arrow_schema(self) -> pa.Schema:
         """Schema of the record batches a load receives: data columns, then the partition date."""
+        import pyarrow as pa
+
         fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
         return pa.schema([*fields, pa.field(PARTITION_COLUMN, pa.date32(), nullable=False)])
 
@@ -233,6 +238,8 @@ class BatchStream:
         self.rows_by_partition: dict[dt.date, int] = {}
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
         for batch in self._batches:
             if isinstance(batch, pa.Table):
                 for b in batch.to_batches():
@@ -249,6 +256,8 @@ class BatchStream:
         return batch
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import pyarrow as pa
+
         if batch.schema.equals(self.schema, check_metadata=False):
             return batch
         present = set(batch.schema.names)
@@ -272,6 +281,8 @@ class BatchStream:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _check_partitions(self, batch: pa.RecordBatch) -> None:
+        import pyarrow.compute as pc
+
         dates = batch.column(PARTITION_COLUMN)
         if dates.null_count:
             raise WarehouseError(
@@ -291,6 +302,9 @@ def decimal_text(values: pa.Array) -> pa.Array:
     """Exact plain text of a decimal array ('-12.50', '0.000001', never '1E-6').
 
     Arrow prints small scaled values in exponent notation; those few are re-printed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     text = pc.cast(values, pa.string())
     mask = pc.fill_null(pc.match_substring(text, "E"), False)
     if not pc.any(mask).as_py():
@@ -301,6 +315,8 @@ def decimal_text(values: pa.Array) -> pa.Array:
 
 def stage_array(values: pa.Array, staged: pa.DataType) -> pa.Array:
     """`values` as the staged type of its column: unchanged, decimal as exact text, or cast."""
+    import pyarrow as pa
+
     if values.type == staged:
         return values
     if pa.types.is_decimal(values.type) and pa.types.is_string(staged):
@@ -358,5 +374,7 @@ class ChangeWarehouse(Protocol):
 
 def cdc_staging_table(table: pa.Table, target: TargetTable) -> pa.Table:
     """`table` conformed to the target's arrow schema (columns matched by name)."""
+    import pyarrow as pa
+
     batches = list(BatchStream(target, [table], None, None))
     return pa.Table.from_batches(batches, target.arrow_schema)
