@@ -12,6 +12,7 @@ NUMERIC(20, 0)); the bench table must be readable by every baseline.
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import sqlalchemy as sa
 
@@ -21,7 +22,9 @@ from plex_etl.extract.spec import ReplicatedTable, replicated_table
 from plex_etl.mysql import create_engine
 from plex_etl.sources import Source, get_source, with_database
 
-DATABASE = "plexetl_bench_table"
+# Parallel sessions on one server each set their own name (PLEX_ETL_BENCH_DATABASE): a rebuild
+# by one must not drop the table another is reading.
+DATABASE = os.environ.get("PLEX_ETL_BENCH_DATABASE", "plexetl_bench_table")
 TABLE = "bench"
 SOURCE = "bench"
 
