@@ -1,5 +1,7 @@
-"""The fast read (one server-side CSV line per row) and the per-column read give identical
-Arrow data, fixes and chunks, for every demo table and for text built to break CSV."""
+"""The fast read (one server-side line of fields per row) and the per-column read give
+identical Arrow data, fixes and chunks, for every demo table and for text built to break
+CSV and the line's separator (latin1 'þ' and 'ÿ' are the bytes 0xFE and 0xFF); and the
+per-day counts tallied from the rows are the server's, or the read fails."""
 
 import dataclasses
 import datetime as dt
@@ -12,21 +14,22 @@ from plex_etl.catalog.discover import read_structure
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.extract.spec import replicated_table
-from plex_etl.extract.stream import PartitionStream
+from plex_etl.extract.stream import ExtractionError, PartitionStream, _Fetcher
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import with_database
 
 AWKWARD = [
     'comillas "dobles" y \'simples\'', "coma, coma", "línea\r\nnueva", "tab\there", "NULL", "\\N", "",
     "Núñez Peña Córdoba", "emoji 💊🏥", "barra \\ invertida", " espacios ", '"', ",", "\n",
+    "þ", "ÿ", "ÿþ, þÿ",
 ]
 
 
 def both_ways(source, spec, start, end):
     fast = PartitionStream(source, spec, start, end)
-    assert fast.query.csv_sql is not None, spec.name
+    assert fast.query.line_sql is not None, spec.name
     slow = PartitionStream(source, spec, start, end)
-    slow.query = dataclasses.replace(slow.query, csv_sql=None)
+    slow.query = dataclasses.replace(slow.query, line_sql=None)
     return read(fast), read(slow)
 
 
@@ -40,7 +43,7 @@ def test_both_read_paths_agree_on_every_demo_table(demo_sources, demo_end_date, 
             table_plan, chunk_rows=1000)})
         spec = replicated_table(catalog, small, table_plan.table)
         start = demo_end_date if table_plan.strategy == "snapshot" else demo_end_date - dt.timedelta(days=40)
-        if PartitionStream(source, spec, start, demo_end_date).query.csv_sql is None:
+        if PartitionStream(source, spec, start, demo_end_date).query.line_sql is None:
             continue  # binary columns: the per-column read is the only one
         (fast, fast_chunks, fast_fixes), (slow, slow_chunks, slow_fixes) = both_ways(
             source, spec, start, demo_end_date
@@ -81,3 +84,46 @@ def test_text_that_breaks_naive_csv_survives(demo_sources, demo_end_date, charse
     finally:
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP DATABASE IF EXISTS {source.database}"))
+
+
+def _day_counts(source, stream):
+    with create_engine(source).connect() as connection:
+        return {d: n for d, n in connection.execute(sa.text(stream.query.count_sql)) if n}
+
+
+@pytest.mark.parametrize("line_read", [True, False])
+def test_counts_are_the_snapshot_counts(demo_sources, demo_end_date, line_read):
+    catalog, plan = load_source_catalog("plex")
+    spec = replicated_table(catalog, plan, "factlineas")
+    stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
+    if not line_read:
+        stream.query = dataclasses.replace(stream.query, line_sql=None)
+    rows = sum(batch.num_rows for batch in stream)
+    assert stream.snapshot_counts == _day_counts(demo_sources["plex"], stream)
+    assert len(stream.snapshot_counts) > 5 and stream.expected_rows == rows
+
+
+def test_a_row_lost_before_the_tally_fails_the_read(demo_sources, demo_end_date, monkeypatch):
+    catalog, plan = load_source_catalog("plex")
+    spec = replicated_table(catalog, plan, "factlineas")
+    split = PartitionStream._split_lines
+    monkeypatch.setattr(PartitionStream, "_split_lines", lambda self, rows, width: split(self, rows[:-1], width))
+    stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
+    with pytest.raises(ExtractionError, match=r"the server sent [0-9,]+ rows but [0-9,]+ were read"):
+        list(stream)
+
+
+def test_a_fetch_seen_twice_fails_the_read(demo_sources, demo_end_date, monkeypatch):
+    catalog, plan = load_source_catalog("plex")
+    small = dataclasses.replace(plan, tables={**plan.tables, "factlineas": dataclasses.replace(
+        plan.tables["factlineas"], chunk_rows=100)})
+    spec = replicated_table(catalog, small, "factlineas")
+    put = _Fetcher._put
+
+    def twice(self, item):
+        return put(self, item) and (isinstance(item, BaseException) or item[0] != 1 or put(self, item))
+
+    monkeypatch.setattr(_Fetcher, "_put", twice)
+    stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
+    with pytest.raises(ExtractionError, match="fetch 1 arrived where fetch 2 was due"):
+        list(stream)
