@@ -303,6 +303,7 @@ class PartitionStream:
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         started = time.perf_counter()
+        self._tally.clear()  # the counts are this iteration's
         session = _Session(self.source, self._connect)
         finished = False
         try:
