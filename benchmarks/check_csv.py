@@ -1,4 +1,5 @@
-"""Check that the CSV read and the per-column (tuple) read of PartitionStream agree exactly.
+"""Check that the line read (one server-side line per row; a CSV line before issue 14) and the
+per-column (tuple) read of PartitionStream agree exactly.
 
 `python -m benchmarks.check_csv DATABASE`: every included table of the plex plan in that demo
 database, read both ways over the demo's whole date range; the Arrow tables, the fixes
