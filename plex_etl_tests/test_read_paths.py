@@ -6,6 +6,7 @@ per-day counts tallied from the rows are the server's, or the read fails."""
 import dataclasses
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -14,7 +15,7 @@ from plex_etl.catalog.discover import read_structure
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.extract.spec import replicated_table
-from plex_etl.extract.stream import ExtractionError, PartitionStream, _Fetcher
+from plex_etl.extract.stream import ExtractionError, PartitionStream, _Fetcher, _nulls_marked
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import with_database
 
@@ -127,3 +128,12 @@ def test_a_fetch_seen_twice_fails_the_read(demo_sources, demo_end_date, monkeypa
     stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
     with pytest.raises(ExtractionError, match="fetch 1 arrived where fetch 2 was due"):
         list(stream)
+
+
+def test_null_markers_become_nulls_and_nothing_else():
+    fields = [b"1", b"\xfe", b"", b"\xfe\xfe", b"\xfe", b"abc"]  # only the exact field 0xFE is NULL
+    column = pa.array(fields, pa.large_binary())
+    assert _nulls_marked(column).to_pylist() == [b"1", None, b"", b"\xfe\xfe", None, b"abc"]
+    assert _nulls_marked(column.slice(1, 3)).to_pylist() == [None, b"", b"\xfe\xfe"]
+    assert _nulls_marked(pa.array([b"", b""], pa.large_binary())).to_pylist() == [b"", b""]
+    assert _nulls_marked(pa.array([b"\xfe"], pa.large_binary())).to_pylist() == [None]

@@ -229,11 +229,16 @@ def _nulls_marked(field: pa.Array) -> pa.Array:
     offsets = np.frombuffer(field.buffers()[1], np.int64)[field.offset:field.offset + len(field) + 1]
     data = np.frombuffer(field.buffers()[2], np.uint8) if field.buffers()[2] is not None else np.zeros(0, np.uint8)
     starts = offsets[:-1]
-    null = (offsets[1:] - starts == 1) & (data[np.minimum(starts, max(len(data) - 1, 0))] == LINE_NULL[0])
+    first = data if len(data) else np.zeros(1, np.uint8)  # a column of empty strings has no bytes at all
+    null = (offsets[1:] - starts == 1) & (first[np.minimum(starts, len(first) - 1)] == LINE_NULL[0])
     validity = pa.py_buffer(np.packbits(~null, bitorder="little")) if null.any() else None
-    relative = pa.py_buffer((offsets - offsets[0]).astype(np.int32))  # a fetch's field is far below 2 GB
+    relative = offsets - offsets[0]
+    # 32-bit offsets unless this fetch's column holds 2 GB or more (huge documents): then it
+    # stays large_binary and the type map's cast to binary fails loudly, never wraps around.
+    small = relative[-1] < 2**31
     values = pa.py_buffer(data[offsets[0]:offsets[-1]])
-    return pa.Array.from_buffers(pa.binary(), len(field), [validity, relative, values])
+    return pa.Array.from_buffers(pa.binary() if small else pa.large_binary(), len(field),
+                                 [validity, pa.py_buffer(relative.astype(np.int32) if small else relative), values])
 
 
 # Client errors of a connection that stayed silent past read_timeout or dropped:
