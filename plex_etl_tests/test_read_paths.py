@@ -65,12 +65,12 @@ def test_text_that_breaks_naive_csv_survives(demo_sources, demo_end_date, charse
         connection.execute(sa.text(f"CREATE DATABASE {source.database}"))
         connection.execute(sa.text(
             f"CREATE TABLE {source.database}.notas (id INT PRIMARY KEY, texto VARCHAR(100), nota TEXT, "
-            f"importe DECIMAL(10,2)) DEFAULT CHARSET={charset}"
+            f"importe DECIMAL(10,2), vacio VARCHAR(5) NOT NULL DEFAULT '') DEFAULT CHARSET={charset}"
         ))
         values = [v for v in AWKWARD if charset == "utf8mb4" or "💊" not in v]
         for i, value in enumerate(values):
             connection.execute(
-                sa.text(f"INSERT INTO {source.database}.notas VALUES (:i, :t, :n, :m)"),
+                sa.text(f"INSERT INTO {source.database}.notas (id, texto, nota, importe) VALUES (:i, :t, :n, :m)"),
                 {"i": i, "t": value, "n": None if i % 3 else value, "m": i / 4},
             )
     try:
@@ -82,6 +82,7 @@ def test_text_that_breaks_naive_csv_survives(demo_sources, demo_end_date, charse
         assert fast.equals(slow) and chunks == slow_chunks
         assert fast.column("texto").to_pylist() == values
         assert fast.column("nota").to_pylist() == [None if i % 3 else v for i, v in enumerate(values)]
+        assert fast.column("vacio").to_pylist() == [""] * len(values)  # fetches whose column has no bytes
     finally:
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP DATABASE IF EXISTS {source.database}"))
