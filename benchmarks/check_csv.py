@@ -1,4 +1,5 @@
-"""Check that the CSV read and the per-column (tuple) read of PartitionStream agree exactly.
+"""Check that the line read (one server-side line per row; a CSV line before issue 14) and the
+per-column (tuple) read of PartitionStream agree exactly.
 
 `python -m benchmarks.check_csv DATABASE`: every included table of the plex plan in that demo
 database, read both ways over the demo's whole date range; the Arrow tables, the fixes
@@ -38,11 +39,11 @@ def main(database: str, days: int = 400) -> int:
         spec = replicated_table(catalog, plan, table_plan.table)
         start = today if table_plan.strategy == "snapshot" else today - dt.timedelta(days=days)
         fast = PartitionStream(source, spec, start, today)
-        if fast.query.csv_sql is None:
+        if fast.query.line_sql is None:
             print(f"{spec.name}: binary columns, tuple read only")
             continue
         slow = PartitionStream(source, spec, start, today)
-        slow.query = dataclasses.replace(slow.query, csv_sql=None)
+        slow.query = dataclasses.replace(slow.query, line_sql=None)
         a, b = read(fast), read(slow)
         same = a[0].equals(b[0]) and a[1:] == b[1:]
         failures += not same

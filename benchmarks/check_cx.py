@@ -28,7 +28,7 @@ def main(database: str, source_name: str = "plex", days: int = 400) -> int:
         spec = replicated_table(catalog, plan, table_plan.table)
         start = today if table_plan.strategy == "snapshot" else today - dt.timedelta(days=days)
         stream = PartitionStream(source, spec, start, today)
-        if stream.query.csv_sql is None:
+        if stream.query.line_sql is None:
             print(f"{spec.name}: binary columns (kept on the per-column read), skipped")
             continue
         ours = pa.Table.from_batches(list(stream), spec.target.arrow_schema)

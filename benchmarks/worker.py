@@ -1,8 +1,10 @@
 """One measurement in a fresh process: `python -m benchmarks.worker METHOD JSON-ARGS`.
 
-Prints one JSON line: rows, seconds, peak RSS (ru_maxrss of this process: imports,
-driver buffers and Arrow memory all count). run.py starts one process per run so that
-no run inherits another's memory or warm caches of the client.
+Prints one JSON line: rows, seconds, read_seconds, peak RSS (ru_maxrss of this process:
+imports, driver buffers and Arrow memory all count). `seconds` is the whole method, its
+imports and the bench table's catalog read included; `read_seconds` starts where the method
+calls `_reading()`, after its imports and set-up: the read alone, comparable across methods.
+run.py starts one process per run so that no run inherits another's memory or warm caches of the client.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from typing import Any
 import pyarrow as pa
 
 METHODS: dict[str, Callable[[dict[str, Any]], int]] = {}
+_READ_STARTED: list[float] = []
+
+
+def _reading() -> None:
+    """Mark the start of the read proper (imports and set-up done)."""
+    _READ_STARTED.append(time.perf_counter())
 
 
 def method(function: Callable[[dict[str, Any]], int]) -> Callable[[dict[str, Any]], int]:
@@ -39,6 +47,7 @@ def _stream(args: dict[str, Any]):
 
     source, spec = _bench(args)
     today = dt.date.today()
+    _reading()
     return PartitionStream(source, spec, today, today)
 
 
@@ -163,6 +172,7 @@ def connectorx(args: dict[str, Any]) -> int:
     """connectorx read_sql(return_type="arrow"): one connection, the whole result in memory."""
     import connectorx as cx
 
+    _reading()
     table = cx.read_sql(_url(args), "SELECT * FROM bench" + _limit(args), return_type="arrow")
     return table.num_rows
 
@@ -251,9 +261,11 @@ def main(argv: list[str]) -> None:
     name, args = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
     started = time.perf_counter()
     rows = METHODS[name](args)
-    seconds = time.perf_counter() - started
+    ended = time.perf_counter()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"method": name, "rows": rows, "seconds": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"method": name, "rows": rows, "seconds": ended - started,
+                      "read_seconds": ended - (_READ_STARTED[0] if _READ_STARTED else started),
+                      "peak_rss_mb": peak_mb}))
 
 
 if __name__ == "__main__":

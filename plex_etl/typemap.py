@@ -556,8 +556,12 @@ def _convert_temporal(raw: pa.Array, mapped: MappedType, column: str) -> tuple[p
     text = raw.view(pa.string())
     fixes: dict[str, int] = {}
     year0 = pc.starts_with(text, "0000")
-    month0 = pc.equal(pc.binary_slice(raw, 5, 7), b"00")
-    day0 = pc.equal(pc.binary_slice(raw, 8, 10), b"00")
+    # match_substring on the two-byte slice, not equal(..., b"00"): a Python value handed to a
+    # compute function becomes an Arrow scalar, and pyarrow imports pandas for that (+37 MB in
+    # every extraction process, docs/benchmarks.md issue 14). Same test: a slice holds "00"
+    # only when it is "00".
+    month0 = pc.match_substring(pc.binary_slice(raw, 5, 7), "00")
+    day0 = pc.match_substring(pc.binary_slice(raw, 8, 10), "00")
     suspicious = pc.or_(year0, pc.or_(month0, day0))
     if pc.any(suspicious).as_py():  # rare: classify only then
         zero = pc.and_(year0, pc.and_(month0, day0))

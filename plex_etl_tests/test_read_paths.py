@@ -1,9 +1,12 @@
-"""The fast read (one server-side CSV line per row) and the per-column read give identical
-Arrow data, fixes and chunks, for every demo table and for text built to break CSV."""
+"""The fast read (one server-side line of fields per row) and the per-column read give
+identical Arrow data, fixes and chunks, for every demo table and for text built to break
+CSV and the line's separator (latin1 'þ' and 'ÿ' are the bytes 0xFE and 0xFF); and the
+per-day counts tallied from the rows are the server's, or the read fails."""
 
 import dataclasses
 import datetime as dt
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -12,21 +15,22 @@ from plex_etl.catalog.discover import read_structure
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.extract.spec import replicated_table
-from plex_etl.extract.stream import PartitionStream
+from plex_etl.extract.stream import ExtractionError, PartitionStream, _Fetcher, _nulls_marked
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import with_database
 
 AWKWARD = [
     'comillas "dobles" y \'simples\'', "coma, coma", "línea\r\nnueva", "tab\there", "NULL", "\\N", "",
     "Núñez Peña Córdoba", "emoji 💊🏥", "barra \\ invertida", " espacios ", '"', ",", "\n",
+    "þ", "ÿ", "ÿþ, þÿ",
 ]
 
 
 def both_ways(source, spec, start, end):
     fast = PartitionStream(source, spec, start, end)
-    assert fast.query.csv_sql is not None, spec.name
+    assert fast.query.line_sql is not None, spec.name
     slow = PartitionStream(source, spec, start, end)
-    slow.query = dataclasses.replace(slow.query, csv_sql=None)
+    slow.query = dataclasses.replace(slow.query, line_sql=None)
     return read(fast), read(slow)
 
 
@@ -40,7 +44,7 @@ def test_both_read_paths_agree_on_every_demo_table(demo_sources, demo_end_date, 
             table_plan, chunk_rows=1000)})
         spec = replicated_table(catalog, small, table_plan.table)
         start = demo_end_date if table_plan.strategy == "snapshot" else demo_end_date - dt.timedelta(days=40)
-        if PartitionStream(source, spec, start, demo_end_date).query.csv_sql is None:
+        if PartitionStream(source, spec, start, demo_end_date).query.line_sql is None:
             continue  # binary columns: the per-column read is the only one
         (fast, fast_chunks, fast_fixes), (slow, slow_chunks, slow_fixes) = both_ways(
             source, spec, start, demo_end_date
@@ -61,12 +65,12 @@ def test_text_that_breaks_naive_csv_survives(demo_sources, demo_end_date, charse
         connection.execute(sa.text(f"CREATE DATABASE {source.database}"))
         connection.execute(sa.text(
             f"CREATE TABLE {source.database}.notas (id INT PRIMARY KEY, texto VARCHAR(100), nota TEXT, "
-            f"importe DECIMAL(10,2)) DEFAULT CHARSET={charset}"
+            f"importe DECIMAL(10,2), vacio VARCHAR(5) NOT NULL DEFAULT '') DEFAULT CHARSET={charset}"
         ))
         values = [v for v in AWKWARD if charset == "utf8mb4" or "💊" not in v]
         for i, value in enumerate(values):
             connection.execute(
-                sa.text(f"INSERT INTO {source.database}.notas VALUES (:i, :t, :n, :m)"),
+                sa.text(f"INSERT INTO {source.database}.notas (id, texto, nota, importe) VALUES (:i, :t, :n, :m)"),
                 {"i": i, "t": value, "n": None if i % 3 else value, "m": i / 4},
             )
     try:
@@ -78,6 +82,59 @@ def test_text_that_breaks_naive_csv_survives(demo_sources, demo_end_date, charse
         assert fast.equals(slow) and chunks == slow_chunks
         assert fast.column("texto").to_pylist() == values
         assert fast.column("nota").to_pylist() == [None if i % 3 else v for i, v in enumerate(values)]
+        assert fast.column("vacio").to_pylist() == [""] * len(values)  # fetches whose column has no bytes
     finally:
         with engine.begin() as connection:
             connection.execute(sa.text(f"DROP DATABASE IF EXISTS {source.database}"))
+
+
+def _day_counts(source, stream):
+    with create_engine(source).connect() as connection:
+        return {d: n for d, n in connection.execute(sa.text(stream.query.count_sql)) if n}
+
+
+@pytest.mark.parametrize("line_read", [True, False])
+def test_counts_are_the_snapshot_counts(demo_sources, demo_end_date, line_read):
+    catalog, plan = load_source_catalog("plex")
+    spec = replicated_table(catalog, plan, "factlineas")
+    stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
+    if not line_read:
+        stream.query = dataclasses.replace(stream.query, line_sql=None)
+    rows = sum(batch.num_rows for batch in stream)
+    assert stream.snapshot_counts == _day_counts(demo_sources["plex"], stream)
+    assert len(stream.snapshot_counts) > 5 and stream.expected_rows == rows
+
+
+def test_a_row_lost_before_the_tally_fails_the_read(demo_sources, demo_end_date, monkeypatch):
+    catalog, plan = load_source_catalog("plex")
+    spec = replicated_table(catalog, plan, "factlineas")
+    split = PartitionStream._split_lines
+    monkeypatch.setattr(PartitionStream, "_split_lines", lambda self, rows, width: split(self, rows[:-1], width))
+    stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
+    with pytest.raises(ExtractionError, match=r"the server sent [0-9,]+ rows but [0-9,]+ were read"):
+        list(stream)
+
+
+def test_a_fetch_seen_twice_fails_the_read(demo_sources, demo_end_date, monkeypatch):
+    catalog, plan = load_source_catalog("plex")
+    small = dataclasses.replace(plan, tables={**plan.tables, "factlineas": dataclasses.replace(
+        plan.tables["factlineas"], chunk_rows=100)})
+    spec = replicated_table(catalog, small, "factlineas")
+    put = _Fetcher._put
+
+    def twice(self, item):
+        return put(self, item) and (isinstance(item, BaseException) or item[0] != 1 or put(self, item))
+
+    monkeypatch.setattr(_Fetcher, "_put", twice)
+    stream = PartitionStream(demo_sources["plex"], spec, demo_end_date - dt.timedelta(days=10), demo_end_date)
+    with pytest.raises(ExtractionError, match="fetch 1 arrived where fetch 2 was due"):
+        list(stream)
+
+
+def test_null_markers_become_nulls_and_nothing_else():
+    fields = [b"1", b"\xfe", b"", b"\xfe\xfe", b"\xfe", b"abc"]  # only the exact field 0xFE is NULL
+    column = pa.array(fields, pa.large_binary())
+    assert _nulls_marked(column).to_pylist() == [b"1", None, b"", b"\xfe\xfe", None, b"abc"]
+    assert _nulls_marked(column.slice(1, 3)).to_pylist() == [None, b"", b"\xfe\xfe"]
+    assert _nulls_marked(pa.array([b"", b""], pa.large_binary())).to_pylist() == [b"", b""]
+    assert _nulls_marked(pa.array([b"\xfe"], pa.large_binary())).to_pylist() == [None]

@@ -1,7 +1,8 @@
 """A run stopped by SIGTERM ends within seconds at any phase and leaves no MySQL connection.
 
 Real processes and a real server: a child reads a deliberately slow table (SLEEP per row,
-through a TEMPTABLE view, so that the snapshot COUNT and the rows are both slow), the test
+through a TEMPTABLE view, so that the server works long before the first row, or through a
+merged view, so that the rows come slowly), the test
 sends SIGTERM and then looks for the child's connection in the server's process list.
 """
 
@@ -53,12 +54,13 @@ def slow_source() -> Source:
 
 
 def make_slow(source: Source, phase: str) -> None:
-    """Swap table `lento` for a view with the same columns whose rows cost 0.1 s each: in the
-    snapshot COUNT and the read (`count`: a TEMPTABLE view), or in the read only (`rows`: the
-    sleep in the select list of a merged view, which COUNT(*) does not evaluate)."""
+    """Swap table `lento` for a view with the same columns whose rows cost 0.1 s each: all
+    before the first row is sent (`first_row`: a TEMPTABLE view, materialized by the server
+    before it answers, the wait a long COUNT or sort also is), or row by row while they
+    stream (`rows`: the sleep in the select list of a merged view)."""
     view = (
         "CREATE ALGORITHM=TEMPTABLE VIEW lento AS SELECT id, nombre FROM datos WHERE SLEEP(0.1) = 0"
-        if phase == "count" else
+        if phase == "first_row" else
         "CREATE ALGORITHM=MERGE VIEW lento AS SELECT id, IF(SLEEP(0.1) = 0, nombre, NULL) AS nombre FROM datos"
     )
     with connect(source) as connection:
@@ -74,10 +76,10 @@ def make_fast(source: Source) -> None:
         connection.commit()
 
 
-def wait_for_count(source: Source, child: subprocess.Popen) -> None:
-    """Until the child's snapshot COUNT runs on the server."""
+def wait_for_query(source: Source, child: subprocess.Popen) -> None:
+    """Until the child's read of `lento` runs on the server (still before its first row)."""
     deadline = time.monotonic() + 60
-    while not any("COUNT(*)" in info for _, info in server_threads(source, "lento")):
+    while not any("SELECT" in info for _, info in server_threads(source, "lento")):
         assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()[-3000:]
         time.sleep(0.1)
 
@@ -178,7 +180,7 @@ def stop_and_time(child: subprocess.Popen, limit: float = STOP_SECONDS) -> float
     return time.monotonic() - sent
 
 
-@pytest.mark.parametrize("phase", ["count", "rows"])
+@pytest.mark.parametrize("phase", ["first_row", "rows"])
 def test_sigterm_stops_the_reader_and_frees_its_connection(slow_source, tmp_path, phase):
     config = config_dir(slow_source, tmp_path / "config")
     make_slow(slow_source, phase)
@@ -186,8 +188,8 @@ def test_sigterm_stops_the_reader_and_frees_its_connection(slow_source, tmp_path
         child = start([sys.executable, "-c", CHILD], config, tmp_path)
         thread_id = json.loads(child.stdout.readline() or "{}").get("thread_id")
         assert thread_id, child.stderr.read()[-3000:]
-        if phase == "count":
-            wait_for_count(slow_source, child)
+        if phase == "first_row":
+            wait_for_query(slow_source, child)
         else:  # rows flow (one 20-row chunk per ~2 s): stop in the middle of the read
             assert "rows" in json.loads(child.stdout.readline() or "{}"), child.stderr.read()[-3000:]
         took = stop_and_time(child)
@@ -205,10 +207,10 @@ def test_sigterm_stops_plex_etl_replicate_and_its_dagster_run(slow_source, tmp_p
     """`plex-etl replicate` forwards SIGTERM to its `dagster asset materialize` child, which
     interrupts the step; the read stops, its connection goes, both processes exit."""
     config = config_dir(slow_source, tmp_path / "config")
-    make_slow(slow_source, "count")
+    make_slow(slow_source, "first_row")
     try:
         child = start([sys.executable, "-m", "plex_etl.cli", "replicate", "--source", "lab"], config, tmp_path)
-        wait_for_count(slow_source, child)
+        wait_for_query(slow_source, child)
         (thread_id, _), = server_threads(slow_source, "lento")
         dagster = subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True, text=True).stdout.split()
         assert dagster, "no `dagster asset materialize` child"

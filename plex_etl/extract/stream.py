@@ -1,15 +1,23 @@
 """Stream the rows of a partition range out of MySQL as Arrow record batches.
 
-One read-only transaction WITH CONSISTENT SNAPSHOT per stream: the per-day row counts
-and the rows themselves come from the same snapshot, so the row-count check compares
-like with like. Rows come through an unbuffered (server-side) cursor of the C driver
-in small fetches and are grouped into record batches of exactly the table's chunk size:
-memory is bounded by one chunk whatever the table size. No LIMIT/OFFSET paging.
+One read-only transaction WITH CONSISTENT SNAPSHOT per stream, one statement for the rows.
+The per-day row counts are tallied from the rows read (each row's day is computed by the
+server, with the expression the WHERE bounds) and their total must equal the server's own
+count of the rows that statement sent (FOUND_ROWS() on the same connection, after the last
+row); the fetches are numbered and every line must split into all its fields, so each row
+the driver delivered is tallied exactly once. A row lost or doubled between the server and
+the tally fails the read; one lost or doubled after it (conversion, chunks, warehouse) fails
+the row-count check against these counts. Counts and rows are one snapshot by construction,
+without the second pass over the range that a COUNT(*) costs (docs/benchmarks.md, issue 14).
+Rows come through an unbuffered (server-side) cursor of the C driver in small fetches and
+are grouped into record batches of exactly the table's chunk size: memory is bounded by one
+chunk whatever the table size. No LIMIT/OFFSET paging.
 
 Two ways to read, same values (docs/benchmarks.md has the measurements):
-- the CSV read (every table without binary values): the server prints each row as one
-  CSV line (`PartitionQuery.csv_sql`), a fetch thread reads ahead while the caller parses
-  the lines with pyarrow.csv and converts each column with the type map;
+- the line read (every table without binary values): the server prints each row as one
+  binary string of fields separated by a byte that no UTF-8 text holds
+  (`PartitionQuery.line_sql`), a fetch thread reads ahead while the caller splits the
+  lines into columns with pyarrow compute and converts each column with the type map;
 - the per-column read (tables with binary values): tuples of bytes, transposed and
   converted column by column with the type map.
 
@@ -19,7 +27,8 @@ releases its MySQL connection at any phase. Every call that may block on the ser
 in a helper thread while the caller's thread waits interruptibly (a signal's exception
 surfaces within ~0.1 s), and a stopped read kills its own server thread (`KILL <id>` from a
 second connection of the same user): the server stops the query at once, instead of
-finishing a long COUNT or being drained row by row when the result is freed.
+finishing a long server-side phase (a materialized view, a sort) or being drained row by
+row when the result is freed.
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import logging
-import math
 import queue
 import threading
 import time
@@ -38,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from plex_etl.extract.access import Access, choose_access, runner
 from plex_etl.extract.spec import ReplicatedTable
-from plex_etl.extract.sql import partition_query
+from plex_etl.extract.sql import LINE_NULL, LINE_SEPARATOR, partition_query
 from plex_etl.mysql import raw_connection
 from plex_etl.sources import Source
 from plex_etl.typemap import ValueConversionError, convert
@@ -46,14 +55,13 @@ from plex_etl.typemap import ValueConversionError, convert
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# pyarrow is imported by the methods that read, not by this module: the code location
-# imports PartitionStream but reads nothing when it loads.
+# numpy and pyarrow are imported by the functions that read, not by this module: the code
+# location imports PartitionStream but reads nothing when it loads.
 
 log = logging.getLogger(__name__)
 
 FETCH_ROWS = 8_192  # rows per driver fetch
 QUEUE_FETCHES = 2  # fetches read ahead by the fetch thread: memory stays bounded
-CSV_BLOCK_BYTES = 1 << 22  # pyarrow.csv block size (one thread: the server and the fetch thread use the cores)
 WAIT_SLICE = 0.1  # seconds between checks while a blocking call runs: how soon a signal is seen
 STOP_WAIT = 10.0  # seconds to wait for a killed call's thread before closing the connection anyway
 
@@ -144,7 +152,9 @@ class _Fetcher:
     being converted): memory stays flat whatever the table size. Fetch sizes follow the
     chunk boundaries so every chunk is exactly `chunk_rows` rows. Iterating yields
     each fetch, then one empty tuple at the end of the result; a driver error is
-    re-raised in the caller. Leaving the `with` block stops the thread and waits for it
+    re-raised in the caller. Fetches are numbered and the consumer checks the numbers:
+    none is lost or seen twice on the way (the row counts are tallied from them).
+    Leaving the `with` block stops the thread and waits for it
     before the caller may close the connection (libmariadb is not thread-safe).
     """
 
@@ -154,7 +164,7 @@ class _Fetcher:
         self._session = session
         self._done = False
         self._stopped = session.running() if session is not None else threading.Event()
-        self._queue: queue.Queue[tuple | BaseException] = queue.Queue(QUEUE_FETCHES)
+        self._queue: queue.Queue[tuple[int, tuple] | BaseException] = queue.Queue(QUEUE_FETCHES)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="plex-etl-fetch", daemon=True)
 
@@ -173,7 +183,7 @@ class _Fetcher:
             with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)  # unblock a put
 
-    def _put(self, item: tuple | BaseException) -> bool:
+    def _put(self, item: tuple[int, tuple] | BaseException) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -185,11 +195,13 @@ class _Fetcher:
     def _run(self) -> None:
         fetched = 0
         try:
-            while not self._stop.is_set():
+            for number in itertools.count():
+                if self._stop.is_set():
+                    return
                 room = self._chunk_rows - fetched % self._chunk_rows
                 rows = self._result.fetch_row(maxrows=min(FETCH_ROWS, room), how=0)
                 fetched += len(rows)
-                if not self._put(rows) or not rows:
+                if not self._put((number, rows)) or not rows:
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
@@ -197,15 +209,41 @@ class _Fetcher:
             self._stopped.set()
 
     def __iter__(self) -> Iterator[tuple]:
-        while True:
+        for expected in itertools.count():
             item = self._queue.get()  # interruptible: a signal's exception is raised here
             if isinstance(item, BaseException):
                 raise item
+            number, item = item
+            if number != expected:
+                raise RuntimeError(f"fetch {number} arrived where fetch {expected} was due")
             if not item:
                 self._done = True
             yield item
             if not item:
                 return
+
+
+def _nulls_marked(field: pa.Array) -> pa.Array:
+    """A column of fields as a binary array, NULL where the field is LINE_NULL.
+
+    Computed on the buffers with numpy: Arrow scalars (pa.scalar, or bytes handed to a
+    compute function) would make pyarrow import pandas, +37 MB in every extraction process."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.frombuffer(field.buffers()[1], np.int64)[field.offset:field.offset + len(field) + 1]
+    data = np.frombuffer(field.buffers()[2], np.uint8) if field.buffers()[2] is not None else np.zeros(0, np.uint8)
+    starts = offsets[:-1]
+    first = data if len(data) else np.zeros(1, np.uint8)  # a column of empty strings has no bytes at all
+    null = (offsets[1:] - starts == 1) & (first[np.minimum(starts, len(first) - 1)] == LINE_NULL[0])
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little")) if null.any() else None
+    relative = offsets - offsets[0]
+    # 32-bit offsets unless this fetch's column holds 2 GB or more (huge documents): then it
+    # stays large_binary and the type map's cast to binary fails loudly, never wraps around.
+    small = relative[-1] < 2**31
+    values = pa.py_buffer(data[offsets[0]:offsets[-1]])
+    return pa.Array.from_buffers(pa.binary() if small else pa.large_binary(), len(field),
+                                 [validity, pa.py_buffer(relative.astype(np.int32) if small else relative), values])
 
 
 # Client errors of a connection that stayed silent past read_timeout or dropped:
@@ -234,8 +272,9 @@ class PartitionStream:
 
     `start`/`end` None leave that side open (see extract.sql.partition_query): the read of
     the first partition includes the undated rows, the read of today the future-dated ones.
-    Nothing touches MySQL until iteration starts. After (or during) iteration:
-    `snapshot_counts` (rows per day, in the read's snapshot), `rows`, `chunks`, `fixes`.
+    Nothing touches MySQL until iteration starts. After iteration: `snapshot_counts` (rows
+    per day, in the read's snapshot; set once the server's total has confirmed them);
+    during and after: `rows`, `chunks`, `fixes`.
     """
 
     def __init__(
@@ -259,6 +298,7 @@ class PartitionStream:
         self.fixes: Counter[str] = Counter()
         self.seconds = 0.0
         self.access: Access | None = None  # the key range of the read (extract/access.py), once read
+        self._tally: Counter[dt.date] = Counter()  # rows read per day (their _etl_partition_date)
         self._progress = progress
         self._connect = connect
 
@@ -275,6 +315,7 @@ class PartitionStream:
         import pyarrow as pa
 
         started = time.perf_counter()
+        self._tally.clear()  # the counts are this iteration's
         session = _Session(self.source, self._connect)
         finished = False
         try:
@@ -290,17 +331,17 @@ class PartitionStream:
             self.access = choose_access(runner(session.connection), self.spec, self.start, self.end)
             if self.access.keys is not None:
                 bounded = partition_query(self.spec, self.start, self.end, self.access.keys)
-                self.query = dataclasses.replace(bounded, csv_sql=self.query.csv_sql and bounded.csv_sql)
-            self.snapshot_counts = self._counts(session)
-            total_chunks = max(1, math.ceil(self.expected_rows / self.spec.plan.chunk_rows))
-            chunks = self._csv_chunks(session) if self.query.csv_sql else self._tuple_chunks(session)
+                self.query = dataclasses.replace(bounded, line_sql=self.query.line_sql and bounded.line_sql)
+            chunks = self._line_chunks(session) if self.query.line_sql else self._tuple_chunks(session)
             with contextlib.closing(chunks):  # closed here, not by the garbage collector
                 for chunk in chunks:
                     self.rows += chunk.num_rows
                     self.chunks += 1
                     self.seconds = time.perf_counter() - started
-                    self._report(total_chunks, chunk.num_rows)
+                    self._report(chunk.num_rows)
                     yield chunk
+            self._verify_total(session)
+            self.snapshot_counts = dict(sorted(self._tally.items()))
             session.query("COMMIT")
             finished = True
         except Exception as exc:
@@ -323,16 +364,25 @@ class PartitionStream:
             pa.default_memory_pool().release_unused()
             self.seconds = time.perf_counter() - started
 
-    def _counts(self, session: _Session) -> dict[dt.date, int]:
-        def count() -> tuple:
-            session.connection.query(self.query.count_sql)
-            return session.connection.store_result().fetch_row(maxrows=0, how=0)
+    def _verify_total(self, session: _Session) -> None:
+        """The server's count of the rows the statement sent must be the rows tallied.
 
-        counts: dict[dt.date, int] = {}
-        for day, rows in session.call(count):
-            if day is not None and int(rows):
-                counts[dt.date.fromisoformat(day.decode())] = int(rows)
-        return counts
+        FOUND_ROWS() right after a SELECT without LIMIT is the number of rows the server
+        sent for it (MariaDB; MySQL 5.7/8.0, deprecated since 8.0.17 but still there).
+        Together with the per-fetch checks (every line has all its fields), the tally per
+        day is then the snapshot's per-day count: the day of each row is the server's own
+        expression, the same one the WHERE bounds."""
+
+        def found_rows() -> tuple:
+            session.connection.query("SELECT FOUND_ROWS()")
+            return session.connection.store_result().fetch_row(maxrows=1, how=0)
+
+        ((sent,),) = session.call(found_rows)
+        if int(sent) != self.rows or sum(self._tally.values()) != self.rows:
+            raise ExtractionError(
+                f"{self.source.name}.{self.label}: the server sent {int(sent):,} rows but "
+                f"{self.rows:,} were read ({sum(self._tally.values()):,} counted per day)"
+            )
 
     def _tuple_chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
         """Rows as tuples of column values (a table with binary columns), one fetch at a time."""
@@ -354,53 +404,66 @@ class PartitionStream:
             if not rows:
                 return
 
-    def _csv_chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
-        """Rows as CSV lines printed by the server, parsed one fetch at a time by pyarrow.csv.
+    def _line_chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
+        """Rows as lines of fields printed by the server, split into columns one fetch at a time.
 
         One value per row crosses into Python (instead of one per column), the fetch thread
-        reads the next rows while this one parses and converts (both release the GIL). The
-        parse runs on one thread: with the server on the same cores, more threads only
-        cost CPU (measured, docs/benchmarks.md).
+        reads the next rows while this one splits and converts (both release the GIL). The
+        split is exact: LINE_SEPARATOR and LINE_NULL never occur inside a value, and every
+        line must have exactly one field per column, or the read fails.
         """
         import pyarrow as pa
-        import pyarrow.csv as pcsv
 
-        session.query(self.query.csv_sql)
-        names = [f"c{i}" for i in range(len(self.schema))]
-        read = pcsv.ReadOptions(column_names=names, use_threads=False, block_size=CSV_BLOCK_BYTES)
-        parse = pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
-        types = pcsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.binary()), null_values=["NULL"], strings_can_be_null=True,
-            quoted_strings_can_be_null=False, check_utf8=False,
-        )
+        session.query(self.query.line_sql)
+        width = len(self.schema)
         chunk_rows = self.spec.plan.chunk_rows
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
         with _Fetcher(session.connection.use_result(), chunk_rows, session) as fetcher:
             for rows in fetcher:
                 if rows:
-                    try:
-                        lines = b"\n".join([line for (line,) in rows]) + b"\n"
-                    except TypeError:  # CONCAT gives NULL for a row over max_allowed_packet
-                        raise ExtractionError(
-                            f"{self.source.name}.{self.label}: a row is larger than the server's "
-                            "max_allowed_packet (raise it to read this table)"
-                        ) from None
-                    table = pcsv.read_csv(pa.py_buffer(lines), read_options=read, parse_options=parse,
-                                          convert_options=types)
-                    del lines
-                    if table.num_rows != len(rows):
-                        raise ExtractionError(
-                            f"{self.source.name}.{self.label}: {len(rows)} rows read but "
-                            f"{table.num_rows} parsed (CSV framing)"
-                        )
-                    pending.append(self._to_batch_columns(table.columns))
+                    pending.append(self._to_batch_columns(self._split_lines(rows, width)))
                     pending_rows += len(rows)
-                    del table
                 if pending and (pending_rows >= chunk_rows or not rows):
                     del rows
                     yield pa.Table.from_batches(pending, self.schema).combine_chunks().to_batches()[0]
                     pending, pending_rows = [], 0
+
+    def _split_lines(self, rows: tuple[tuple[bytes | None], ...], width: int) -> list[pa.Array]:
+        """One fetch of lines -> one binary array per column (NULL where the field is LINE_NULL)."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        lines = [line for (line,) in rows]
+        try:
+            # The lines as one binary array built from its buffers (pa.array on a list would
+            # import pandas, +37 MB for every process): data = the lines joined, offsets = lengths.
+            lengths = np.fromiter(map(len, lines), np.int64, len(lines))
+        except TypeError:  # CONCAT gives NULL for a row over max_allowed_packet
+            raise ExtractionError(
+                f"{self.source.name}.{self.label}: a row is larger than the server's "
+                "max_allowed_packet (raise it to read this table)"
+            ) from None
+        offsets = np.zeros(len(lines) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        array = pa.Array.from_buffers(pa.large_binary(), len(lines), [None, pa.py_buffer(offsets),
+                                                                      pa.py_buffer(b"".join(lines))])
+        del lines
+        fields = pc.split_pattern(array, LINE_SEPARATOR)
+        counts = pc.list_value_length(fields)
+        if pc.min(counts).as_py() != width or pc.max(counts).as_py() != width:
+            raise ExtractionError(
+                f"{self.source.name}.{self.label}: a line of the read does not hold {width} fields "
+                f"(between {pc.min(counts).as_py()} and {pc.max(counts).as_py()} in this fetch)"
+            )
+        flat = fields.flatten()
+        columns = []
+        for i in range(width):
+            every = np.arange(i, len(flat), width)  # field i of each line
+            columns.append(_nulls_marked(flat.take(pa.Array.from_buffers(
+                pa.int64(), len(every), [None, pa.py_buffer(every)]))))
+        return columns
 
     def _to_batch_columns(self, columns: list[pa.ChunkedArray | pa.Array]) -> pa.RecordBatch:
         import pyarrow as pa
@@ -417,7 +480,10 @@ class PartitionStream:
         day = columns[-1]
         if isinstance(day, pa.ChunkedArray):
             day = day.combine_chunks()
-        arrays.append(pc.cast(day.cast(pa.string()), pa.date32()))
+        day = pc.cast(day.cast(pa.string()), pa.date32())
+        for entry in pc.value_counts(day).to_pylist():
+            self._tally[entry["values"]] += entry["counts"]
+        arrays.append(day)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _to_batch(self, rows: tuple[tuple[bytes | None, ...], ...]) -> pa.RecordBatch:
@@ -425,12 +491,12 @@ class PartitionStream:
 
         return self._to_batch_columns([pa.array(values, type=pa.binary()) for values in zip(*rows, strict=True)])
 
-    def _report(self, total_chunks: int, chunk_rows: int) -> None:
+    def _report(self, chunk_rows: int) -> None:
         if self._progress is None:
             return
         rate = self.rows / self.seconds if self.seconds else 0.0
         self._progress(
-            f"{self.label}: chunk {self.chunks}/{max(total_chunks, self.chunks)}, "
+            f"{self.label}: chunk {self.chunks}, "
             f"{chunk_rows:,} rows ({self.rows:,} total, {format_rate(rate)})"
         )
 
