@@ -237,3 +237,65 @@ def test_positions_table_is_in_the_warehouse(source, catalog_plan, tmp_path):
     assert sorted(rows.column(0).to_pylist()) == sorted(APP_ORDERS)
     assert all(":" in p for p in rows.column(1).to_pylist())
     assert isinstance(rows, pa.Table)
+
+
+def test_key_images_equal_the_library_for_every_column_type(source, engine):
+    """The reader steps over columns by the size their type gives and decodes only the wanted
+    ones: for every column type, the wanted values must be the library's own decoding."""
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    from plex_etl.cdc.reader import KeyImages, _images, connection_settings, current_position, replica_server_id
+
+    columns = (
+        "a TINYINT, b TINYINT UNSIGNED, c SMALLINT, d MEDIUMINT, e INT UNSIGNED, f BIGINT, g BIGINT UNSIGNED, "
+        "h FLOAT, i DOUBLE, j DECIMAL(5,2), k DECIMAL(30,10), l DECIMAL(65,30), m DATE, n DATETIME, "
+        "o DATETIME(3), p DATETIME(6), q TIMESTAMP NULL, r TIMESTAMP(4) NULL, s TIME, t TIME(1), u TIME(6), "
+        "v YEAR, w CHAR(10) CHARACTER SET latin1, x VARCHAR(300) CHARACTER SET utf8mb4, y TEXT, z MEDIUMTEXT, "
+        "aa BLOB, ab LONGBLOB, ac ENUM('x','y','z'), ad SET('p','q','r'), ae BIT(1), af BIT(17), ag JSON, "
+        "ah BINARY(4), ai VARBINARY(10), aj POINT, "
+        "k_int INT NOT NULL, k_text VARCHAR(50) CHARACTER SET latin1 NULL, PRIMARY KEY (k_int)"
+    )
+    full = (
+        "-1, 255, -300, -8000000, 4000000000, -9000000000000000000, 18000000000000000000, 1.5, -2.25, "
+        "-123.45, 12345678901234567890.0123456789, -1.5, '2024-02-29', '2024-02-29 23:59:59', "
+        "'2024-01-01 00:00:00.123', '2024-01-01 00:00:00.123456', '2024-03-01 10:00:00', "
+        "'2024-03-01 10:00:00.1234', '-838:59:59', '12:00:00.5', '-01:02:03.000004', 2024, 'año', "
+        "CONCAT('€', REPEAT('x', 280)), REPEAT('t', 300), 'mediumtext', X'00FF', REPEAT(X'AB', 70000), 'y', 'p,r', "
+        "b'1', b'10101010101010101', '{\"k\": [1, 2]}', X'01020304', X'0A0B', POINT(1, 2)"
+    )
+    nulls = ", ".join(["NULL"] * 36)
+    wanted = ("k_int", "k_text")
+    start = current_position(source)
+    execute(
+        engine,
+        "DROP TABLE IF EXISTS cdc_types",
+        f"CREATE TABLE cdc_types ({columns})",
+        f"INSERT INTO cdc_types VALUES ({full}, 1, 'uno'), ({nulls}, 2, NULL), ({full}, -3, 'ñandú')",
+        f"INSERT INTO cdc_types VALUES ({nulls}, 4, 'cuatro')",
+        "UPDATE cdc_types SET k_text = CONCAT(COALESCE(k_text, ''), 'ü'), a = 7 WHERE k_int < 3",
+        "UPDATE cdc_types SET k_int = 40 WHERE k_int = 4",
+        "DELETE FROM cdc_types WHERE k_int IN (1, 2)",
+    )
+
+    def events():
+        stream = BinLogStreamReader(
+            connection_settings=connection_settings(source), server_id=replica_server_id(source),
+            resume_stream=True, log_file=start.file, log_pos=start.pos, blocking=False,
+            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent], only_tables=["cdc_types"],
+            only_schemas=[source.database], freeze_schema=True,
+        )
+        try:
+            yield from iter(stream.fetchone, None)
+        finally:
+            stream.close()
+
+    try:
+        library = [(len(e.rows), [{c: image[c] for c in wanted} for image in _images(e.rows)]) for e in events()]
+        reader = KeyImages()
+        stepped = [reader.read(e, wanted) for e in events()]
+    finally:
+        execute(engine, "DROP TABLE IF EXISTS cdc_types")
+    assert sum(n for n, _ in library) == 10  # events hold one or more rows (the server splits large ones)
+    assert stepped == library
+    assert all(plan is not None for _, _, plan in reader._plans.values())  # stepped over, not the library

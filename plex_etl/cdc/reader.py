@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.event import QueryEvent, XidEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from plex_etl.sources import Source, resolve_credentials
 
@@ -70,6 +76,14 @@ class Watch:
     @property
     def tables(self) -> set[str]:
         return set(self.captured) | set(self.ancestors)
+
+    def columns(self) -> dict[str, tuple[str, ...]]:
+        """Per watched table, the columns whose values a read collects."""
+        wanted = {t: list(key) for t, key in self.captured.items()}
+        for table, dependents in self.ancestors.items():
+            for _, _, columns in dependents:
+                wanted.setdefault(table, []).extend(columns)
+        return {t: tuple(dict.fromkeys(c)) for t, c in wanted.items()}
 
 
 @dataclass
@@ -169,10 +183,6 @@ def read_changes(
     row changes or `max_seconds`. A row change at or before `after[table]` (that table's own
     position) is skipped for it. A DDL statement on a watched table ends the batch before it
     and is reported in `schema_changes` for the captured tables it concerns."""
-    from pymysqlreplication import BinLogStreamReader
-    from pymysqlreplication.event import QueryEvent, XidEvent
-    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-
     batch = ChangeBatch(start=start, end=start)
     settings = connection_settings(source)
     stream = BinLogStreamReader(
@@ -180,8 +190,15 @@ def read_changes(
         server_id=replica_server_id(source),
         resume_stream=True, log_file=start.file, log_pos=start.pos, blocking=False,
         only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent],
-        only_tables=sorted(watch.tables),
+        only_tables=sorted(watch.tables), only_schemas=[watch.schema],
+        # A table id names one table definition until the server restarts (a restart starts
+        # a new log file, where the library forgets its map) or the table is altered (new
+        # id): its map event need not be decoded again for every row event. Decoding it was
+        # most of the reading time (column metadata rebuilt per event).
+        freeze_schema=True,
     )
+    needed = watch.columns()
+    images_reader = KeyImages()
     deadline = time.monotonic() + max_seconds
     try:
         while True:
@@ -218,10 +235,11 @@ def read_changes(
                 continue
             if event.schema != watch.schema or event.table not in watch.tables:
                 continue
-            batch.events += len(event.rows)
-            batch.last_event_time = float(event.timestamp)
             kind = {WriteRowsEvent: "inserts", UpdateRowsEvent: "updates", DeleteRowsEvent: "deletes"}[type(event)]
-            _collect(batch, watch, event.table, event.rows, kind, here, after)
+            rows, images = images_reader.read(event, needed[event.table])
+            batch.events += rows
+            batch.last_event_time = float(event.timestamp)
+            _collect(batch, watch, event.table, rows, images, kind, here, after)
     except pymysql.MySQLError as exc:
         raise CaptureError(describe_error(source, exc, start)) from exc
     finally:
@@ -239,15 +257,142 @@ def _images(rows: list[dict]) -> list[dict]:
     return images
 
 
+# Bytes of a value in a row image, for the types whose size the table map fixes (fsp and
+# decimal sizes are added per column), and the length prefix of the others.
+_FIXED_SIZE = {
+    FIELD_TYPE.TINY: 1, FIELD_TYPE.SHORT: 2, FIELD_TYPE.INT24: 3, FIELD_TYPE.LONG: 4, FIELD_TYPE.LONGLONG: 8,
+    FIELD_TYPE.FLOAT: 4, FIELD_TYPE.DOUBLE: 8, FIELD_TYPE.YEAR: 1, FIELD_TYPE.DATE: 3, FIELD_TYPE.TIME: 3,
+    FIELD_TYPE.DATETIME: 8, FIELD_TYPE.TIMESTAMP: 4, FIELD_TYPE.TIME2: 3, FIELD_TYPE.DATETIME2: 5,
+    FIELD_TYPE.TIMESTAMP2: 4,
+}
+_INTEGERS = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.INT24, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG}
+_DECIMAL_DIGIT_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+
+
+def _value_size(column: Any) -> tuple[int, int] | None:
+    """(fixed size, length-prefix size) of `column`'s values (one of them 0); None for a type
+    this reader does not know (the library then decodes the event)."""
+    kind = column.type
+    if kind in _FIXED_SIZE:
+        fsp = getattr(column, "fsp", 0) if kind in (FIELD_TYPE.TIME2, FIELD_TYPE.DATETIME2,
+                                                    FIELD_TYPE.TIMESTAMP2) else 0
+        return _FIXED_SIZE[kind] + (fsp + 1) // 2, 0
+    if kind == FIELD_TYPE.NEWDECIMAL:
+        integral, fraction = column.precision - column.decimals, column.decimals
+        return (integral // 9 * 4 + _DECIMAL_DIGIT_BYTES[integral % 9]
+                + fraction // 9 * 4 + _DECIMAL_DIGIT_BYTES[fraction % 9]), 0
+    if kind in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING):
+        return 0, 2 if column.max_length > 255 else 1
+    if kind in (FIELD_TYPE.BLOB, FIELD_TYPE.GEOMETRY, FIELD_TYPE.JSON):
+        return 0, column.length_size
+    if kind in (FIELD_TYPE.ENUM, FIELD_TYPE.SET):
+        return column.size, 0
+    if kind == FIELD_TYPE.BIT:
+        return column.bytes, 0
+    return None
+
+
+def _key_decoder(column: Any) -> Callable[[bytes], Any] | None:
+    """Decodes a key column's value exactly as mysql-replication does (integers, strings in
+    the column's character set); None for other types (the library then decodes the event)."""
+    if column.type in _INTEGERS:
+        signed = not column.unsigned
+        return lambda raw: int.from_bytes(raw, "little", signed=signed)
+    if column.type in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING):
+        if column.character_set_name is None:
+            return lambda raw: raw.decode()
+        encoding = RowsEvent.charset_to_encoding(column.character_set_name)
+        try:
+            codecs.lookup(encoding)
+        except LookupError:  # the library keeps such values as bytes
+            return lambda raw: raw
+        return lambda raw: raw.decode(encoding)
+    return None
+
+
+class KeyImages:
+    """The values of a few columns (keys, referenced columns) of each row image of a rows
+    event. The library decodes every column of every image (datetimes, decimals, strings)
+    into dicts, most of a catch-up's time; here the other columns are only stepped over by
+    their size, read from the table map. Events of tables with a column type not known here,
+    or a wanted column of another type than integer or string, are decoded by the library."""
+
+    def __init__(self) -> None:
+        # table id -> (the library's table object, wanted columns, plan or None)
+        self._plans: dict[int, tuple[Any, tuple[str, ...], list | None]] = {}
+
+    def read(self, event: Any, wanted: tuple[str, ...]) -> tuple[int, list[dict[str, Any]]]:
+        """(rows changed, images restricted to `wanted`): an update has two images per row."""
+        plan = self._plan(event, wanted)
+        if plan is None:
+            images = [{c: image.get(c) for c in wanted} for image in _images(event.rows)]
+            return len(event.rows), images
+        data = event.packet.read(event.event_size - event.packet.read_bytes)
+        bitmaps = [event.columns_present_bitmap]
+        if isinstance(event, UpdateRowsEvent):
+            bitmaps.append(event.columns_present_bitmap2)
+        images: list[dict[str, Any]] = []
+        pos, end = 0, len(data)
+        try:
+            while pos < end:
+                for bitmap in bitmaps:
+                    image, pos = _read_image(data, pos, bitmap, plan)
+                    images.append(image)
+        except IndexError:
+            pos = -1
+        if pos != end:  # a size taken wrongly would read other columns' bytes as keys
+            raise CaptureError(f"{event.schema}.{event.table}: rows event of {end} bytes not read as the "
+                               "table map describes; report it with the server version")
+        return len(images) // len(bitmaps), images
+
+    def _plan(self, event: Any, wanted: tuple[str, ...]) -> list | None:
+        table = event.table_map[event.table_id]
+        cached = self._plans.get(event.table_id)
+        if cached is not None and cached[0] is table and cached[1] == wanted:
+            return cached[2]
+        plan: list | None = []
+        for column in event.columns:
+            size = _value_size(column)
+            decode = _key_decoder(column) if column.name in wanted else None
+            if size is None or (column.name in wanted and decode is None):
+                plan = None
+                break
+            plan.append((size[0], size[1], column.name if decode else None, decode))
+        if plan is not None and len({p[2] for p in plan if p[2]}) != len(set(wanted)):
+            plan = None  # a wanted column is not in the table map (no column names)
+        self._plans[event.table_id] = (table, wanted, plan)
+        return plan
+
+
+def _read_image(data: bytes, pos: int, bitmap: bytes, plan: list) -> tuple[dict[str, Any], int]:
+    """One row image from `pos`: its wanted values (None when NULL or absent), and the end."""
+    present = [i for i in range(len(plan)) if bitmap[i >> 3] >> (i & 7) & 1]
+    nulls_size = (len(present) + 7) // 8
+    nulls, pos = data[pos:pos + nulls_size], pos + nulls_size
+    image: dict[str, Any] = {p[2]: None for p in plan if p[2]}
+    for n, i in enumerate(present):
+        if nulls[n >> 3] >> (n & 7) & 1:
+            continue
+        fixed, prefix, name, decode = plan[i]
+        if prefix:
+            size = int.from_bytes(data[pos:pos + prefix], "little")
+            pos += prefix
+        else:
+            size = fixed
+        if decode is not None:
+            image[name] = decode(data[pos:pos + size])
+        pos += size
+    return image, pos
+
+
 def _collect(
-    batch: ChangeBatch, watch: Watch, table: str, rows: list[dict], kind: str, here: Position,
+    batch: ChangeBatch, watch: Watch, table: str, rows: int, images: list[dict], kind: str, here: Position,
     after: dict[str, Position],
 ) -> None:
-    images = _images(rows)
     if table in watch.captured and here > after.get(table, Position("", 0)):
         key = watch.captured[table]
         batch.keys.setdefault(table, set()).update(tuple(image[c] for c in key) for image in images)
-        batch.counts.setdefault(table, Counter())[kind] += len(rows)
+        batch.counts.setdefault(table, Counter())[kind] += rows
     for child, hop, columns in watch.ancestors.get(table, []):
         if here > after.get(child, Position("", 0)):
             batch.ancestor_values.setdefault((child, hop), set()).update(
