@@ -49,7 +49,9 @@ def _hint(source: Source, message: str) -> str:
     return ""
 
 
-def _ssl_context(source: Source) -> ssl.SSLContext | None:
+def tls_context(source: Source) -> ssl.SSLContext | None:
+    """The TLS context of `sources.yaml`'s `tls` (None when off); given to PyMySQL it makes TLS
+    required: a server without it refuses the connection instead of serving it in clear."""
     if not source.tls.enabled:
         return None
     _check_tls_files(source)
@@ -89,7 +91,7 @@ def create_engine(source: Source, *, local_infile: bool = False, **engine_option
     }
     if local_infile:
         connect_args["local_infile"] = True
-    context = _ssl_context(source)
+    context = tls_context(source)
     if context is not None:
         connect_args["ssl"] = context
     engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, **engine_options)

@@ -18,6 +18,7 @@ from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.event import QueryEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from plex_etl.mysql import tls_context
 from plex_etl.sources import Source, resolve_credentials
 
 
@@ -109,12 +110,17 @@ _PRIVILEGE = {1227, 1044, 1045, 1142, 1370}
 
 
 def connection_settings(source: Source) -> dict[str, Any]:
+    """PyMySQL settings of the capture's connections (the binary-log stream and its queries):
+    the source's credentials, timeouts and TLS, as the polling path's."""
     credentials = resolve_credentials(source)
-    return {
+    settings: dict[str, Any] = {
         "host": credentials.host, "port": credentials.port, "user": credentials.user,
         "password": str(credentials.password), "connect_timeout": source.connect_timeout,
         "read_timeout": source.read_timeout,
     }
+    if (context := tls_context(source)) is not None:
+        settings["ssl"] = context
+    return settings
 
 
 def replica_server_id(source: Source) -> int:
