@@ -167,7 +167,7 @@ def table_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
         ),
         dg.AssetCheckSpec(
             ROW_COUNT_CHECK, asset=key, blocking=True,
-            description="rows landed per day equal the count in the extraction's MySQL snapshot",
+            description="rows landed per day equal the rows read per day in the extraction's MySQL snapshot",
         ),
     ]
 
