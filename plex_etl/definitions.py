@@ -32,6 +32,7 @@ from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
 from plex_etl.defs.views import build_view_assets
 from plex_etl.extract.spec import warehouse_table_name
 from plex_etl.sources import Source, load_sources
+from plex_etl.yamlio import garbage_collection_paused
 
 log = logging.getLogger(__name__)
 
@@ -150,4 +151,7 @@ def build_definitions() -> dg.Definitions:
     return defs
 
 
-defs = build_definitions()
+# Building allocates tens of thousands of long-lived objects: collecting meanwhile found no
+# garbage and cost ~10% of the build (docs/benchmarks.md, issue 14 A).
+with garbage_collection_paused():
+    defs = build_definitions()

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from plex_etl.yamlio import safe_load
+from plex_etl.yamlio import load_file
 
 PACKAGE_CONFIG_DIR = Path(__file__).parent / "config"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -185,7 +185,7 @@ def load_sources(path: Path | None = None) -> dict[str, Source]:
     if not path.exists():
         raise SourceConfigError(f"sources file not found: {path}")
     try:
-        raw = safe_load(path.read_text()) or {}
+        raw = load_file(path) or {}
     except yaml.YAMLError as exc:
         raise SourceConfigError(f"{path}: not valid YAML: {exc}") from None
     entries = raw.get("sources") if isinstance(raw, dict) else None

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from plex_etl.yamlio import safe_load
+from plex_etl.yamlio import load_file
 
 
 @dataclass(frozen=True)
@@ -230,4 +230,4 @@ def dump_catalog(catalog: Catalog, path: Path) -> None:
 
 
 def load_catalog(path: Path) -> Catalog:
-    return catalog_from_dict(safe_load(path.read_text()))
+    return catalog_from_dict(load_file(path))

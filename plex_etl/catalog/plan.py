@@ -27,7 +27,7 @@ import yaml
 from plex_etl.catalog.model import Catalog, Column, Table
 from plex_etl.catalog.profile import DATE_TYPES, DateProfile
 from plex_etl.typemap import TypeMappingError, map_column
-from plex_etl.yamlio import safe_load
+from plex_etl.yamlio import load_file
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
 # How changes reach the warehouse: `poll` (the tier's reloads of recent days) or `binlog`
@@ -143,7 +143,7 @@ def _table_plan(name: str, raw: dict[str, Any], where: str) -> TablePlan:
 def load_plan(path: Path, source: str) -> SourcePlan:
     if not path.exists():
         return SourcePlan(source=source, tables={})
-    raw = safe_load(path.read_text()) or {}
+    raw = load_file(path) or {}
     defaults = raw.get("defaults") or {}
     tables = {n: _table_plan(n, body, str(path)) for n, body in (raw.get("tables") or {}).items()}
     return SourcePlan(
