@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bookkeeping                      # 2 rounds
     .venv/bin/python -m benchmarks.bookkeeping --rounds 3 --stock   # also Dagster's own SQLite storage
+    .venv/bin/python -m benchmarks.bookkeeping --rounds 3 --ref DIR # also `history` from another checkout
 
 Builds the demo Plex database (scale 0.001, events over the last 730 days) once, then runs
 `plex-etl replicate --full --source plex` into a fresh local warehouse and a fresh SQLite
@@ -10,7 +11,8 @@ instance, round by round, in these variants:
 - `one day`: `first_day` = today: the same rows, every one in the first partition, so one
   partition per table: the rows' own cost, with the least bookkeeping;
 - `history, Dagster's SQLite storage` (--stock): as `history` on `storage: sqlite`
-  (before plex_etl/instance_storage.py; slow: ~15 minutes per run on a loaded machine).
+  (before plex_etl/instance_storage.py; slow: ~15 minutes per run on a loaded machine);
+- `history (DIR)` (--ref DIR): as `history`, with plex_etl imported from another checkout.
 Bookkeeping share of `history` = (history - one day) / history, per round, median.
 Both variants read and write the same rows and run the same checks; they differ only in the
 number of partitions Dagster records.
@@ -57,7 +59,7 @@ def events(home: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM event_logs").fetchone()[0]
 
 
-def run(root: Path, label: str, first_day: dt.date, stock: bool) -> tuple[float, int]:
+def run(root: Path, label: str, first_day: dt.date, stock: bool, code: Path = REPO) -> tuple[float, int]:
     home, warehouse = root / f"home-{label}", root / f"warehouse-{label}.duckdb"
     shutil.rmtree(home, ignore_errors=True)
     warehouse.unlink(missing_ok=True)
@@ -65,10 +67,12 @@ def run(root: Path, label: str, first_day: dt.date, stock: bool) -> tuple[float,
     if stock:
         (home / "dagster.yaml").write_text(STOCK_INSTANCE)
     else:
-        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        shutil.copy(code / "dagster.yaml", home / "dagster.yaml")
     env = dict(os.environ, DAGSTER_HOME=str(home), PLEX_ETL_CONFIG_DIR=str(config_dir(root, first_day)),
                PLEX_MYSQL_DATABASE=DATABASE, PLEX_ETL_WAREHOUSE="local", PLEX_ETL_LOCAL_WAREHOUSE=str(warehouse))
     env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+    if code != REPO:
+        env["PYTHONPATH"] = str(code)
     started = time.perf_counter()
     plex_etl("replicate", "--full", "--source", "plex", env=env)
     seconds = time.perf_counter() - started
@@ -80,21 +84,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--stock", action="store_true", help="also time Dagster's own SQLite storage")
+    parser.add_argument("--ref", type=Path, help="also time `history` with plex_etl from this checkout")
     args = parser.parse_args(argv)
     today = dt.date.today()
     env = dict(os.environ, PLEX_MYSQL_DATABASE=DATABASE)
     plex_etl("demo-db", "--scale", "0.001", "--source", "plex", "--days", "730", env=env)
-    variants = {"history": (today - dt.timedelta(days=730), False), "one day": (today, False)}
+    two_years = today - dt.timedelta(days=730)
+    variants = {"history": (two_years, False, REPO), "one day": (today, False, REPO)}
+    if args.ref:
+        variants[f"history ({args.ref})"] = (two_years, False, args.ref.resolve())
     if args.stock:
-        variants["history, Dagster's SQLite storage"] = (today - dt.timedelta(days=730), True)
+        variants["history, Dagster's SQLite storage"] = (two_years, True, REPO)
     results: dict[str, list[tuple[float, int]]] = {label: [] for label in variants}
     with tempfile.TemporaryDirectory(prefix="plexetl-bookkeeping-") as tmp:
         for round_ in range(args.rounds):
-            for label, (first_day, stock) in variants.items():
+            for number, (label, (first_day, stock, code)) in enumerate(variants.items()):
                 if stock and round_:
                     continue  # one run of the slow variant is enough to show the order of magnitude
-                results[label].append(run(Path(tmp), label.replace(" ", "_").replace(",", "").replace("'", ""),
-                                          first_day, stock))
+                results[label].append(run(Path(tmp), f"variant{number}", first_day, stock, code))
                 print(f"round {round_ + 1}: {label}: {results[label][-1][0]:.1f} s", file=sys.stderr, flush=True)
     print("| variant | partitions per dated table | median s | runs (s) | events in the instance |")
     print("| --- | --- | --- | --- | --- |")
@@ -103,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         seconds = [s for s, _ in runs]
         print(f"| {label} | {days} | {statistics.median(seconds):.1f} | {', '.join(f'{s:.1f}' for s in seconds)} "
               f"| {runs[-1][1]:,} |")
-    shares = [(h - o) / h for (h, _), (o, _) in zip(results["history"], results["one day"], strict=True)]
-    print(f"\nBookkeeping share of `history` (median of rounds): {statistics.median(shares):.0%}")
+    for label in (label for label in results if label.startswith("history") and not variants[label][1]):
+        shares = [(h - o) / h for (h, _), (o, _) in zip(results[label], results["one day"], strict=True)]
+        print(f"\nBookkeeping share of `{label}` (median of rounds): {statistics.median(shares):.0%}")
 
 
 if __name__ == "__main__":

@@ -97,8 +97,16 @@ def test_batched_storage_records_a_range_run_like_dagsters(tmp_path, monkeypatch
     store = BatchedSqliteEventLogStorage._store_asset_events
     monkeypatch.setattr(BatchedSqliteEventLogStorage, "_store_asset_events",
                         lambda self, events: batches.append(len(events)) or store(self, events))
+    handed: list[tuple[str, str | None]] = []  # planned events as Dagster hands them to our storage
+    store_batch = BatchedSqliteEventLogStorage.store_event_batch
+    monkeypatch.setattr(BatchedSqliteEventLogStorage, "store_event_batch", lambda self, events: handed.extend(
+        (e.dagster_event.asset_key.to_user_string(), e.dagster_event.partition) for e in events
+        if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED) or store_batch(self, events))
     assert _run(ours, fail_at) is _run(stock, fail_at) is (fail_at is None)
-    assert batches and max(batches) == 7  # the batched path wrote them, in batches of the configured size
+    # Dagster planned each table's range in one event; the storage wrote the 2 x 20 planned days
+    # in one statement, and the materializations in batches of the configured size.
+    assert sorted(handed) == [("lines", None), ("orders", None)]
+    assert 40 in batches and (7 in batches or fail_at)
     recorded, expected = _recorded(ours), _recorded(stock)
     assert recorded == expected
     days = DAYS.get_partition_keys()
