@@ -12,6 +12,7 @@ import pytest
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._serdes import deserialize_value, serialize_value
 
 from plex_etl.instance_storage import BatchedSqliteEventLogStorage
 
@@ -69,6 +70,12 @@ def _recorded(instance: dg.DagsterInstance) -> dict:
             (row.asset_key, row.check_name, row.partition, row.execution_status)
             for row in connection.execute(AssetCheckExecutionsTable.select()).fetchall()
         )
+        # What the planned days' rows hold, less the run and the time: the same as Dagster's.
+        planned = Counter(
+            (row.partition, serialize_value(deserialize_value(row.event)._replace(run_id="", timestamp=0)))
+            for row in connection.execute(SqlEventLogStorageTable.select()).fetchall()
+            if row.dagster_event_type == "ASSET_MATERIALIZATION_PLANNED"
+        )
     status = {}
     for name in ("orders", "lines"):
         value = get_and_update_asset_status_cache_value(instance, dg.AssetKey(name), DAYS)
@@ -82,7 +89,7 @@ def _recorded(instance: dg.DagsterInstance) -> dict:
         (entry.dagster_event_type, entry.dagster_event.partition if entry.dagster_event else None)
         for run in instance.get_runs() for entry in instance.all_logs(run.run_id) if entry.dagster_event
     )
-    return {"index": events, "checks": checks, "status": status, "runs": run_events}
+    return {"index": events, "checks": checks, "status": status, "runs": run_events, "planned": planned}
 
 
 @pytest.mark.parametrize("fail_at", [None, "2026-01-10"], ids=["succeeds", "fails"])
