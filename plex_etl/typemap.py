@@ -9,12 +9,12 @@ Three steps, all driven by the tables below:
    built only where data is converted), the BigQuery and DuckDB column types, the SELECT
    expression that normalises the value server-side (`select_sql`, a template with
    `{column}`) and the conversion `rule`.
-2. The extractor reads rows through the binary protocol (extract/_binary.c): integers
-   (rule "integer") and doubles (rule "float") arrive as int64/float64, which is exactly
-   what their text would convert to; every other value arrives as the bytes of MySQL's
-   canonical text form (utf8mb4 for text columns, raw bytes for binary ones; numbers,
-   dates and times printed as the text protocol prints them) or NULL, one binary array
-   per column.
+2. The extractor reads rows through the binary protocol (extract/_binary.c): integers,
+   doubles, DECIMAL(p<=38) and calendar dates/timestamps arrive already as the Arrow
+   value that step 3 gives for their text (extract/stream.py, `column_kinds`); every
+   other value arrives as the bytes of MySQL's canonical text form (utf8mb4 for text
+   columns, raw bytes for binary ones; numbers, dates and times printed as the text
+   protocol prints them) or NULL, one binary array per column.
 3. `convert(raw, mapped, column)` runs the rule's vectorised converter (pyarrow.compute
    casts; JSON validation is the one per-value loop) and returns the typed array plus the
    count of every normalising fix applied (names and meaning in `FIXES`). A value that

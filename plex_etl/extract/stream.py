@@ -16,11 +16,12 @@ paging.
 The read (docs/benchmarks.md, section F): the rows statement runs as a prepared statement
 over the binary protocol, on the reader's own mysqlclient connection (the C extension
 `extract/_binary.c`, which takes the connection's MYSQL*). A fetch thread reads ahead: each
-fetch fills Arrow column buffers in C with the GIL released, integers and doubles as int64
-and float64, every other value as the bytes of the server's text protocol (printed in C
-for dates and times), which the type map converts column by column while the next fetch is
-read. Being the same connection, the statement is inside the snapshot, and the session's
-timeouts and the KILL below apply to it.
+fetch fills Arrow column buffers in C with the GIL released. Integers, doubles, decimals,
+dates and timestamps come as the type map's Arrow values where the protocol's value is
+exactly that (`column_kinds`); every other value, and every date that is no calendar date,
+comes as the bytes of the server's text protocol and is converted by the type map as
+before (`typed`), while the next fetch is read. Being the same connection, the statement is
+inside the snapshot, and the session's timeouts and the KILL below apply to it.
 
 Stopping: a read stopped before its end (SIGTERM or SIGINT turned into an exception by
 Dagster or the caller, a consumer that closes the stream, any error) ends promptly and
