@@ -473,6 +473,14 @@ def test_doubles(scratch: Scratch, values: list) -> None:
     scratch.check("double", values)
 
 
+def test_zerofill_as_string_is_the_server_text(scratch: Scratch) -> None:
+    # Integers travel as numbers in the binary protocol: the C read pads them as the server does.
+    for ddl in ("int(5) zerofill", "bigint(255) zerofill"):
+        values, _, _ = scratch.read(ddl, ["42", "0", "NULL", "4294967295"], override="string")
+        width = int(ddl.split("(")[1].split(")")[0])
+        assert values.to_pylist() == ["42".zfill(width), "0".zfill(width), None, "4294967295".zfill(width)]
+
+
 def test_float_and_double_as_string_are_the_server_text(scratch: Scratch) -> None:
     # The binary protocol sends the double's 8 bytes: the type map has the server print it.
     for ddl in ("double", "float"):

@@ -304,8 +304,8 @@ static char *put_digits(char *out, unsigned long long v, int width) {
         tmp[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    while (n < width)
-        tmp[n++] = '0';
+    for (; width > n; width--) /* zero padding: up to a ZEROFILL column's display width (255) */
+        *out++ = '0';
     while (n)
         *out++ = tmp[--n];
     return out;
@@ -474,7 +474,7 @@ static int append(Statement *self, unsigned int c, size_t r, const char **why) {
     }
     /* 'b' */
     if (is_integer(type) || is_temporal(type)) {
-        if (reserve(&col->text, col->text.len + 64))
+        if (reserve(&col->text, col->text.len + 64 + col->field.length))
             goto memory;
         char *out = col->text.data + col->text.len;
         col->text.len += is_integer(type) ? print_number(col, out) : print_temporal(col, out);
