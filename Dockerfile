@@ -19,7 +19,7 @@ RUN python -m venv /opt/venv
 COPY requirements-deploy.lock /src/
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r /src/requirements-deploy.lock
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY plex_etl ./plex_etl
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(repo: Path, method: str, args: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(repo))
+    # The checkout first; what PYTHONPATH held (e.g. a --target dir with connectorx) after it.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", method, json.dumps(args)], cwd=repo,
                           env=env, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

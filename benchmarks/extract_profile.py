@@ -7,8 +7,10 @@ each statement: information_schema.PROCESSLIST.TID, a MariaDB column, and /proc)
 statement is fetched to the end with `fetch_row` and nothing else (no conversion): wall
 seconds, this process's CPU and the server thread's CPU, medians of interleaved rounds.
 Statements: the per-day COUNT the reader ran before issue 14, the CSV line it read then
-(rebuilt here: quoted text, IFNULL 'NULL'), the line it reads now (`line_sql`), the plain
-text protocol (`rows_sql`), and the first column alone.
+(rebuilt here: quoted text, IFNULL 'NULL'), the plain text protocol (`rows_sql`), the same
+statement over the binary protocol as the reader reads it now (`extract/_binary.c`, its
+column buffers filled, no conversion), and the first column alone. (The 0xFF line of
+section E was removed with the line read.)
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 def _csv_sql(spec: ReplicatedTable) -> str:
     """The CSV line of the reader before issue 14 (text quoted, quotes doubled, NULL unquoted)."""
     from plex_etl.catalog.relationships import quote
-    from plex_etl.extract.sql import LINE_TEXT_RULES
 
     parts = []
     for column, mapped in zip(spec.table.columns, spec.mapped, strict=True):
         expr = mapped.select_sql.format(column=f"t.{quote(column.name)}")
-        if mapped.rule in LINE_TEXT_RULES:
+        if mapped.rule in ("text", "json", "spatial_wkt"):
             expr = f"CONCAT('\"', REPLACE(CONVERT({expr} USING utf8mb4), '\"', '\"\"'), '\"')"
         parts.append(f"IFNULL({expr}, 'NULL')")
     parts.append(f"IFNULL(DATE '{dt.date.today().isoformat()}', 'NULL')")
@@ -82,16 +83,26 @@ def main(argv: list[str] | None = None) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
-    def fetch(sql: str) -> tuple[float, float, float]:
+    def fetch(sql: str, binary: bool = False) -> tuple[float, float, float]:
+        from plex_etl.extract._binary import Statement
+
+        from plex_etl.extract.stream import column_kinds
+
         connection = raw_connection(source)
         try:
             connection.query("SELECT TID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
             tid = int(connection.store_result().fetch_row()[0][0])
             started, client, served = time.perf_counter(), own_cpu(), thread_cpu(tid)
-            connection.query(sql)
-            result = connection.use_result()
-            while result.fetch_row(maxrows=8192, how=0):
-                pass
+            if binary:
+                statement = Statement(connection, sql, [*column_kinds(spec.mapped), ("d", 0, 0)])
+                while statement.fetch(8192)[0]:
+                    pass
+                statement.close()
+            else:
+                connection.query(sql)
+                result = connection.use_result()
+                while result.fetch_row(maxrows=8192, how=0):
+                    pass
             return time.perf_counter() - started, own_cpu() - client, thread_cpu(tid) - served
         finally:
             connection.close()
@@ -99,14 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     statements = {
         "COUNT per day (before: a second pass)": query.count_sql,
         "CSV line (before)": _csv_sql(spec),
-        "0xFF line (after, line_sql)": query.line_sql,
         "text protocol, one value per column (rows_sql)": query.rows_sql,
+        "binary protocol (rows_sql, the reader now)": query.rows_sql,
         "first column only": f"SELECT t.`{spec.table.columns[0].name}` FROM `{spec.table.name}` t",
     }
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in statements}
     for _ in range(options.runs):
         for name, sql in statements.items():
-            results[name].append(fetch(sql))
+            results[name].append(fetch(sql, binary=name.startswith("binary")))
     print(f"\n{options.rows:,} rows, fetch only, medians of {options.runs} interleaved rounds\n")
     print("| statement | wall s | client CPU s | server thread CPU s |")
     print("| --- | ---: | ---: | ---: |")

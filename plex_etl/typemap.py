@@ -9,9 +9,12 @@ Three steps, all driven by the tables below:
    built only where data is converted), the BigQuery and DuckDB column types, the SELECT
    expression that normalises the value server-side (`select_sql`, a template with
    `{column}`) and the conversion `rule`.
-2. The extractor reads rows through mysqlclient's TEXT protocol: each value arrives as
-   bytes in MySQL's canonical text form (utf8mb4 for text columns, raw bytes for binary
-   ones) or None, and builds `pa.array(values, pa.binary())` per column.
+2. The extractor reads rows through the binary protocol (extract/_binary.c): integers,
+   doubles, DECIMAL(p<=38) and calendar dates/timestamps arrive already as the Arrow
+   value that step 3 gives for their text (extract/stream.py, `column_kinds`); every
+   other value arrives as the bytes of MySQL's canonical text form (utf8mb4 for text
+   columns, raw bytes for binary ones; numbers, dates and times printed as the text
+   protocol prints them) or NULL, one binary array per column.
 3. `convert(raw, mapped, column)` runs the rule's vectorised converter (pyarrow.compute
    casts; JSON validation is the one per-value loop) and returns the typed array plus the
    count of every normalising fix applied (names and meaning in `FIXES`). A value that
@@ -373,6 +376,9 @@ OVERRIDES = ("bool", "int64", "float64", "numeric", "bignumeric", "string", "byt
 def _override(spec: _Spec, family: str, override: str) -> MappedType:
     select = _FAMILIES[family].select
     if override == "string":
+        if family in ("float", "double"):
+            # The server's text of the double: the binary protocol would send its 8 bytes.
+            select = "CAST(" + select + " AS CHAR)"
         return _string(select)
     if override == "bytes":
         return _bytes(_BYTES_SELECT.get(family, _PLAIN))

@@ -1,6 +1,8 @@
 """The type map against the real MariaDB: every type maps as documented, and values
-read exactly the way the extractor reads them (select_sql, mysqlclient text protocol,
-binary array, convert) come back equal, or changed only in a documented, counted way.
+read exactly the way the extractor reads them (select_sql, the binary read of
+extract/_binary.c, convert where the value came as text) come back equal, or changed only in
+a documented, counted way; every value, fix and error is also the one that the same
+statement read through the text protocol gives (what the reader read before).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plex_etl.extract._binary import Statement
 
 from plex_etl import typemap
 from plex_etl.catalog.model import Column
+from plex_etl.extract.stream import column_kinds, fetched_arrays, typed
 from plex_etl.typemap import (
     FIXES,
     RULES,
@@ -98,7 +102,8 @@ EXPECTED: list[tuple[tuple[str, str | None, str | None], tuple[Any, ...]]] = [
     (("float", None, None),
      (pa.float64(), "FLOAT64", "DOUBLE", "CAST({column} AS DOUBLE)", "float")),
     (("float(7,4)", None, "string"),
-     (pa.string(), "STRING", "VARCHAR", "CAST({column} AS DOUBLE)", "text")),
+     (pa.string(), "STRING", "VARCHAR", "CAST(CAST({column} AS DOUBLE) AS CHAR)", "text")),
+    (("double", None, "string"), (pa.string(), "STRING", "VARCHAR", "CAST({column} AS CHAR)", "text")),
     (("double", None, None), (pa.float64(), "FLOAT64", "DOUBLE", PLAIN, "float")),
     (("double", "real", None), (pa.float64(), "FLOAT64", "DOUBLE", PLAIN, "float")),
     (("bit(1)", None, None), (pa.bool_(), "BOOL", "BOOLEAN", "{column} + 0", "bool")),
@@ -252,10 +257,37 @@ class Scratch:
             self.query(f"INSERT INTO `{table}` (c) VALUES {rows}")
         mapped = map_column(self.catalog_column(table), override)
         select = mapped.select_sql.format(column=f"`{table}`.`c`")
-        rows = self.query(f"SELECT {select} FROM `{table}` ORDER BY id")
-        raw = pa.array([row[0] for row in rows], type=pa.binary())
-        values, fixes = convert(raw, mapped, "c")
-        return values, fixes, mapped
+        sql = f"SELECT {select} FROM `{table}` ORDER BY id"
+        raw = pa.array([row[0] for row in self.query(sql)], type=pa.binary())
+        try:
+            values, fixes = convert(raw, mapped, "c")
+        except ValueConversionError as exc:
+            with pytest.raises(ValueConversionError) as binary_error:
+                self.binary_read(sql, mapped)
+            assert str(binary_error.value) == str(exc)
+            raise
+        binary_values, binary_fixes = self.binary_read(sql, mapped)
+        assert binary_values.equals(values) and binary_fixes == fixes, (binary_values, values)
+        return binary_values, binary_fixes, mapped
+
+    def binary_read(self, sql: str, mapped: MappedType) -> tuple[pa.Array, dict[str, int]]:
+        """The statement's one column as the extractor reads it: binary protocol, then typed."""
+        statement = Statement(self.connection, sql, column_kinds([mapped]))
+        values, fixes = [], Counter()
+        try:
+            while True:
+                rows, columns = statement.fetch(3)  # several fetches: their buffers start afresh
+                if not rows:
+                    break
+                (raw,) = fetched_arrays(rows, columns, statement.kinds, [mapped.arrow_type])
+                array, fetch_fixes = typed(raw, mapped, "c", columns[0][4])
+                values.append(array)
+                fixes.update(fetch_fixes)
+        finally:
+            statement.close()
+        if not values:
+            return typed(pa.array([], pa.binary()), mapped, "c")
+        return pa.chunked_array(values).combine_chunks(), dict(fixes)
 
     def check(self, ddl: str, cases: Sequence[tuple[str, Any, str | None]],
               override: str | None = None) -> pa.Array:
@@ -439,6 +471,21 @@ DOUBLE_EDGES = [5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308
                     .map(lambda v: (repr(v), v, None))))
 def test_doubles(scratch: Scratch, values: list) -> None:
     scratch.check("double", values)
+
+
+def test_zerofill_as_string_is_the_server_text(scratch: Scratch) -> None:
+    # Integers travel as numbers in the binary protocol: the C read pads them as the server does.
+    for ddl in ("int(5) zerofill", "bigint(255) zerofill"):
+        values, _, _ = scratch.read(ddl, ["42", "0", "NULL", "4294967295"], override="string")
+        width = int(ddl.split("(")[1].split(")")[0])
+        assert values.to_pylist() == ["42".zfill(width), "0".zfill(width), None, "4294967295".zfill(width)]
+
+
+def test_float_and_double_as_string_are_the_server_text(scratch: Scratch) -> None:
+    # The binary protocol sends the double's 8 bytes: the type map has the server print it.
+    for ddl in ("double", "float"):
+        values, _, mapped = scratch.read(ddl, ["0.1", "1e30", "-2.5", "NULL", "16777216"], override="string")
+        assert "AS CHAR" in mapped.select_sql and values.to_pylist()[2:] == ["-2.5", None, "16777216"]
 
 
 def float32(value: float) -> float:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# mysqlclient (the C driver used for extraction) compiles against libmariadb at install time;
+# mysqlclient (the C driver used for extraction) and plex_etl's own C extension (the binary read,
+# plex_etl/extract/_binary.c) compile against libmariadb at install time;
 # the browser test of the Dagster UI (plex_etl_tests/test_ui.py) drives Debian's chromium.
 set -euo pipefail
 missing=()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from plex_etl.catalog.model import Column
 from plex_etl.catalog.relationships import quote
 from plex_etl.extract.spec import ReplicatedTable
 from plex_etl.warehouse.base import PARTITION_COLUMN
@@ -38,78 +37,10 @@ class KeyRange:
 class PartitionQuery:
     rows_sql: str  # data columns then _etl_partition_date
     count_sql: str  # (day, rows) per day
-    # The same rows and values as rows_sql, each row as one line of fields (see line_expression),
-    # or None when a column cannot travel as text (binary values).
-    line_sql: str | None = None
     # (day, rows, key xor, key sum) per day: what reconciliation compares (see key_digest).
     digest_sql: str = ""
     # The primary key columns of the rows (empty when the table has no primary key).
     keys_sql: str = ""
-
-
-# The line read: the server prints each row as ONE binary string of its fields separated by
-# LINE_SEPARATOR, a NULL as the field LINE_NULL. Neither byte occurs in UTF-8 text (0xFE and
-# 0xFF are never part of a UTF-8 sequence) nor in the ASCII text of numbers, dates and times,
-# so no value needs quoting or escaping: the server saves the REPLACE/quote work of a CSV
-# line (docs/benchmarks.md, issue 14) and a field is recognised by the client exactly.
-LINE_SEPARATOR = b"\xff"
-LINE_NULL = b"\xfe"
-# Rules whose value is text: sent as its utf8mb4 bytes (the connection's result charset).
-LINE_TEXT_RULES = frozenset({"text", "json", "spatial_wkt"})
-# Rules whose text is a number, a date/time or a decimal: ASCII, printed as by the protocol.
-LINE_PLAIN_RULES = frozenset({
-    "integer", "decimal", "decimal_text", "float", "float64_rounded", "bool", "date", "datetime",
-    "timestamp", "year", "time_text",
-})
-# Charsets whose bytes already are utf8mb4's: CONVERT(... USING utf8mb4) would copy them as they are.
-_UTF8_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8"})
-
-
-@dataclass(frozen=True)
-class LineField:
-    """One field of the line read: its SQL expression and what the server may put in it."""
-
-    expression: str
-    rule: str
-    binary: bool = False  # raw bytes, not text in a charset: the line read cannot carry them
-    nullable: bool = True  # False only where the server cannot print NULL (NOT NULL column, no function)
-    utf8: bool = False  # the expression's bytes are utf8mb4 already (a plain utf8 column)
-
-
-_BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"})
-
-
-def _binary(column: Column) -> bool:
-    """Bytes that are not text in a charset: CONVERT(... USING utf8mb4) would not be lossless."""
-    return (column.charset or "").lower() == "binary" or column.data_type.lower() in _BINARY_TYPES
-
-
-def line_expression(fields: list[LineField]) -> str | None:
-    """One SQL expression: the row's fields as one binary string (see LINE_SEPARATOR).
-
-    The server prints every number, date and time in the same canonical text as the text
-    protocol (CONCAT uses the same conversions); text is converted to utf8mb4, as the
-    connection's result charset would, and travels as its bytes (every argument is binary,
-    so is the whole string: the server sends it unconverted). A field that may be NULL is
-    IFNULL'd to LINE_NULL (CONCAT_WS would skip it); one that cannot be is left bare, so an
-    unexpected NULL shortens its line and fails the client's field count, never a value.
-    None when a column's bytes cannot travel as utf8mb4 text.
-    """
-    parts = []
-    for field in fields:
-        expr = field.expression
-        if field.binary:
-            return None
-        if field.rule in LINE_TEXT_RULES:
-            if not field.utf8:
-                expr = f"CONVERT({expr} USING utf8mb4)"
-            # Its bytes as they are (no conversion): a text argument left as text would make
-            # the server convert the binary separator and marker into its charset, and fail.
-            expr = f"CAST({expr} AS BINARY)"
-        elif field.rule not in LINE_PLAIN_RULES:
-            return None
-        parts.append(f"IFNULL({expr}, x'{LINE_NULL.hex().upper()}')" if field.nullable else expr)
-    return f"CONCAT_WS(x'{LINE_SEPARATOR.hex().upper()}', {', '.join(parts)})"
 
 
 def _literal(day: dt.date) -> str:
@@ -181,15 +112,10 @@ def partition_query(
     holds that key, see key_columns), next to the date condition, which stays: the rows
     selected are the same as without it whenever no row of the window lies outside it.
     """
-    fields = [
-        LineField(
-            m.select_sql.format(column=f"t.{quote(c.name)}"), m.rule, _binary(c),
-            nullable=c.nullable or m.select_sql != "{column}",
-            utf8=m.select_sql == "{column}" and (c.charset or "").lower() in _UTF8_CHARSETS,
-        )
+    columns = ", ".join(
+        f"{m.select_sql.format(column=f't.{quote(c.name)}')} AS {quote(c.name)}"
         for c, m in zip(spec.table.columns, spec.mapped, strict=True)
-    ]
-    columns = ", ".join(f"{f.expression} AS {quote(c.name)}" for f, c in zip(fields, spec.table.columns, strict=True))
+    )
     body = f"{quote(spec.table.name)} t"
     if spec.plan.strategy == "snapshot":
         if start is None or start != end:
@@ -215,13 +141,10 @@ def partition_query(
             if bounds:
                 where = " AND ".join([*([f"({where})"] if where else []), *bounds])
         body = " ".join([body, *joins, *([f"WHERE {where}"] if where else [])])
-    # The day is never NULL: GREATEST of a COALESCE with a literal, or a literal.
-    line = line_expression([*fields, LineField(day, "date", nullable=False)])
     return PartitionQuery(
         rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {body}",
         # An empty table gives no row rather than a zero: the same "no rows that day".
         count_sql=f"SELECT {day} AS d, COUNT(*) FROM {body} GROUP BY d",
-        line_sql=f"SELECT {line} FROM {body}" if line else None,
         digest_sql=f"SELECT {day} AS d, {', '.join(key_digest(spec))} FROM {body} GROUP BY d",
         keys_sql=(f"SELECT {', '.join(f't.{quote(c)}' for c in spec.table.primary_key)} FROM {body}"
                   if spec.table.primary_key else ""),
