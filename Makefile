@@ -10,7 +10,7 @@ DEMO_SCALE ?= 0.001
 
 # requirements.lock pins every package (dev and deploy extras included) for Python 3.11 on
 # linux x86_64; regenerate it with `make lock` after changing pyproject.toml.
-$(BIN)/.installed: pyproject.toml requirements.lock
+$(BIN)/.installed: pyproject.toml requirements.lock setup.py plex_etl/extract/_binary.c
 	./scripts/ensure-build-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
