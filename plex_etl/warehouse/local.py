@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -450,18 +451,26 @@ def _staging_type(f: pa.Field) -> pa.DataType:
     return f.type
 
 
+# The local staging file is written once and read once, on this machine: cheap to write beats
+# small. Dictionary encoding was most of the writer's CPU (1.1 s of 1.2 s per 1M bench rows),
+# and no statistics are read (the merge scans every row): lz4 without either writes in 0.35 s,
+# for 56 MB instead of zstd's 41 MB, and DuckDB reads it no slower (docs/benchmarks.md, F).
+LOCAL_PARQUET: Mapping[str, Any] = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
+
+
 @contextmanager
 def spool(
     stream: BatchStream,
     staged_type: Callable[[pa.Field], pa.DataType],
     staging_dir: str | Path | None = None,
-    compression: str = "zstd",
+    parquet: Mapping[str, Any] = LOCAL_PARQUET,
 ) -> Iterator[tuple[Path | None, int]]:
     """Consume `stream` into one Parquet file, one row group per chunk (memory stays flat),
     in a per-load staging folder; yields (file, bytes), file None when no row was read.
 
     The stream is exhausted (the source's snapshot released) before the caller's body runs.
-    `staged_type(field)` gives each column's staged Arrow type (values are cast to it).
+    `staged_type(field)` gives each column's staged Arrow type (values are cast to it);
+    `parquet`: options of pyarrow's ParquetWriter (codec, encodings).
     The folder is `plex_etl_<dataset>_<table>_*` under `staging_dir` (default: the system
     temp dir), claimed with an `owner` file (see `claim_staging`) and removed on exit.
     Shared by the local and the BigQuery warehouse."""
@@ -473,12 +482,12 @@ def spool(
     ) as tmp:
         path = Path(tmp) / STAGING_FILE
         claim_staging(Path(tmp))
-        nbytes = _write_parquet(stream, path, staged_type, compression)
+        nbytes = _write_parquet(stream, path, staged_type, parquet)
         yield (path if stream.chunks else None), nbytes
 
 
 def _write_parquet(
-    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], compression: str
+    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], parquet: Mapping[str, Any]
 ) -> int:
     """Write every batch as one row group of a Parquet file; returns its size in bytes."""
     schema = stream.schema
@@ -496,8 +505,7 @@ def _write_parquet(
                 )
             if writer is None:
                 # Microsecond timestamps: what BigQuery and DuckDB read exactly.
-                writer = pq.ParquetWriter(path, staged_schema, compression=compression,
-                                          coerce_timestamps="us")
+                writer = pq.ParquetWriter(path, staged_schema, coerce_timestamps="us", **parquet)
             writer.write_batch(batch)
     finally:
         if writer is not None:
