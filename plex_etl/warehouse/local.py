@@ -19,7 +19,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -490,43 +489,30 @@ def spool(
 def _write_parquet(
     stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], parquet: Mapping[str, Any]
 ) -> int:
-    """Write every batch as one row group of a Parquet file; returns its size in bytes.
-
-    A writer thread encodes and writes chunk N while this thread reads chunk N+1 from the
-    stream (pyarrow releases the GIL while it writes). Chunk N+1 is handed over only once
-    chunk N is written: besides the stream's own buffers, at most two chunks are held."""
+    """Write every batch as one row group of a Parquet file; returns its size in bytes."""
     name = stream.target.qualified_name
     schema = stream.schema
     staged_schema = pa.schema([f.with_type(staged_type(f)) for f in schema])
     writer: pq.ParquetWriter | None = None
-    written: Future[None] | None = None  # the chunk being written
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plex_etl_stage_{name}") as pool:
-        try:
-            for batch in stream:
-                if staged_schema != schema:
-                    batch = pa.RecordBatch.from_arrays(
-                        [
-                            stage_array(col, f.type)
-                            for col, f in zip(batch.columns, staged_schema, strict=True)
-                        ],
-                        schema=staged_schema,
-                    )
+    try:
+        for batch in stream:
+            if staged_schema != schema:
+                batch = pa.RecordBatch.from_arrays(
+                    [
+                        stage_array(col, f.type)
+                        for col, f in zip(batch.columns, staged_schema, strict=True)
+                    ],
+                    schema=staged_schema,
+                )
+            with _staging_errors(name):
                 if writer is None:
                     # Microsecond timestamps: what BigQuery and DuckDB read exactly.
                     writer = pq.ParquetWriter(path, staged_schema, coerce_timestamps="us", **parquet)
-                if written is not None:
-                    with _staging_errors(name):
-                        written.result()
-                written = pool.submit(writer.write_batch, batch)
-            if written is not None:
-                with _staging_errors(name):
-                    written.result()
-        finally:
-            if written is not None:
-                wait([written])  # never close the file under a write (the stream raised)
-            if writer is not None:
-                with _staging_errors(name):
-                    writer.close()
+                writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            with _staging_errors(name):
+                writer.close()
     return path.stat().st_size if writer is not None else 0
 
 
