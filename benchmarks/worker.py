@@ -1,6 +1,7 @@
 """One measurement in a fresh process: `python -m benchmarks.worker METHOD JSON-ARGS`.
 
-Prints one JSON line: rows, seconds, read_seconds, peak RSS (ru_maxrss of this process:
+Prints one JSON line: rows, seconds, read_seconds, read_cpu_seconds (this process's CPU, every
+thread, over read_seconds; the MySQL server's is not in it), peak RSS (ru_maxrss of this process:
 imports, driver buffers and Arrow memory all count). `seconds` is the whole method, its
 imports and the bench table's catalog read included; `read_seconds` starts where the method
 calls `_reading()`, after its imports and set-up: the read alone, comparable across methods.
@@ -22,12 +23,12 @@ from typing import Any
 import pyarrow as pa
 
 METHODS: dict[str, Callable[[dict[str, Any]], int]] = {}
-_READ_STARTED: list[float] = []
+_READ_STARTED: list[tuple[float, float]] = []  # (wall, process CPU)
 
 
 def _reading() -> None:
     """Mark the start of the read proper (imports and set-up done)."""
-    _READ_STARTED.append(time.perf_counter())
+    _READ_STARTED.append((time.perf_counter(), time.process_time()))
 
 
 def method(function: Callable[[dict[str, Any]], int]) -> Callable[[dict[str, Any]], int]:
@@ -259,12 +260,13 @@ def dlt_pyarrow(args: dict[str, Any]) -> int:
 
 def main(argv: list[str]) -> None:
     name, args = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
-    started = time.perf_counter()
+    started = (time.perf_counter(), time.process_time())
     rows = METHODS[name](args)
-    ended = time.perf_counter()
+    ended = (time.perf_counter(), time.process_time())
+    read = _READ_STARTED[0] if _READ_STARTED else started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"method": name, "rows": rows, "seconds": ended - started,
-                      "read_seconds": ended - (_READ_STARTED[0] if _READ_STARTED else started),
+    print(json.dumps({"method": name, "rows": rows, "seconds": ended[0] - started[0],
+                      "read_seconds": ended[0] - read[0], "read_cpu_seconds": ended[1] - read[1],
                       "peak_rss_mb": peak_mb}))
 
 

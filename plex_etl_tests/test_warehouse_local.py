@@ -6,11 +6,13 @@ import multiprocessing
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from plex_etl.warehouse import LocalWarehouse, TargetTable, WarehouseColumn, WarehouseError
@@ -59,6 +61,36 @@ def test_failure_in_final_step_rolls_back(harness: sc.Harness) -> None:
         "id": "BIGINT", "name": "VARCHAR", "_etl_partition_date": "DATE",
         "_etl_loaded_at": "TIMESTAMP WITH TIME ZONE",
     }, "the added column must be rolled back too"
+    assert harness.staging_leftovers() == []
+
+
+def test_staging_write_failure_names_the_table(harness: sc.Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's write fails (disk full): the load raises naming the table, stops reading the
+    stream, and leaves the target and the staging folder as before."""
+    t = sc.three_partitions(harness, "diskfull")
+    before = harness.rows("diskfull", loaded_at=True)
+    writes = 0
+
+    def write_batch(self: pq.ParquetWriter, batch: pa.RecordBatch) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", write_batch)
+    read = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal read
+        for i in range(10):
+            read += 1
+            yield sc.batch(t, sc.D1, sc.people([100 + i]))
+
+    with pytest.raises(WarehouseError, match=r"plex_analytics\.diskfull: cannot write the staging file.*space"):
+        harness.wh.load(t, batches(), sc.D1, sc.D3)
+    assert read == 2, "the failed chunk is the last read"
+    monkeypatch.undo()
+    assert harness.rows("diskfull", loaded_at=True) == before
     assert harness.staging_leftovers() == []
 
 

@@ -305,9 +305,10 @@ class BigQueryWarehouse:
         try:
             # The whole stream goes to a local spool first: the source's snapshot ends when
             # the read ends, before any BigQuery job is created or waited for.
-            # Snappy: the codec BigQuery's Parquet loads have always accepted.
+            # Snappy: the codec BigQuery's Parquet loads have always accepted; dictionaries kept,
+            # the file crosses the network.
             with spool(stream, lambda f: staged_types.get(f.name, f.type), self.staging_dir,
-                       compression="snappy") as (path, nbytes):
+                       parquet={"compression": "snappy"}) as (path, nbytes):
                 if path is not None:
                     self._load_staging(target, staging, path, nbytes, stream.rows)
             added = self._ensure_target(target)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -450,18 +451,27 @@ def _staging_type(f: pa.Field) -> pa.DataType:
     return f.type
 
 
+# The local staging file is written once, read once by DuckDB, on this machine. Dictionary
+# encoding was half the writer's CPU (~0.55 of 1.1 s per 1M bench rows) and the statistics
+# (~0.1 s) are never read (the merge scans every row): without either, zstd writes in ~0.45 s
+# and its file shrinks (25 MB instead of 41; lz4 would save another ~0.1 s for 56 MB); DuckDB
+# reads it as fast (docs/benchmarks.md, F).
+LOCAL_PARQUET: Mapping[str, Any] = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
+
+
 @contextmanager
 def spool(
     stream: BatchStream,
     staged_type: Callable[[pa.Field], pa.DataType],
     staging_dir: str | Path | None = None,
-    compression: str = "zstd",
+    parquet: Mapping[str, Any] = LOCAL_PARQUET,
 ) -> Iterator[tuple[Path | None, int]]:
     """Consume `stream` into one Parquet file, one row group per chunk (memory stays flat),
     in a per-load staging folder; yields (file, bytes), file None when no row was read.
 
     The stream is exhausted (the source's snapshot released) before the caller's body runs.
-    `staged_type(field)` gives each column's staged Arrow type (values are cast to it).
+    `staged_type(field)` gives each column's staged Arrow type (values are cast to it);
+    `parquet`: options of pyarrow's ParquetWriter (codec, encodings).
     The folder is `plex_etl_<dataset>_<table>_*` under `staging_dir` (default: the system
     temp dir), claimed with an `owner` file (see `claim_staging`) and removed on exit.
     Shared by the local and the BigQuery warehouse."""
@@ -473,14 +483,15 @@ def spool(
     ) as tmp:
         path = Path(tmp) / STAGING_FILE
         claim_staging(Path(tmp))
-        nbytes = _write_parquet(stream, path, staged_type, compression)
+        nbytes = _write_parquet(stream, path, staged_type, parquet)
         yield (path if stream.chunks else None), nbytes
 
 
 def _write_parquet(
-    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], compression: str
+    stream: BatchStream, path: Path, staged_type: Callable[[pa.Field], pa.DataType], parquet: Mapping[str, Any]
 ) -> int:
     """Write every batch as one row group of a Parquet file; returns its size in bytes."""
+    name = stream.target.qualified_name
     schema = stream.schema
     staged_schema = pa.schema([f.with_type(staged_type(f)) for f in schema])
     writer: pq.ParquetWriter | None = None
@@ -494,15 +505,25 @@ def _write_parquet(
                     ],
                     schema=staged_schema,
                 )
-            if writer is None:
-                # Microsecond timestamps: what BigQuery and DuckDB read exactly.
-                writer = pq.ParquetWriter(path, staged_schema, compression=compression,
-                                          coerce_timestamps="us")
-            writer.write_batch(batch)
+            with _staging_errors(name):
+                if writer is None:
+                    # Microsecond timestamps: what BigQuery and DuckDB read exactly.
+                    writer = pq.ParquetWriter(path, staged_schema, coerce_timestamps="us", **parquet)
+                writer.write_batch(batch)
     finally:
         if writer is not None:
-            writer.close()
+            with _staging_errors(name):
+                writer.close()
     return path.stat().st_size if writer is not None else 0
+
+
+@contextmanager
+def _staging_errors(table: str) -> Iterator[None]:
+    """A failed write of the staging file (disk full, ...) raises, naming the table."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as e:
+        raise WarehouseError(f"{table}: cannot write the staging file: {e}") from e
 
 
 def _canonical_type(con: duckdb.DuckDBPyConnection, type_name: str, table: str) -> str:
