@@ -70,6 +70,12 @@ class _BatchedAssetEvents:
 
     RUN_EVENTS_IN_INDEX: ClassVar[bool]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Here, not only in the instance storages: the Helm chart can name this event log
+        # storage alone (deploy/helm/values.yaml).
+        _turn_batching_on()
+        super().__init__(*args, **kwargs)
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         for group, batched in _groups(events):
             if batched and len(group) > 1:
@@ -176,7 +182,6 @@ class LocalSqliteStorage(DagsterSqliteStorage):
     """Dagster's SQLite storage (runs, events, schedules under `base_dir`) with batched event writes."""
 
     def __init__(self, base_dir: str, inst_data: Any = None) -> None:
-        _turn_batching_on()
         super().__init__(base_dir, inst_data)
         self._event_log_storage = BatchedSqliteEventLogStorage(_event_logs_directory(base_dir))
 
@@ -190,7 +195,6 @@ class BatchedPostgresStorage(DagsterPostgresStorage):
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None, token_provider: Any = None) -> None:
-        _turn_batching_on()
         # The parent builds a stock event log storage too (one query when it starts), replaced here.
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
         self._event_log_storage = BatchedPostgresEventLogStorage(
