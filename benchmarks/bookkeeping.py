@@ -1,16 +1,22 @@
 """What a full refresh of long history costs in Dagster bookkeeping (issue 14, D).
 
-    .venv/bin/python -m benchmarks.bookkeeping                      # 2 rounds
-    .venv/bin/python -m benchmarks.bookkeeping --rounds 3 --stock   # also Dagster's own SQLite storage
+    .venv/bin/python -m benchmarks.bookkeeping                                 # 2 rounds, SQLite
+    .venv/bin/python -m benchmarks.bookkeeping --rounds 3 --stock              # also Dagster's own storage
+    .venv/bin/python -m benchmarks.bookkeeping --rounds 3 --stock --postgres   # the production instance
 
 Builds the demo Plex database (scale 0.001, events over the last 730 days) once, then runs
-`plex-etl replicate --full --source plex` into a fresh local warehouse and a fresh SQLite
-instance, round by round, in these variants:
+`plex-etl replicate --full --source plex` into a fresh local warehouse and a fresh instance,
+round by round, in these variants:
 - `history`: the plan's `first_day` two years back: 731 daily partitions per dated table;
 - `one day`: `first_day` = today: the same rows, every one in the first partition, so one
   partition per table: the rows' own cost, with the least bookkeeping;
-- `history, Dagster's SQLite storage` (--stock): as `history` on `storage: sqlite`
-  (before plex_etl/instance_storage.py; slow: ~15 minutes per run on a loaded machine).
+- `history, Dagster's storage` (--stock): as `history` on Dagster's own storage (`storage:
+  sqlite` or `storage: postgres`, before plex_etl/instance_storage.py; slow: ~10-15 minutes
+  per run on SQLite on a loaded machine).
+The instance is the repository's dagster.yaml (SQLite in the run's DAGSTER_HOME), or with
+--postgres deploy/dagster.yaml on a fresh database `plexetl_bookkeeping_<variant>` of the
+PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth), dropped afterwards. Variants run
+interleaved within each round.
 Bookkeeping share of `history` = (history - one day) / history, per round, median.
 Both variants read and write the same rows and run the same checks; they differ only in the
 number of partitions Dagster records.
@@ -33,6 +39,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATABASE = "plexetl_bookkeeping_plex"
 STOCK_INSTANCE = "telemetry: {enabled: false}\nstorage:\n  sqlite:\n    base_dir: {env: DAGSTER_HOME}\n"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+# Dagster's own PostgreSQL storage, with the same settings as deploy/dagster.yaml.
+STOCK_PG_INSTANCE = """telemetry: {enabled: false}
+storage:
+  postgres:
+    postgres_db:
+      hostname: {env: DAGSTER_PG_HOST}
+      port: {env: DAGSTER_PG_PORT}
+      db_name: {env: DAGSTER_PG_DB}
+      username: {env: DAGSTER_PG_USERNAME}
+      password: {env: DAGSTER_PG_PASSWORD}
+      scheme: postgresql+psycopg2
+"""
 
 
 def plex_etl(*arguments: str, env: dict[str, str]) -> None:
@@ -52,50 +71,83 @@ def config_dir(root: Path, first_day: dt.date) -> Path:
     return target
 
 
-def events(home: Path) -> int:
+def sqlite_events(home: Path) -> int:
     with sqlite3.connect(home / "history" / "runs" / "index.db") as db:
         return db.execute("SELECT COUNT(*) FROM event_logs").fetchone()[0]
 
 
-def run(root: Path, label: str, first_day: dt.date, stock: bool) -> tuple[float, int]:
+def postgres(sql: str, database: str = "postgres") -> int | None:
+    """Runs one statement on the local PostgreSQL; the first column of its first row, if any."""
+    import psycopg2
+
+    connection = psycopg2.connect(dbname=database, connect_timeout=5, **PG)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return cursor.fetchone()[0] if cursor.description else None
+    finally:
+        connection.close()
+
+
+def run(root: Path, label: str, first_day: dt.date, stock: bool, on_postgres: bool) -> tuple[float, int]:
     home, warehouse = root / f"home-{label}", root / f"warehouse-{label}.duckdb"
     shutil.rmtree(home, ignore_errors=True)
     warehouse.unlink(missing_ok=True)
     home.mkdir()
-    if stock:
+    env = dict(os.environ, DAGSTER_HOME=str(home), PLEX_ETL_CONFIG_DIR=str(config_dir(root, first_day)),
+               PLEX_MYSQL_DATABASE=DATABASE, PLEX_ETL_WAREHOUSE="local", PLEX_ETL_LOCAL_WAREHOUSE=str(warehouse))
+    if on_postgres:
+        database = f"plexetl_bookkeeping_{label}".lower()
+        postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        postgres(f'CREATE DATABASE "{database}"')
+        env.update(DAGSTER_PG_HOST=PG["host"], DAGSTER_PG_PORT=str(PG["port"]), DAGSTER_PG_DB=database,
+                   DAGSTER_PG_USERNAME=PG["user"], DAGSTER_PG_PASSWORD="")
+        if stock:
+            (home / "dagster.yaml").write_text(STOCK_PG_INSTANCE)
+        else:
+            shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    elif stock:
         (home / "dagster.yaml").write_text(STOCK_INSTANCE)
     else:
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = dict(os.environ, DAGSTER_HOME=str(home), PLEX_ETL_CONFIG_DIR=str(config_dir(root, first_day)),
-               PLEX_MYSQL_DATABASE=DATABASE, PLEX_ETL_WAREHOUSE="local", PLEX_ETL_LOCAL_WAREHOUSE=str(warehouse))
-    env.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+    # As the production image does for PostgreSQL (Dagster's storage then batches
+    # materializations); the local storage sets it itself, Dagster's SQLite storage ignores it.
+    env["DAGSTER_EVENT_BATCH_SIZE"] = "500"
     started = time.perf_counter()
     plex_etl("replicate", "--full", "--source", "plex", env=env)
     seconds = time.perf_counter() - started
     plex_etl("reconcile", "--source", "plex", env=env)  # exits 1 (check=True raises) if any table differs
-    return seconds, events(home)
+    if on_postgres:
+        count = postgres("SELECT COUNT(*) FROM event_logs", database) or 0
+        postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        return seconds, count
+    return seconds, sqlite_events(home)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--stock", action="store_true", help="also time Dagster's own SQLite storage")
+    parser.add_argument("--stock", action="store_true", help="also time Dagster's own storage")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the production instance (deploy/dagster.yaml) on the local PostgreSQL, not SQLite")
     args = parser.parse_args(argv)
     today = dt.date.today()
     env = dict(os.environ, PLEX_MYSQL_DATABASE=DATABASE)
     plex_etl("demo-db", "--scale", "0.001", "--source", "plex", "--days", "730", env=env)
     variants = {"history": (today - dt.timedelta(days=730), False), "one day": (today, False)}
     if args.stock:
-        variants["history, Dagster's SQLite storage"] = (today - dt.timedelta(days=730), True)
+        variants["history, Dagster's storage"] = (today - dt.timedelta(days=730), True)
     results: dict[str, list[tuple[float, int]]] = {label: [] for label in variants}
     with tempfile.TemporaryDirectory(prefix="plexetl-bookkeeping-") as tmp:
         for round_ in range(args.rounds):
             for label, (first_day, stock) in variants.items():
-                if stock and round_:
-                    continue  # one run of the slow variant is enough to show the order of magnitude
                 results[label].append(run(Path(tmp), label.replace(" ", "_").replace(",", "").replace("'", ""),
-                                          first_day, stock))
-                print(f"round {round_ + 1}: {label}: {results[label][-1][0]:.1f} s", file=sys.stderr, flush=True)
+                                          first_day, stock, args.postgres))
+                print(f"round {round_ + 1}: {label}: {results[label][-1][0]:.1f} s "
+                      f"(load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    print(f"instance: {'deploy/dagster.yaml on PostgreSQL' if args.postgres else 'dagster.yaml (SQLite)'}; "
+          f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("| variant | partitions per dated table | median s | runs (s) | events in the instance |")
     print("| --- | --- | --- | --- | --- |")
     for label, runs in results.items():
