@@ -14,7 +14,7 @@ round by round, in these variants:
   sqlite` or `storage: postgres`, before plex_etl/instance_storage.py; slow: ~10-15 minutes
   per run on SQLite on a loaded machine).
 The instance is the repository's dagster.yaml (SQLite in the run's DAGSTER_HOME), or with
---postgres deploy/dagster.yaml on a fresh database `plexetl_bookkeeping_<variant>` of the
+--postgres deploy/dagster.yaml on a fresh database `<prefix>_<variant>` of the
 PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth), dropped afterwards. Variants run
 interleaved within each round.
 Bookkeeping share of `history` = (history - one day) / history, per round, median.
@@ -37,7 +37,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATABASE = "plexetl_bookkeeping_plex"
+# The MySQL demo database and the PostgreSQL instances are named `<prefix>_...`: two sessions on
+# one machine pass different prefixes (PLEX_ETL_BENCH_DB_PREFIX), or one rebuilds the other's demo.
+PREFIX = os.environ.get("PLEX_ETL_BENCH_DB_PREFIX", "plexetl_bookkeeping")
+DATABASE = f"{PREFIX}_plex"
 STOCK_INSTANCE = "telemetry: {enabled: false}\nstorage:\n  sqlite:\n    base_dir: {env: DAGSTER_HOME}\n"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 # Dagster's own PostgreSQL storage, with the same settings as deploy/dagster.yaml.
@@ -98,7 +101,7 @@ def run(root: Path, label: str, first_day: dt.date, stock: bool, on_postgres: bo
     env = dict(os.environ, DAGSTER_HOME=str(home), PLEX_ETL_CONFIG_DIR=str(config_dir(root, first_day)),
                PLEX_MYSQL_DATABASE=DATABASE, PLEX_ETL_WAREHOUSE="local", PLEX_ETL_LOCAL_WAREHOUSE=str(warehouse))
     if on_postgres:
-        database = f"plexetl_bookkeeping_{label}".lower()
+        database = f"{PREFIX}_{label}".lower()
         postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         postgres(f'CREATE DATABASE "{database}"')
         env.update(DAGSTER_PG_HOST=PG["host"], DAGSTER_PG_PORT=str(PG["port"]), DAGSTER_PG_DB=database,
@@ -121,8 +124,11 @@ def run(root: Path, label: str, first_day: dt.date, stock: bool, on_postgres: bo
     if on_postgres:
         count = postgres("SELECT COUNT(*) FROM event_logs", database) or 0
         postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        return seconds, count
-    return seconds, sqlite_events(home)
+    else:
+        count = sqlite_events(home)
+    print(f"{label}: {seconds:.1f} s, {count:,} events (load average {os.getloadavg()[0]:.1f})", file=sys.stderr,
+          flush=True)
+    return seconds, count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,10 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="plexetl-bookkeeping-") as tmp:
         for round_ in range(args.rounds):
             for label, (first_day, stock) in variants.items():
+                print(f"round {round_ + 1}:", end=" ", file=sys.stderr, flush=True)
                 results[label].append(run(Path(tmp), label.replace(" ", "_").replace(",", "").replace("'", ""),
                                           first_day, stock, args.postgres))
-                print(f"round {round_ + 1}: {label}: {results[label][-1][0]:.1f} s "
-                      f"(load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     print(f"instance: {'deploy/dagster.yaml on PostgreSQL' if args.postgres else 'dagster.yaml (SQLite)'}; "
           f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("| variant | partitions per dated table | median s | runs (s) | events in the instance |")

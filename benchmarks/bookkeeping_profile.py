@@ -25,7 +25,7 @@ import dagster as dg
 import yaml
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from benchmarks.bookkeeping import PG, postgres
+from benchmarks.bookkeeping import PG, PREFIX, postgres
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01")
 # The storage calls a range run's bookkeeping goes through (dagster-postgres's and ours).
@@ -48,7 +48,7 @@ def lines(context: dg.AssetExecutionContext) -> None:
 
 
 def profile(storage: str, days: int) -> None:
-    database = f"plexetl_pgbatch_profile_{storage}"
+    database = f"{PREFIX}_profile_{storage}"
     postgres(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     postgres(f'CREATE DATABASE "{database}"')
     pg = {"postgres_db": {"hostname": PG["host"], "port": PG["port"], "db_name": database,
