@@ -29,8 +29,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 dagster
 COPY --from=build /opt/venv /opt/venv
-# DAGSTER_EVENT_BATCH_SIZE: a range run's asset events are written in batches (PostgreSQL
-# inserts a batch of materializations at once): docs/benchmarks.md, issue 14 D.
+# DAGSTER_EVENT_BATCH_SIZE: a range run's asset events are handed to the instance's storage in
+# batches, which plex_etl.instance_storage writes at once (planned and materialized days):
+# deploy/README.md, *Event log storage*; docs/benchmarks.md, issue 14 D.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \

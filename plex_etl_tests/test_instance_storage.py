@@ -1,10 +1,14 @@
-"""The local instance's batched SQLite event storage (plex_etl/instance_storage.py) records a
-range run exactly as Dagster's own SQLite storage does: the same events, the same per-day
-status, the same planned asset-check rows, failed days shown as failed."""
+"""The batched event storages (plex_etl/instance_storage.py) record a range run exactly as
+Dagster's own do: the same events, the same per-day status, the same planned asset-check rows,
+failed days shown as failed. SQLite as the local dagster.yaml names it; PostgreSQL as
+deploy/dagster.yaml names it, on the machine's PostgreSQL at 127.0.0.1:5432 (user postgres,
+trust auth; `.ci/run` starts it), in the databases `<prefix>_storage_ours` and `..._stock`.
+"""
 
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,9 +18,14 @@ from dagster._core.storage.partition_status_cache import get_and_update_asset_st
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._serdes import deserialize_value, serialize_value
 
-from plex_etl.instance_storage import BatchedSqliteEventLogStorage
+from plex_etl.instance_storage import (
+    BatchedPostgresEventLogStorage,
+    BatchedSqliteEventLogStorage,
+    _BatchedAssetEvents,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-01-21")
 FIRST, LAST = "2026-01-01", "2026-01-20"
 
@@ -39,14 +48,64 @@ def _assets(fail_at: str | None = None) -> list:
     return [orders, lines]
 
 
-def _instance(home: Path, dagster_yaml: Path | None, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+def _instance(home: Path, dagster_yaml: Path | str, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    """An instance in `home` from a dagster.yaml file, or from its text."""
     home.mkdir(parents=True)
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # the repository's dagster.yaml stores there
-    if dagster_yaml:
+    if isinstance(dagster_yaml, Path):
         shutil.copy(dagster_yaml, home / "dagster.yaml")
-    else:  # Dagster's default: its own SQLite storage in the home
-        (home / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
+    else:
+        (home / "dagster.yaml").write_text(dagster_yaml)
     return dg.DagsterInstance.from_config(str(home))
+
+
+def _sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dg.DagsterInstance, dg.DagsterInstance]:
+    """(ours: the repository's dagster.yaml, stock: Dagster's default SQLite storage)."""
+    ours = _instance(tmp_path / "ours", REPOSITORY / "dagster.yaml", monkeypatch)
+    return ours, _instance(tmp_path / "stock", "telemetry: {enabled: false}\n", monkeypatch)
+
+
+@pytest.fixture
+def postgres_databases() -> Iterator[Callable[[str], str]]:
+    """Creates fresh databases on the machine's PostgreSQL by suffix, drops them afterwards."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    except psycopg2.OperationalError as error:  # as test_deploy*.py: fail with the reason
+        pytest.fail(f"PostgreSQL does not answer on {PG['host']}:{PG['port']} ({error}); .ci/run starts it")
+    admin.autocommit = True
+    prefix = os.environ.get("PLEX_ETL_TEST_DB_PREFIX", "plexetl_test")  # parallel sessions differ
+    created: list[str] = []
+
+    def create(suffix: str) -> str:
+        name = f"{prefix}_storage_{suffix}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return name
+
+    yield create
+    with admin.cursor() as cursor:
+        for name in created:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databases: Callable[[str], str],
+              ) -> tuple[dg.DagsterInstance, dg.DagsterInstance]:
+    """(ours: deploy/dagster.yaml, stock: Dagster's `storage: postgres`), each on a database of its own."""
+    for name, value in {"HOST": PG["host"], "PORT": str(PG["port"]), "DB": databases("ours"),
+                        "USERNAME": PG["user"], "PASSWORD": ""}.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    ours = _instance(tmp_path / "ours", REPOSITORY / "deploy" / "dagster.yaml", monkeypatch)
+    stock = (
+        "telemetry: {enabled: false}\nstorage:\n  postgres:\n    postgres_db:\n"
+        f"      hostname: {PG['host']}\n      port: {PG['port']}\n      db_name: {databases('stock')}\n"
+        f"      username: {PG['user']}\n      password: ''\n      scheme: postgresql+psycopg2\n"
+    )
+    return ours, _instance(tmp_path / "stock", stock, monkeypatch)
 
 
 def _run(instance: dg.DagsterInstance, fail_at: str | None = None) -> bool:
@@ -92,21 +151,26 @@ def _recorded(instance: dg.DagsterInstance) -> dict:
     return {"index": events, "checks": checks, "status": status, "runs": run_events, "planned": planned}
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize("fail_at", [None, "2026-01-10"], ids=["succeeds", "fails"])
-def test_batched_storage_records_a_range_run_like_dagsters(tmp_path, monkeypatch, fail_at):
+def test_batched_storage_records_a_range_run_like_dagsters(tmp_path, monkeypatch, request, backend, fail_at):
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "7")  # several batches per step, one split in a type run
-    ours = _instance(tmp_path / "ours", REPOSITORY / "dagster.yaml", monkeypatch)
-    stock = _instance(tmp_path / "stock", None, monkeypatch)
-    assert isinstance(ours.event_log_storage, BatchedSqliteEventLogStorage)
-    assert type(stock.event_log_storage) is not BatchedSqliteEventLogStorage
+    if backend == "sqlite":
+        ours, stock = _sqlite(tmp_path, monkeypatch)
+        batched = BatchedSqliteEventLogStorage
+    else:
+        ours, stock = _postgres(tmp_path, monkeypatch, request.getfixturevalue("postgres_databases"))
+        batched = BatchedPostgresEventLogStorage
+    assert type(ours.event_log_storage) is batched
+    assert not isinstance(stock.event_log_storage, _BatchedAssetEvents)
 
     batches: list[int] = []
-    store = BatchedSqliteEventLogStorage._store_asset_events
-    monkeypatch.setattr(BatchedSqliteEventLogStorage, "_store_asset_events",
+    store = _BatchedAssetEvents._store_asset_events
+    monkeypatch.setattr(_BatchedAssetEvents, "_store_asset_events",
                         lambda self, events: batches.append(len(events)) or store(self, events))
     handed: list[tuple[str, str | None]] = []  # planned events as Dagster hands them to our storage
-    store_batch = BatchedSqliteEventLogStorage.store_event_batch
-    monkeypatch.setattr(BatchedSqliteEventLogStorage, "store_event_batch", lambda self, events: handed.extend(
+    store_batch = _BatchedAssetEvents.store_event_batch
+    monkeypatch.setattr(_BatchedAssetEvents, "store_event_batch", lambda self, events: handed.extend(
         (e.dagster_event.asset_key.to_user_string(), e.dagster_event.partition) for e in events
         if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED) or store_batch(self, events))
     assert _run(ours, fail_at) is _run(stock, fail_at) is (fail_at is None)
