@@ -53,7 +53,7 @@ def test_binary_and_text_protocol_agree_on_every_demo_table(demo_sources, demo_e
 @pytest.mark.parametrize("charset", ["latin1", "utf8mb4"])
 def test_text_that_breaks_naive_csv_survives(demo_sources, demo_end_date, charset):
     base = demo_sources["quantio"]
-    source = with_database(base, f"plexetl_t_paths_{charset}")
+    source = with_database(base, f"{base.database}_paths_{charset}")  # the session's prefix: parallel sessions differ
     engine = create_engine(base)
     with engine.begin() as connection:
         connection.execute(sa.text(f"DROP DATABASE IF EXISTS {source.database}"))
