@@ -253,12 +253,16 @@ class BatchedPostgresEventLogStorage(_BatchedAssetEvents, PostgresEventLogStorag
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Any) -> BatchedPostgresEventLogStorage:
         # PostgresEventLogStorage.from_config_value builds its own class, not `cls`.
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **_postgres_arguments(config_value))
+
+
+def _postgres_arguments(config_value: Any) -> dict[str, Any]:
+    """dagster-postgres's storage arguments from its config (`postgres_url` or `postgres_db`)."""
+    return {
+        "postgres_url": pg_url_from_config(config_value),
+        "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
+        "token_provider": get_token_provider_from_config(config_value),
+    }
 
 
 class LocalSqliteStorage(DagsterSqliteStorage):
@@ -285,12 +289,7 @@ class BatchedPostgresStorage(DagsterPostgresStorage):
 
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Any) -> BatchedPostgresStorage:
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **_postgres_arguments(config_value))
 
     @property
     def event_storage_data(self) -> ConfigurableClassData | None:
