@@ -89,7 +89,7 @@ def main() -> None:
             for table in APP_ORDERS:
                 spec = replicated_table(catalog, plan, table, DATASET)
                 reconciled = reconcile_table(connection, warehouse, spec, today).equal
-                lo, hi = read_bounds(spec, plan.first_day, today, today)
+                lo, hi = read_bounds(spec, plan.first_day, today, today, plan.first_partition(today))
                 polled.load(spec.target, PartitionStream(source, spec, lo, hi), lo, hi, load_mode(spec))
                 same = rows(warehouse, spec.target.name) == rows(polled, spec.target.name)
                 results[table] = {"reconciled": reconciled, "row_for_row": same}

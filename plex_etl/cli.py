@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -14,10 +16,9 @@ def _cmd_demo_db(args: argparse.Namespace) -> int:
     from plex_etl.sources import get_source
 
     names = DEMO_SOURCES if args.source == "all" else (args.source,)
+    days = args.years * 365 + args.years // 4 if args.years else args.days
     for name in names:
-        build_demo(
-            get_source(name), scale=args.scale, days=args.days, seed=args.seed, force=args.force
-        )
+        build_demo(get_source(name), scale=args.scale, days=days, seed=args.seed, force=args.force)
     return 0
 
 
@@ -53,8 +54,6 @@ def _access_section(
 def _cmd_explain(args: argparse.Namespace) -> int:
     """Print how MySQL reads each replicated table's one-day partition: index, key range or full
     scan, rows examined per day, and the CREATE INDEX a DBA could apply for each full scan."""
-    import datetime as dt
-
     from plex_etl.catalog.store import load_source_catalog
     from plex_etl.mysql import connect
     from plex_etl.sources import get_source
@@ -75,15 +74,15 @@ def _sources_with_catalogs() -> list:
 
 
 def _window(source, days: int) -> tuple:
-    import datetime as dt
     from zoneinfo import ZoneInfo
 
     today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
     return today - dt.timedelta(days=days - 1), today
 
 
-def _dagster_base(multiprocess: bool) -> list[str]:
-    """`dagster asset materialize` of the code location, in one process unless asked otherwise."""
+def _dagster_base(multiprocess: bool, config: dict | None = None) -> list[str]:
+    """`dagster asset materialize` of the code location, in one process unless asked otherwise;
+    `config`: more run config (e.g. a table's `days`)."""
     import json
     import shutil
     from pathlib import Path
@@ -92,7 +91,7 @@ def _dagster_base(multiprocess: bool) -> list[str]:
     # The console shows INFO and above: a range run's DEBUG lines (one per day and table for
     # its planned and materialized events) are formatted for a console nobody reads here, and
     # the event log keeps every event anyway.
-    config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(config or {})}
     if not multiprocess:
         # One process for the whole run: on small data, starting a process per step costs more
         # than the step itself. Scheduled runs keep Dagster's multiprocess executor.
@@ -119,11 +118,21 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     running step: the read stops and frees its MySQL connection), the child is waited for
     (killed after STOP_GRACE_SECONDS) and plex-etl exits with 128 + the signal number.
     """
+    import os
     import signal
     import subprocess
 
     print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
-    child = subprocess.Popen([*base, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A bulk load plans each table's range with one event, not one per day (Dagster's own switch,
+    # which its storages honour): a two-month window of 23 tables is ~800 planned-event writes
+    # fewer. Its price: while this run goes, or if it fails, its days show their previous status,
+    # which is the truth (a load is atomic: a failed one leaves every day as it was); the run
+    # shows as failed, with its error printed here. Runs that the UI, the sensors and backfills
+    # launch keep Dagster's per-day planned events.
+    env = {**os.environ}
+    env.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+    child = subprocess.Popen([*base, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -168,17 +177,22 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
     every parent has landed before its children's orphan checks run. The commands are
     printed so they can be run, or adapted, by hand.
     """
-    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.catalog.plan import pending_review_message
+    from plex_etl.catalog.store import load_source_catalog, plan_path
 
     base = _dagster_base(args.multiprocess)
     runs = []
+    pending = []
     for source in _sources_with_catalogs():
         if args.source and source.name != args.source:
             continue
         catalog, plan = load_source_catalog(source.name)
+        if message := pending_review_message(plan, plan_path(source.name)):
+            pending.append(message)
         start, today = _window(source, args.days)
-        if args.full:
-            start = plan.first_day
+        # The first partition also loads the whole history: --full starts there, and so does a
+        # window of days that reaches back to it.
+        start = plan.first_partition(today) if args.full else max(start, plan.first_partition(today))
         # Snapshots first, so that the dated tables' orphan checks find their parents.
         snapshots = [p.table for p in plan.included if p.strategy == "snapshot"]
         dated = [p.table for p in plan.included if p.strategy != "snapshot"]
@@ -187,9 +201,12 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
         if dated:
             runs.append(["--select", _key_selection(source.name, catalog, dated),
                          "--partition-range", f"{start}...{today}"])
+    for message in pending:
+        print(message, file=sys.stderr)
     if not runs:
-        print("nothing to replicate: no source with a catalog and an included table"
-              + (f" named {args.source}" if args.source else ""), file=sys.stderr)
+        print("nothing to replicate: no source with a catalog and an included (reviewed) table"
+              + (f" named {args.source}" if args.source else "")
+              + ("" if pending else "; run `plex-etl discover --source NAME` first"), file=sys.stderr)
         return 1
     if not args.source:
         runs.append(["--select", "group:views"])
@@ -226,6 +243,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     import os
 
     from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.defs.keys import table_key
     from plex_etl.defs.resources import warehouse_from_environment
     from plex_etl.extract.spec import replicated_table
     from plex_etl.mysql import connect
@@ -254,15 +272,11 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                 # Without key bounds: a row entered far out of key order (which a key-bounded
                 # read can leave out, see extract/access.py) is read by the repair.
                 os.environ["PLEX_ETL_KEY_BOUNDS"] = "off"
-                for first, last in _ranges(result.partitions_to_reload(today)):
-                    if spec.plan.strategy == "snapshot":  # unpartitioned: today's snapshot
-                        days = []
-                    elif first == last:
-                        days = ["--partition", str(first)]
-                    else:
-                        days = ["--partition-range", f"{first}...{last}"]
-                    code = _materialize(_dagster_base(multiprocess=False), [
-                        "--select", _key_selection(source.name, catalog, [table]), *days,
+                for days in repair_runs(result.partitions_to_reload(today), plan.first_partition(today)):
+                    code = _materialize(_dagster_base(multiprocess=False, config=days.run_config(
+                        table_key(source.name, catalog, table))), [
+                        "--select", _key_selection(source.name, catalog, [table]),
+                        *([] if spec.plan.strategy == "snapshot" else days.partition_arguments()),
                     ])
                     if code:
                         return code
@@ -274,12 +288,50 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return 1 if differing else 0
 
 
-def _ranges(days: list) -> list[tuple]:
-    """Consecutive days grouped into (first, last) ranges."""
-    import datetime as dt
+@dataclass(frozen=True)
+class RepairRun:
+    """One `dagster asset materialize` of a repair: partitions [first, last], or, inside the first
+    partition (the history), only the days [first, last] of it (run config `days`)."""
 
-    ranges: list[tuple] = []
-    for day in days:
+    first: dt.date
+    last: dt.date
+    history_partition: dt.date | None = None  # the first partition, when the days are history
+
+    def partition_arguments(self) -> list[str]:
+        if self.history_partition is not None:
+            return ["--partition", self.history_partition.isoformat()]
+        if self.first == self.last:
+            return ["--partition", self.first.isoformat()]
+        return ["--partition-range", f"{self.first}...{self.last}"]
+
+    def run_config(self, key: Any) -> dict:
+        if self.history_partition is None:
+            return {}
+        return {"ops": {key.to_python_identifier(): {"config": {"days": f"{self.first}...{self.last}"}}}}
+
+
+HISTORY_RUNS = 10  # at most this many runs reload days of history for one table; closer days merge
+
+
+def repair_runs(days: Sequence[dt.date], first_partition: dt.date) -> list[RepairRun]:
+    """The runs that reload exactly `days`: consecutive window days as one partition range;
+    days of history (on or before the first partition, which holds them all) as runs of the
+    first partition narrowed to a day range, the nearest ranges merged so that a table never
+    needs more than HISTORY_RUNS of them (a few more days read, never the whole history)."""
+    history = _ranges([d for d in days if d <= first_partition])
+    while len(history) > HISTORY_RUNS:
+        gaps = [(history[i + 1][0] - history[i][1], i) for i in range(len(history) - 1)]
+        _, i = min(gaps)
+        history[i:i + 2] = [(history[i][0], history[i + 1][1])]
+    return [RepairRun(a, b, first_partition) for a, b in history] + [
+        RepairRun(a, b) for a, b in _ranges([d for d in days if d > first_partition])
+    ]
+
+
+def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive days grouped into (first, last) ranges."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(days):
         if ranges and ranges[-1][1] + dt.timedelta(days=1) == day:
             ranges[-1] = (ranges[-1][0], day)
         else:
@@ -290,7 +342,6 @@ def _ranges(days: list) -> list[tuple]:
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     """Remove what killed loads left behind: local staging folders in the temp directory and,
     on BigQuery, staging tables of the dataset older than --hours."""
-    import datetime as dt
 
     from plex_etl.defs.resources import warehouse_from_environment
     from plex_etl.warehouse.local import remove_stale_staging
@@ -304,6 +355,26 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
     for item in removed:
         print(f"removed {item}")
     print(f"{len(removed)} staging leftovers removed")
+    return 0
+
+
+def _cmd_accept(args: argparse.Namespace) -> int:
+    """Accept the reviewed proposals of a source's plan (all, or --table): they load from then on."""
+    from plex_etl.catalog.plan import PlanError, accept_proposals
+    from plex_etl.catalog.store import load_source_catalog, plan_path
+    from plex_etl.sources import get_source
+
+    source = get_source(args.source)
+    path = plan_path(source.name)
+    before = path.read_text()
+    accepted = accept_proposals(path, source.name, args.table)
+    try:
+        load_source_catalog(source.name)  # the accepted entries must agree with the catalog
+    except PlanError:
+        path.write_text(before)
+        raise
+    print(f"{path}: accepted {len(accepted)} proposed entr{'y' if len(accepted) == 1 else 'ies'}"
+          + (f": {', '.join(accepted)}" if accepted else " (none was proposed)"))
     return 0
 
 
@@ -329,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=float, default=0.001, help="fraction of production rows")
     demo.add_argument("--source", choices=["plex", "quantio", "all"], default="all")
     demo.add_argument("--days", type=int, default=60, help="event dates spread over the last N days")
+    demo.add_argument("--years", type=int, help="event dates spread over the last N years (a long history; "
+                      "overrides --days)")
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--force", action="store_true", help="drop a database this tool did not create")
     demo.set_defaults(func=_cmd_demo_db)
@@ -351,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     replicate = commands.add_parser("replicate", help="materialize the last N days of every source")
     replicate.add_argument("--days", type=int, default=7)
     replicate.add_argument("--source", help="only this source (default: every source with a catalog)")
-    replicate.add_argument("--full", action="store_true", help="every partition since the plan's first_day")
+    replicate.add_argument("--full", action="store_true",
+                           help="every partition of the window; the first one loads the whole history")
     replicate.add_argument("--multiprocess", action="store_true", help="one process per step (Dagster's default)")
     replicate.set_defaults(func=_cmd_replicate)
 
@@ -371,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = commands.add_parser("cleanup", help="remove staging left behind by killed loads")
     cleanup.add_argument("--hours", type=float, default=6.0, help="only staging older than this")
     cleanup.set_defaults(func=_cmd_cleanup)
+
+    accept = commands.add_parser("accept", help="accept the reviewed proposals of a plan (they then load)")
+    accept.add_argument("--source", required=True)
+    accept.add_argument("--table", action="append", help="only this table (repeatable; default: all proposed)")
+    accept.set_defaults(func=_cmd_accept)
 
     pools = commands.add_parser("pools", help="set each source's Dagster pool to its sources.yaml pool_limit")
     pools.set_defaults(func=_cmd_pools)

@@ -40,10 +40,11 @@ def count_tables(
 ) -> list[TableCount]:
     """Rows of the window [start, today] (snapshots: today) in MySQL and in the warehouse."""
     counts = []
+    first_partition = plan.first_partition(today)
     with connect(source) as connection:
         for p in sorted(plan.included, key=lambda p: p.table):
             spec = replicated_table(catalog, plan, p.table, dataset)
-            lo, hi = read_bounds(spec, today if p.strategy == "snapshot" else start, today, today)
+            lo, hi = read_bounds(spec, today if p.strategy == "snapshot" else start, today, today, first_partition)
             query = partition_query(spec, lo, hi)
             mysql = sum(int(n) for _, n in connection.execute(sa.text(query.count_sql)))
             landed = warehouse.count_by_partition(dataset, spec.target.name, lo, hi)

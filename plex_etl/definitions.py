@@ -18,13 +18,7 @@ from plex_etl.catalog.plan import SourcePlan, pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
 from plex_etl.defs.alerts import check_and_freshness_alert, run_failure_alert
 from plex_etl.defs.assets import build_source_assets
-from plex_etl.defs.automation import (
-    first_partition_schedule,
-    reconcile_job,
-    tier_interval,
-    tier_sensors,
-    views_sensor,
-)
+from plex_etl.defs.automation import reconcile_job, tier_interval, tier_sensors, views_sensor
 from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
 from plex_etl.defs.io_manager import warehouse_io_manager
@@ -45,7 +39,6 @@ class SourceDefinitions:
     plan: SourcePlan
     assets: list[dg.AssetsDefinition]
     checks: list[dg.AssetChecksDefinition]
-    schedules: list[dg.ScheduleDefinition]
     sensors: list[dg.SensorDefinition]
     jobs: list[Any]  # asset jobs (define_asset_job)
     table_keys: dict[str, tuple[dg.AssetKey, str]]  # warehouse table -> (asset key, tier), for the views
@@ -53,8 +46,8 @@ class SourceDefinitions:
     def validate(self, resources: dict[str, Any]) -> None:
         """Raises what Dagster would raise when loading this source alone."""
         dg.Definitions.validate_loadable(
-            dg.Definitions(assets=self.assets, asset_checks=self.checks, schedules=self.schedules,
-                           sensors=self.sensors, jobs=self.jobs, resources=resources)
+            dg.Definitions(assets=self.assets, asset_checks=self.checks, sensors=self.sensors, jobs=self.jobs,
+                           resources=resources)
         )
 
 
@@ -70,15 +63,11 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
     checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
     jobs = [reconcile_job(source, reconciliation)] if reconciliation else []
-    schedules = []
-    dated = [table_key(source.name, catalog, p.table) for p in plan.included if p.strategy != "snapshot"]
-    if dated:
-        schedules.append(first_partition_schedule(source, plan, dated))
     table_keys = {
         warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)
         for p in plan.included
     }
-    return SourceDefinitions(plan, assets, checks, schedules, sensors, jobs, table_keys)
+    return SourceDefinitions(plan, assets, checks, sensors, jobs, table_keys)
 
 
 def _skip(skipped: dict[str, str], source: str, exc: Exception) -> None:
@@ -104,7 +93,6 @@ def _combine(
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
             views_sensor(), run_failure_alert, check_and_freshness_alert, *(s for b in parts for s in b.sensors),
         ],
-        schedules=[s for b in parts for s in b.schedules],
         jobs=[j for b in parts for j in b.jobs],
         resources=resources,
         metadata={"plex_etl/skipped_sources": skipped} if skipped else None,

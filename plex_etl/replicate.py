@@ -47,7 +47,8 @@ class PartitionLoad:
 def replicate_partition(warehouse: Warehouse, stream: PartitionStream) -> PartitionLoad:
     """Load `stream` (days [stream.start, stream.end] of one table) into `warehouse`."""
     spec = stream.spec
-    result = warehouse.load(spec.target, stream, stream.start, stream.end, mode=load_mode(spec))
+    result = warehouse.load(spec.target, stream, stream.start, stream.end, mode=load_mode(spec),
+                            merge_outside=stream.merges_outside_range)
     expired = keep_snapshots(warehouse, spec, stream.end) if spec.plan.strategy == "snapshot" else None
     return PartitionLoad(
         table=spec.target.qualified_name,

@@ -32,7 +32,7 @@ SCANNED_PARENTS = {"factcabecera", "factlineas", "asientos", "asientos_detalle",
 
 @pytest.fixture(autouse=True)
 def _key_bounds_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Opt-in in the plans (default off): these tests are about the bounded reads.
+    # On by default, but scratch plans and the environment may differ: these tests are about them.
     monkeypatch.setenv(KEY_BOUNDS_ENV, "on")
 
 
@@ -209,20 +209,33 @@ def test_a_key_that_does_not_follow_the_date_falls_back(scratch, monkeypatch):
         assert bounded.access.keys is None
 
 
-def test_rows_entered_late_and_no_longer_newest_are_left_to_reconciliation(scratch, monkeypatch):
-    """The limit of a sampled order, written down: a back-dated row that is no longer among
-    the newest keys and that the sample misses is left out of a closed window of its day (an
-    open window, as every tick reads, still has it). The whole-table reconciliation finds
-    it, and `reconcile --repair` reloads with PLEX_ETL_KEY_BOUNDS=off, which reads it."""
+def test_rows_entered_late_and_no_longer_newest_come_by_their_new_keys(scratch, monkeypatch):
+    """A back-dated row that is no longer among the newest keys, and that the sample misses, is
+    outside the key range of a closed window of its day. The read also takes every row whose
+    own key is above the warehouse's largest (the key before the inserts, here): it comes with
+    the next read, whatever window that reads, and keeps its own day."""
     source, catalog, plan, engine = scratch
+    spec = replicated_table(catalog, plan, "inv")
+    with connect(source) as connection:
+        ((high_water,),) = runner(connection)("SELECT MAX(id) FROM inv")
     insert(engine, source.database, day(-20))
     insert(engine, source.database, *[day(0)] * 300)  # pushes it out of the newest keys
-    spec = replicated_table(catalog, plan, "inv")
-    bounded, rows, today, today_rows = read_both(source, spec, day(-20), day(-20), monkeypatch)
+    bounded, _, today, _ = read_both(source, spec, day(-20), day(-20), monkeypatch)
     assert bounded.access.keys is not None
-    assert today.snapshot_counts[day(-20)] == bounded.snapshot_counts[day(-20)] + 1
-    assert today_rows.num_rows == rows.num_rows + 1
-    assert_same(source, spec, day(-20), None, monkeypatch)
+    assert today.snapshot_counts[day(-20)] == bounded.snapshot_counts[day(-20)] + 1  # the limit, without new keys
+    tick = PartitionStream(source, spec, day(-2), None, new_keys_above=int(high_water))
+    tick_rows = pa.Table.from_batches(list(tick), tick.schema)
+    assert tick.access.keys is not None
+    assert tick.snapshot_counts[day(-20)] == 1  # the late row, with its own day
+    assert tick.snapshot_counts[day(0)] == today_counts(source, spec, day(0))
+    late = [r for r in tick_rows.to_pylist() if r["_etl_partition_date"] == day(-20)]
+    assert len(late) == 1 and late[0]["id"] > high_water
+    assert tick.merges_outside_range and tick_rows.num_rows == tick.expected_rows
+
+
+def today_counts(source: Source, spec: ReplicatedTable, on: dt.date) -> int:
+    with connect(source) as connection:
+        return sum(int(n) for _, n in connection.execute(sa.text(partition_query(spec, on, on).count_sql)))
 
 
 def test_explain_reports_the_access_path(scratch):
@@ -255,17 +268,17 @@ def test_explain_command_and_catalog_section(demo_sources, demo_end_date, monkey
     assert "\n## Access paths\n" in catalog_markdown(catalog, plan, out)
 
 
-def test_key_bounds_are_opt_in_per_plan(monkeypatch):
-    """Exact reads by default; `key_bounds: true` (source default or per table) opts in."""
+def test_key_bounds_are_on_unless_a_plan_says_otherwise(monkeypatch):
+    """Bounded reads by default; `key_bounds: false` (source default or per table) turns them off."""
     from dataclasses import replace
 
     monkeypatch.delenv(KEY_BOUNDS_ENV)
     catalog, plan = load_source_catalog("plex")
-    assert not plan.key_bounds and not replicated_table(catalog, plan, "factcabecera").key_bounds
-    assert replicated_table(catalog, replace(plan, key_bounds=True), "factcabecera").key_bounds
-    tables = {**plan.tables, "factlineas": replace(plan.tables["factlineas"], key_bounds=True)}
-    assert replicated_table(catalog, replace(plan, tables=tables), "factlineas").key_bounds
-    assert not replicated_table(catalog, replace(plan, tables=tables), "factcabecera").key_bounds
-    off = choose_access(lambda _sql: [], replicated_table(catalog, plan, "factcabecera"),
+    assert plan.key_bounds and replicated_table(catalog, plan, "factcabecera").key_bounds
+    assert not replicated_table(catalog, replace(plan, key_bounds=False), "factcabecera").key_bounds
+    tables = {**plan.tables, "factlineas": replace(plan.tables["factlineas"], key_bounds=False)}
+    assert not replicated_table(catalog, replace(plan, tables=tables), "factlineas").key_bounds
+    assert replicated_table(catalog, replace(plan, tables=tables), "factcabecera").key_bounds
+    off = choose_access(lambda _sql: [], replicated_table(catalog, replace(plan, key_bounds=False), "factcabecera"),
                         dt.date(2026, 11, 1), dt.date(2026, 11, 1))
     assert off.keys is None and "key bounds off" in off.reason

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from plex_etl.catalog.plan import PlanError, validate
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import VIEWS_SENSOR, freshness_policy, tier_sensors
@@ -17,9 +18,14 @@ TZ = ZoneInfo("America/Argentina/Buenos_Aires")
 CRITICAL = ["asientos", "asientos_detalle", "factlineas"]
 
 
+# The tests' calendar: the rolling window of partitions is placed as on this day, whatever the
+# day the tests run.
+TODAY = dt.date(2026, 11, 29)
+
+
 def plex_assets(**plan_changes) -> list[dg.AssetsDefinition]:
     catalog, plan = load_source_catalog("plex")
-    return build_source_assets(get_source("plex"), catalog, replace(plan, **plan_changes))
+    return build_source_assets(get_source("plex"), catalog, replace(plan, **plan_changes), today=TODAY)
 
 
 class Clock:
@@ -180,20 +186,40 @@ def test_after_an_outage_each_tick_loads_every_missing_or_failed_day_of_the_gap_
     assert again["factlineas"] == days(dt.date(2026, 11, 27), 3)
 
 
-def test_first_partition_with_undated_rows_reloads_weekly_and_reconciliation_runs_daily():
-    from plex_etl.definitions import defs
-    from plex_etl.defs.automation import FIRST_PARTITION_CRON, RECONCILE_CRON
+def test_no_tick_reloads_the_first_partition_which_holds_the_whole_history():
+    """The first partition (Oct 1 on Nov 29: the month of the window's oldest day, Oct 30)
+    loads every older row: no lookback, catch-up or gap window reaches it, even when it has
+    never loaded (a full refresh or a repair loads it, on purpose). Nothing loaded: the tick's
+    gap fill stops at the 30 days before the tick."""
+    assets = plex_assets()
+    factlineas = next(a for a in assets if dg.AssetKey(["plex", "factlineas"]) in a.keys)
+    assert factlineas.partitions_def.get_first_partition_key() == "2026-10-01"
+    assert len(factlineas.partitions_def.get_partition_keys(dt.datetime(2026, 11, 29, 12, tzinfo=TZ))) == 60
+    clock = Clock(assets)
+    clock.at(dt.datetime(2026, 11, 29, 3, 58, tzinfo=TZ))
+    at_tick = clock.at(dt.datetime(2026, 11, 29, 4, 1, tzinfo=TZ))
+    assert at_tick["factlineas"] == days(dt.date(2026, 11, 29), 30)  # Oct 31 - Nov 29
+    assert "2026-10-01" not in set().union(*at_tick.values())
 
+
+@pytest.mark.parametrize("change", [{"gap_fill_days": 31}, {"weekly_catchup_days": 40}, {"lookback_days": 31},
+                                    {"tier_lookback_days": {"critical": 35}}])
+def test_a_window_that_would_reach_the_history_is_refused_by_name(change):
+    catalog, plan = load_source_catalog("plex")
+    name = next(iter(change))
+    with pytest.raises(PlanError, match=f"{name}.* must be between 1 and window_days - 1 \\(30\\)"):
+        validate(replace(plan, **change), catalog)
+
+
+def test_the_window_rolls_a_month_at_a_time_and_never_starts_before_first_day():
     _catalog, plan = load_source_catalog("plex")
-    schedules = {s.name: s for s in defs.schedules}
-    first = schedules["plex_first_partition_weekly"]
-    assert (first.cron_schedule, first.execution_timezone) == (FIRST_PARTITION_CRON, str(TZ))
-    requests = first.evaluate_tick(dg.build_schedule_context(repository_def=defs.get_repository_def())).run_requests
-    assert [r.partition_key for r in requests] == [plan.first_day.isoformat()]
-    job = defs.resolve_job_def("plex_first_partition")
-    selected = {k.path[-1] for k in job.asset_layer.selected_asset_keys}
-    assert "factcabecera" in selected and "stock" not in selected  # dated tables only
-    assert RECONCILE_CRON == "30 4 * * *"
+    plan = replace(plan, first_day=dt.date(1986, 3, 1), window_days=31)
+    assert plan.first_partition(dt.date(2026, 12, 31)) == dt.date(2026, 12, 1)  # 31 days back: Dec 1
+    assert plan.first_partition(dt.date(2027, 1, 1)) == dt.date(2026, 12, 1)
+    assert plan.first_partition(dt.date(2027, 1, 30)) == dt.date(2026, 12, 1)  # 61 partitions at most
+    assert plan.first_partition(dt.date(2027, 1, 31)) == dt.date(2027, 1, 1)
+    young = replace(plan, first_day=dt.date(2026, 12, 20))
+    assert young.first_partition(dt.date(2027, 1, 5)) == dt.date(2026, 12, 20)
 
 
 def test_reconciliation_runs_daily_at_its_own_time_and_never_rides_along_with_a_load():
@@ -202,7 +228,10 @@ def test_reconciliation_runs_daily_at_its_own_time_and_never_rides_along_with_a_
     does not ride along with the runs that load its table (Dagster builds automation runs with
     the other checks only), so a tier tick's loads run their blocking checks only."""
     from plex_etl.definitions import defs
+    from plex_etl.defs.automation import RECONCILE_CRON
     from plex_etl.defs.checks import RECONCILE_CHECK
+
+    assert RECONCILE_CRON == "30 4 * * *"
 
     checks = [c for c in defs.asset_checks if any(k.name == RECONCILE_CHECK for k in c.check_keys)]
     plex_checks = [c for c in checks if next(iter(c.check_keys)).asset_key.path[0] == "plex"]

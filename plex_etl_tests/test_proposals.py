@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from plex_etl.catalog.model import Column, load_catalog
-from plex_etl.catalog.plan import is_modification_stamp, load_plan
+from plex_etl.catalog.plan import PlanError, accept_proposals, is_modification_stamp, load_plan
 from plex_etl.catalog.profile import profile_dates
-from plex_etl.catalog.store import catalog_path, plan_path, run_discover
+from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path, run_discover
+from plex_etl.defs.assets import build_source_assets
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import PACKAGE_CONFIG_DIR, get_source, with_database
 
@@ -127,7 +128,29 @@ def test_proposals_follow_the_data(source, tmp_path):
     assert plan.included == [] and plan.pending_review == sorted(p) == report.pending_review
     message = lines[-1]
     assert "not loaded until reviewed" in message and "historico" in message
-    assert "delete the `proposed: true` line" in message and str(plan_path("plex", tmp_path)) in message
+    assert "`plex-etl accept --source plex`" in message and str(plan_path("plex", tmp_path)) in message
+
+
+def test_a_newcomers_plan_on_decades_of_data_loads_once_accepted(source, tmp_path):
+    """A 1985-2006 database: the generated plan, accepted as it is, gives a rolling window of
+    daily partitions (the first holding the 21 years of history), not 15,000 of them."""
+    run_discover(source, directory=tmp_path, log=lambda _line: None)
+    path = plan_path("plex", tmp_path)
+    header = path.read_text().split("tables:")[0]
+    proposed = load_plan(path, "plex").pending_review
+    assert accept_proposals(path, "plex") == proposed and len(proposed) == 12
+    plan = load_plan(path, "plex")
+    assert plan.pending_review == [] and len(plan.included) == 12
+    assert path.read_text().split("tables:")[0] == header  # comments and defaults as written
+    catalog, plan = load_source_catalog("plex", tmp_path)
+    today = dt.date(2026, 11, 29)
+    assets = build_source_assets(source, catalog, plan, "local", today=today)
+    historico = next(a for a in assets if a.key.path[-1] == "historico")
+    keys = historico.partitions_def.get_partition_keys(dt.datetime(2026, 11, 29, 12))
+    assert keys[0] == "2026-10-01" and len(keys) == 60
+    assert plan.first_day == dt.date(1985, 3, 1)  # the history floor: every older row keeps its own day
+    with pytest.raises(PlanError, match="no proposed entry for historico"):
+        accept_proposals(path, "plex", ["historico"])
 
 
 def test_existing_plan_gets_a_first_day_hint_and_is_not_rewritten(source, tmp_path):

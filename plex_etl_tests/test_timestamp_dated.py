@@ -10,12 +10,12 @@ import yaml
 from plex_etl_tests.replication import build_defs, materialize
 from plex_etl_tests.test_schema_evolution import SOURCE, scratch_source
 
-DAY = dt.date(2025, 3, 10)
-PLAN = """\
+DAY = dt.date.today() - dt.timedelta(days=10)  # inside the rolling window of daily partitions
+PLAN = f"""\
 defaults:
-  first_day: 2025-03-01
+  first_day: {DAY - dt.timedelta(days=9)}
 tables:
-  eventos: {strategy: event, date_columns: [registrado], tier: standard}
+  eventos: {{strategy: event, date_columns: [registrado], tier: standard}}
 """
 
 
@@ -51,7 +51,7 @@ def test_timestamp_dated_table_partitions_by_utc_day(monkeypatch, tmp_path: Path
     assert [(r["id"], r["day"]) for r in rows] == [(1, DAY), (2, DAY)]  # UTC days, not local ones
     utc = dt.UTC
     assert [r["registrado"].astimezone(utc) for r in rows] == [
-        dt.datetime(2025, 3, 10, 1, 30, tzinfo=utc), dt.datetime(2025, 3, 10, 23, 30, tzinfo=utc)
+        dt.datetime.combine(DAY, dt.time(1, 30), tzinfo=utc), dt.datetime.combine(DAY, dt.time(23, 30), tzinfo=utc)
     ]
     before = materialize(defs, [f"{SOURCE}/eventos"], DAY - dt.timedelta(days=1))
     assert before.success

@@ -74,19 +74,28 @@ class TablePlan:
         return self.date_columns
 
 
+DEFAULT_WINDOW_DAYS = 31
+
+
 @dataclass(frozen=True)
 class SourcePlan:
     source: str
     tables: dict[str, TablePlan]
     lookback_days: int = 3
     weekly_catchup_days: int = 7
-    gap_fill_days: int = 31  # missing or failed partitions this recent are loaded at every tick
-    # Key-bounded partition reads (extract/access.py): far less load on MySQL, but a row dated
-    # further out of key order than the sampled margin is left to reconciliation. Opt-in.
-    key_bounds: bool = False
+    gap_fill_days: int = 30  # missing or failed partitions this recent are loaded at every tick
+    # Key-bounded partition reads (extract/access.py): a day's read examines about its own rows,
+    # not the whole table. A row inserted later than the sampled disorder margin allows still
+    # comes with the next read (its new key, see extract.sql.partition_query); an old row whose
+    # date is edited is found and repaired by reconciliation. On unless a plan says otherwise.
+    key_bounds: bool = True
     snapshot_retention_days: int = 90
     tier_lookback_days: dict[str, int] = field(default_factory=dict)
-    first_day: dt.date = dt.date(2020, 1, 1)  # the oldest daily partition
+    # The history floor: the day the warehouse gives to undated rows and to rows dated before it.
+    # Every later row keeps its own day in the warehouse, however old.
+    first_day: dt.date = dt.date(2020, 1, 1)
+    # Dagster's daily partitions cover at least the last `window_days` days (see first_partition).
+    window_days: int = DEFAULT_WINDOW_DAYS
 
     @property
     def captured(self) -> list[str]:
@@ -107,6 +116,29 @@ class SourcePlan:
         if plan.lookback_days is not None:
             return plan.lookback_days
         return self.tier_lookback_days.get(plan.tier, self.lookback_days)
+
+    def first_partition(self, today: dt.date) -> dt.date:
+        """The first daily partition on `today`: the 1st of the month that holds the window's
+        oldest day (never before `first_day`).
+
+        It also holds the whole history: every row dated before it, and the undated ones, load
+        with it, each keeping its own day in the warehouse. So the partitions an operator sees
+        and Dagster records stay a rolling window of one to two months, whatever the age of the
+        data (a 40-year-old database has as many as a new one), and the window moves a month
+        at a time, not every day: a run planned by a code location loaded before the 1st still
+        finds its first partition in a worker loaded after it, within the month."""
+        oldest = today - dt.timedelta(days=self.window_days - 1)
+        return max(self.first_day, oldest.replace(day=1))
+
+    def automatic_windows(self) -> dict[str, int]:
+        """Every window the automation reloads, by name: each must stay inside the daily window,
+        or a tick would reload the first partition, and with it the whole history."""
+        windows = {"lookback_days": self.lookback_days, "weekly_catchup_days": self.weekly_catchup_days,
+                   "gap_fill_days": self.gap_fill_days}
+        windows.update({f"tier_lookback_days.{tier}": days for tier, days in self.tier_lookback_days.items()})
+        windows.update({f"tables.{p.table}.lookback_days": p.lookback_days
+                        for p in self.tables.values() if p.lookback_days is not None})
+        return windows
 
 
 _TABLE_KEYS = {
@@ -151,17 +183,25 @@ def load_plan(path: Path, source: str) -> SourcePlan:
         tables=tables,
         lookback_days=int(defaults.get("lookback_days", 3)),
         weekly_catchup_days=int(defaults.get("weekly_catchup_days", 7)),
-        gap_fill_days=int(defaults.get("gap_fill_days", 31)),
-        key_bounds=bool(defaults.get("key_bounds", False)),
+        gap_fill_days=int(defaults.get("gap_fill_days", 30)),
+        key_bounds=bool(defaults.get("key_bounds", True)),
         snapshot_retention_days=int(defaults.get("snapshot_retention_days", 90)),
         tier_lookback_days={str(k): int(v) for k, v in (defaults.get("tier_lookback_days") or {}).items()},
         first_day=dt.date.fromisoformat(str(defaults.get("first_day", "2020-01-01"))),
+        window_days=int(defaults.get("window_days", DEFAULT_WINDOW_DAYS)),
     )
 
 
 def validate(plan: SourcePlan, catalog: Catalog) -> None:
     """Raise PlanError listing every inconsistency between plan and catalog."""
     errors: list[str] = []
+    if plan.window_days < 2:
+        errors.append(f"{plan.source}.plan: defaults.window_days must be at least 2, not {plan.window_days}")
+    for name, days in plan.automatic_windows().items():
+        if days < 1 or days >= plan.window_days:
+            errors.append(f"{plan.source}.plan: {name} is {days}: it must be between 1 and window_days - 1 "
+                          f"({plan.window_days - 1}), or the automation would reload the first partition, "
+                          "which holds the whole history")
     for p in plan.tables.values():
         where = f"{plan.source}.plan: table {p.table}"
         if p.table not in catalog.tables:
@@ -375,9 +415,46 @@ def pending_review_message(plan: SourcePlan, path: Path) -> str | None:
         return None
     return (
         f"source {plan.source}: {len(pending)} proposed plan entries are not loaded until reviewed: "
-        f"{', '.join(pending)}. To accept one, check its strategy and delete the `proposed: true` "
-        f"line of its entry in {path}."
+        f"{', '.join(pending)}. Review them in {path}, then accept them all with "
+        f"`plex-etl accept --source {plan.source}` (or one with `--table NAME`, or delete its "
+        "`proposed: true` line by hand)."
     )
+
+
+_ENTRY = re.compile(r"^  (?P<name>[^\s#:][^:]*):", re.MULTILINE)
+_PROPOSED_LINE = re.compile(r"^ {4}proposed: true[ \t]*(#.*)?\n", re.MULTILINE)
+_PROPOSED_FLOW = re.compile(r",\s*proposed:\s*true\b")
+
+
+def accept_proposals(path: Path, source: str, tables: list[str] | None = None) -> list[str]:
+    """Mark the reviewed proposals of a plan file as accepted (all of them, or `tables`) by
+    removing their `proposed: true`, leaving every other line and comment as written.
+    Returns the tables accepted; a table named in `tables` that has no proposal is an error."""
+    text = path.read_text()
+    plan = load_plan(path, source)
+    wanted = plan.pending_review if tables is None else list(tables)
+    unknown = [t for t in wanted if t not in plan.pending_review]
+    if unknown:
+        raise PlanError(f"{path}: no proposed entry for {', '.join(unknown)} "
+                        f"(proposed: {', '.join(plan.pending_review) or 'none'})")
+    body_start = text.find("\ntables:")
+    if body_start < 0:
+        return []
+    entries = list(_ENTRY.finditer(text, body_start))
+    pieces, last = [], 0
+    for i, entry in enumerate(entries):
+        end = entries[i + 1].start() if i + 1 < len(entries) else len(text)
+        if entry["name"].strip() in wanted:
+            block = text[entry.start():end]
+            block = _PROPOSED_FLOW.sub("", _PROPOSED_LINE.sub("", block))
+            pieces += [text[last:entry.start()], block]
+            last = end
+    path.write_text("".join(pieces) + text[last:])
+    accepted = load_plan(path, source)
+    still = [t for t in wanted if t in accepted.pending_review]
+    if still:
+        raise PlanError(f"{path}: could not remove `proposed: true` of {', '.join(still)}: edit them by hand")
+    return wanted
 
 
 def oldest_partition_day(plans: list[TablePlan], profiles: dict[str, dict[str, DateProfile]]) -> dt.date | None:
@@ -449,13 +526,14 @@ def render_entry(p: TablePlan) -> str:
 PLAN_HEADER = """\
 # Load plan for source {source}: hand-owned. `plex-etl discover` appends entries for new
 # tables (proposed: true) and never changes what is written here. Review a proposal, then
-# delete its `proposed` line: until then the table does not load. Strategies: event | child |
-# upsert | snapshot (see DESIGN.md); tiers: {tiers}.
+# delete its `proposed` line (or run `plex-etl accept --source {source}`): until then the table
+# does not load. Strategies: event | child | upsert | snapshot (see DESIGN.md); tiers: {tiers}.
 defaults:
-  first_day: {first_day}     # the oldest daily partition{first_day_note}
+  first_day: {first_day}     # history floor: undated rows and rows dated before it land on this day{first_day_note}
+  window_days: {window_days}           # daily partitions: at least the last N days; the first also loads all history
   lookback_days: 3          # partitions re-loaded at every tick of a tier
   weekly_catchup_days: 7    # partitions re-loaded by the weekly catch-up
-  gap_fill_days: 31         # missing or failed partitions this recent load at every tick
+  gap_fill_days: 30         # missing or failed partitions this recent load at every tick (< window_days)
   snapshot_retention_days: 90
   tier_lookback_days: {{}}    # e.g. {{critical: 2}}
 tables:
@@ -477,6 +555,7 @@ def append_proposals(
         note = " (oldest date in the data)" if first_day else ""
         path.write_text(PLAN_HEADER.format(
             source=source, tiers=", ".join(TIERS), first_day=first_day or DEFAULT_FIRST_DAY, first_day_note=note,
+            window_days=DEFAULT_WINDOW_DAYS,
         ))
     text = path.read_text()
     if not text.endswith("\n"):

@@ -1,16 +1,19 @@
 """The asset factory: one asset per replicated table of a source's catalog.
 
-Dated tables (event, child, upsert) are daily-partitioned: partition D holds the rows of day
-D. Snapshot tables have no partitions: each materialization reads the whole table as it is
-now and lands it as today's snapshot (the warehouse keeps one per day, see
-docs/design-notes.md, "Snapshot assets"). Dated tables depend on snapshot tables without
-a per-day mapping, so a past day never waits for a snapshot that cannot exist.
+Dated tables (event, child, upsert) are daily-partitioned over a rolling window: partition D
+holds the rows of day D, and the first partition also holds the whole history before it (and
+the undated rows), each row keeping its own day in the warehouse (docs/design-notes.md,
+"History"). Snapshot tables have no partitions: each materialization reads the whole table as
+it is now and lands it as today's snapshot (the warehouse keeps one per day, see
+docs/design-notes.md, "Snapshot assets"). Dated tables depend on snapshot tables without a
+per-day mapping, so a past day never waits for a snapshot that cannot exist.
 """
 
 import datetime as dt
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+from pydantic import Field
 
 from plex_etl.catalog.graph import TableGraph, table_graph
 from plex_etl.catalog.model import Catalog
@@ -19,7 +22,14 @@ from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.defs.automation import freshness_policy, table_condition, tier_schedule_table
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
-from plex_etl.extract.spec import ReplicatedTable, read_bounds, replicated_table
+from plex_etl.extract.spec import (
+    ReplicatedTable,
+    narrow_bounds,
+    new_key_column,
+    parse_days,
+    read_bounds,
+    replicated_table,
+)
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.sources import Source
 
@@ -31,10 +41,22 @@ def pool_name(source: Source) -> str:
     return f"mysql_{source.name}"
 
 
-def daily_partitions(source: Source, plan: SourcePlan) -> dg.DailyPartitionsDefinition:
-    """Days in the source's time zone, today included (its rows keep arriving until midnight)."""
-    return dg.DailyPartitionsDefinition(
-        start_date=plan.first_day.isoformat(), timezone=source.time_zone, end_offset=1
+def daily_partitions(source: Source, plan: SourcePlan, today: dt.date | None = None) -> dg.DailyPartitionsDefinition:
+    """Days in the source's time zone from the plan's first partition (the rolling window's
+    start, which also holds all history) to today included (its rows keep arriving until
+    midnight)."""
+    first = plan.first_partition(today or source_today(source))
+    return dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone=source.time_zone, end_offset=1)
+
+
+class TableLoadConfig(dg.Config):
+    """Run config of a table's load: by default every day of the run's partitions."""
+
+    days: str = Field(
+        default="",
+        description="Only these days of the run's partitions, as YYYY-MM-DD or YYYY-MM-DD...YYYY-MM-DD: "
+        "e.g. days of history (inside the first partition) that `plex-etl reconcile` found different, "
+        "reloaded without re-reading the rest of the history. Empty: every day the partitions hold.",
     )
 
 
@@ -145,22 +167,46 @@ def build_table_asset(
         description=describe_table(source, plan, table_plan, table),
         metadata=metadata,
     )
-    def _table_asset(context: dg.AssetExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource):
+    def _table_asset(context: dg.AssetExecutionContext, config: TableLoadConfig, mysql: MySQLResource,
+                     warehouse: WarehouseResource):
         today = source_today(source)
-        start, end = partition_days(context) if partitioned else (today, today)
         spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
-        lo, hi = read_bounds(spec, start, end, today)
+        if partitioned:
+            first = dt.date.fromisoformat(partitions_def.get_first_partition_key())
+            lo, hi = read_bounds(spec, *partition_days(context), today, first)
+        else:
+            lo, hi = read_bounds(spec, today, today, today, today)
+        if config.days:
+            try:
+                lo, hi = narrow_bounds(spec, (lo, hi), parse_days(config.days), today)
+            except ValueError as exc:
+                raise dg.Failure(str(exc), allow_retries=False) from None
+        above = high_water_key(warehouse, spec, lo, hi)
         # Lazy: nothing is read until the IO manager consumes it (replicate_partition).
-        return dg.Output(PartitionStream(mysql.source(source.name), spec, lo, hi, progress=context.log.info))
+        return dg.Output(PartitionStream(mysql.source(source.name), spec, lo, hi, new_keys_above=above,
+                                         progress=context.log.info))
 
     return _table_asset
 
 
+def high_water_key(warehouse: WarehouseResource, spec: ReplicatedTable, lo: dt.date | None,
+                   hi: dt.date | None) -> int | None:
+    """The largest key the warehouse holds, when a read of [lo, hi] should also take every row
+    with a larger key whatever its date (see extract.sql.partition_query): a row inserted
+    since the last load but dated outside the days read (back-dated, undated, or older than
+    the window) lands at the next tick instead of waiting for reconciliation."""
+    column = new_key_column(spec)
+    if column is None or (lo is None and hi is None):
+        return None  # no single integer key, or the read takes every row anyway
+    return warehouse.get().max_key(spec.target.dataset, spec.target.name, spec.primary_key[0])
+
+
 def build_source_assets(
-    source: Source, catalog: Catalog, plan: SourcePlan, warehouse_kind: str = "bigquery"
+    source: Source, catalog: Catalog, plan: SourcePlan, warehouse_kind: str = "bigquery", today: dt.date | None = None,
 ) -> list[dg.AssetsDefinition]:
+    """`today` (default: now in the source's time zone) places the rolling window of partitions."""
     graph = table_graph(catalog, plan)
-    partitions_def = daily_partitions(source, plan)
+    partitions_def = daily_partitions(source, plan, today)
     return [
         build_table_asset(source, catalog, plan, p.table, graph, partitions_def, warehouse_kind)
         for p in sorted(plan.included, key=lambda p: p.table)

@@ -6,7 +6,11 @@ also picks up late changes to recent days; once a week (Sunday 02:00) every date
 re-loads the last `weekly_catchup_days` partitions. After an outage, each tick also loads
 every missing or failed partition of the last `gap_fill_days` (default 31): the gap closes
 at the first tick without flooding MySQL with the whole history; a longer gap shows in the
-daily reconciliation check, and `plex-etl reconcile --repair` loads it.
+daily reconciliation check, and `plex-etl reconcile --repair` loads it. No window reaches the
+first partition (plan validation: every window is shorter than `window_days`): it holds the
+whole history, loaded by a full refresh and by repairs, never by a tick. Rows inserted since
+the last load but dated outside the days a tick reads come with it anyway (new keys, see
+defs/assets.py::high_water_key).
 Snapshot tables (no partitions) load the whole table at each tick of their tier.
 
 One automation sensor per tier and time zone (`tier_critical_every_4h_Buenos_Aires`, ...),
@@ -97,6 +101,8 @@ def tier_schedule_table(source: Source, plan: SourcePlan, table: TablePlan) -> s
             ("each refresh loads", f"the last {plan.lookback_for(table)} days, and missing or failed days "
                                    f"of the last {plan.gap_fill_days}"),
             ("weekly catch-up", f"{tier_cadence_of(WEEKLY_CATCHUP_CRON)}: the last {plan.weekly_catchup_days} days"),
+            ("daily partitions", f"from the 1st of the month {plan.window_days} days back; the first one "
+                                 f"also holds all older history (from {plan.first_day})"),
         ]
     interval = tier_interval(table.tier)
     fail = interval * 2 + dt.timedelta(hours=1)
@@ -189,27 +195,3 @@ def reconcile_job(source: Source, checks: dg.AssetChecksDefinition) -> Any:
         description=f"Compares every table of {source.name} with MySQL, day by day (counts and keys); "
         f"the tier sensors run the same checks daily at {RECONCILE_CRON}.",
     )
-
-
-FIRST_PARTITION_CRON = "30 2 * * 0"  # Sunday, after the weekly catch-up
-
-
-def first_partition_schedule(source: Source, plan: SourcePlan, keys: list[dg.AssetKey]) -> dg.ScheduleDefinition:
-    """Weekly reload of the dated tables' first partition: it also holds their undated rows and
-    those dated before `first_day`, which no tick's window reaches (see design notes)."""
-    job = dg.define_asset_job(
-        f"{source.name}_first_partition",
-        selection=dg.AssetSelection.assets(*keys),
-        description=f"Reloads {plan.first_day} of {source.name}'s dated tables: with it, the undated "
-        "rows and those dated before the first partition.",
-    )
-
-    @dg.schedule(
-        name=f"{source.name}_first_partition_weekly", job=job, cron_schedule=FIRST_PARTITION_CRON,
-        execution_timezone=source.time_zone, default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Weekly reload of the first partition (undated and early rows).",
-    )
-    def _first_partition(_context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(partition_key=plan.first_day.isoformat())
-
-    return _first_partition

@@ -19,14 +19,27 @@ from plex_etl.typemap import FIXES
 MYSQL_COUNTS = "mysql_snapshot_counts"  # JSON {day: rows} of the read's MySQL snapshot
 LOAD_FIRST_DAY = "load_first_day"  # ISO day, or "" when the range is open (first partition)
 LOAD_LAST_DAY = "load_last_day"  # ISO day, or "" when the range is open (today)
+# Rows read for their new keys but dated outside the loaded days: merged by key into their day.
+MERGED_ELSEWHERE = "new_rows_merged_into_other_days"
 
 
-def per_partition(counts: dict[dt.date, int], keys: list[str]) -> dict[str, int]:
-    """Rows per partition key of a run; days beyond the run's first or last partition (the
-    undated and early rows of the first partition, the future-dated ones of today) count for it."""
+def within(day: dt.date, start: dt.date | None, end: dt.date | None) -> bool:
+    """Whether `day` is in the loaded days [start, end] (None: open side)."""
+    return (start is None or day >= start) and (end is None or day <= end)
+
+
+def per_partition(counts: dict[dt.date, int], keys: list[str], start: dt.date | None,
+                  end: dt.date | None) -> dict[str, int]:
+    """Rows per partition key of a run. Days before the run's first partition count for it when
+    the load's start is open (the first partition holds the history and the undated rows),
+    days after its last partition for that one when the end is open (today holds the
+    future-dated rows); other days outside the run (new keys merged by key where they belong,
+    see extract.sql.partition_query) count for no partition of the run."""
     days = [dt.date.fromisoformat(k) for k in keys]
     rows = dict.fromkeys(keys, 0)
     for day, n in counts.items():
+        if (day < days[0] and start is not None) or (day > days[-1] and end is not None):
+            continue
         key = min(max(day, days[0]), days[-1]).isoformat()
         rows[key] = rows.get(key, 0) + n
     return rows
@@ -34,8 +47,8 @@ def per_partition(counts: dict[dt.date, int], keys: list[str]) -> dict[str, int]
 
 def partition_metadata(load: PartitionLoad, keys: list[str]) -> dict[str, dict]:
     """Each partition's own figures (a range run lands several days in one load)."""
-    landed = per_partition(dict(load.load.rows_by_partition), keys)
-    mysql = per_partition(dict(load.mysql_counts), keys)
+    landed = per_partition(dict(load.load.rows_by_partition), keys, load.start, load.end)
+    mysql = per_partition(dict(load.mysql_counts), keys, load.start, load.end)
     return {
         key: {
             "rows": dg.IntMetadataValue(landed[key]),
@@ -65,6 +78,9 @@ def load_metadata(load: PartitionLoad, kind: str) -> dict:
         "warehouse_table": dg.TextMetadataValue(load.table),
         "load_days": dg.TextMetadataValue(describe_days(load.start, load.end)),
     }
+    elsewhere = sum(n for day, n in load.mysql_counts.items() if not within(day, load.start, load.end))
+    if elsewhere:
+        metadata[MERGED_ELSEWHERE] = dg.IntMetadataValue(elsewhere)
     if result.added_columns:
         metadata["added_columns"] = dg.TextMetadataValue(", ".join(result.added_columns))
     if load.snapshot_rows_expired is not None:
@@ -96,12 +112,15 @@ class WarehouseIOManager(dg.IOManager):
             context.add_output_metadata(metadata)
             return
         # A range run records one materialization per day, each with its day's figures. The
-        # whole load's figures (with the per-day MySQL counts of the range) go on the last day's
-        # only, the one the checks read (checks.run_materialization): on every day they made a
-        # two-year load's events grow with the square of its length.
+        # whole load's figures (with the per-day MySQL counts of the range, the history's
+        # included) go on the last day's only, the one the checks read
+        # (checks.run_materialization): on every day they would grow the run's events with the
+        # square of its length. Per-partition metadata is the asset context's (the IO manager's
+        # context only sets the whole output's); the asset's step is the one running here.
+        asset_context = dg.AssetExecutionContext.get()
         for key, figures in partition_metadata(load, keys).items():
-            context.step_context.add_asset_metadata({**metadata, **figures} if key == keys[-1] else figures,
-                                                    partition_key=key)
+            asset_context.add_asset_metadata({**metadata, **figures} if key == keys[-1] else figures,
+                                             partition_key=key)
 
     def load_input(self, context: dg.InputContext) -> None:
         raise dg.Failure(

@@ -47,7 +47,7 @@ from typing import Any
 
 from plex_etl.catalog.model import Table
 from plex_etl.catalog.relationships import quote
-from plex_etl.extract.spec import ReplicatedTable
+from plex_etl.extract.spec import INTEGER_TYPES, ReplicatedTable
 from plex_etl.extract.sql import KeyRange, PartitionQuery, key_columns, partition_query
 
 KEY_BOUNDS_ENV = "PLEX_ETL_KEY_BOUNDS"  # "off" reads every partition with today's query
@@ -55,7 +55,6 @@ SAMPLE_POINTS = 32
 SAMPLE_ROWS = 8
 SAMPLE_TAIL = 256  # the newest keys: where rows entered late (back-dated) are while they are new
 MAX_DISORDER_DAYS = 7
-INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
 
 # A statement -> its rows. Works on a SQLAlchemy connection and on the raw mysqlclient
 # connection of the stream (see runner).

@@ -32,7 +32,7 @@ class ReplicatedTable:
     dataset: str  # the warehouse dataset of `target`
     primary_key: tuple[str, ...]  # warehouse names of the key columns
     retention_days: int  # snapshots: days of history kept in the warehouse
-    first_day: dt.date  # the first partition: it also holds the rows dated before it, or undated
+    first_day: dt.date  # the history floor: undated rows and rows dated before it land on this day
     key_bounds: bool = False  # reads may be bounded by a key range (extract/access.py)
 
     @property
@@ -102,18 +102,66 @@ def replicated_table(
 
 
 def read_bounds(
-    spec: ReplicatedTable, start: dt.date, end: dt.date, today: dt.date
+    spec: ReplicatedTable, start: dt.date, end: dt.date, today: dt.date, first_partition: dt.date
 ) -> tuple[dt.date | None, dt.date | None]:
     """The day range a load of partitions [start, end] reads and replaces.
 
-    The first partition also holds the rows dated before it and the undated ones, today's
-    partition the rows dated after today: those sides are left open (None), so that every
-    row of the table belongs to exactly one loadable partition. A snapshot reads the whole
-    table as it is now and lands it as today's snapshot, whatever was asked.
+    The first partition (`first_partition`, the start of the rolling daily window) also holds
+    the whole history: the rows dated before it and the undated ones; today's partition the
+    rows dated after today. Those sides are left open (None), so that every row of the table
+    belongs to exactly one loadable partition, while each row keeps its own day in the
+    warehouse. A snapshot reads the whole table as it is now and lands it as today's
+    snapshot, whatever was asked.
     """
     if spec.plan.strategy == "snapshot":
         return today, today
-    return (None if start <= spec.first_day else start), (None if end >= today else end)
+    return (None if start <= first_partition else start), (None if end >= today else end)
+
+
+def parse_days(text: str) -> tuple[dt.date, dt.date]:
+    """'2001-03-04' or '2001-03-04...2001-05-06' (inclusive) as (first, last)."""
+    first, _, last = text.strip().partition("...")
+    try:
+        days = dt.date.fromisoformat(first.strip()), dt.date.fromisoformat((last or first).strip())
+    except ValueError:
+        raise ValueError(f"days {text!r}: expected YYYY-MM-DD or YYYY-MM-DD...YYYY-MM-DD") from None
+    if days[0] > days[1]:
+        raise ValueError(f"days {text!r}: the first day is after the last")
+    return days
+
+
+def narrow_bounds(
+    spec: ReplicatedTable, bounds: tuple[dt.date | None, dt.date | None], days: tuple[dt.date, dt.date],
+    today: dt.date,
+) -> tuple[dt.date | None, dt.date | None]:
+    """The read of `days` only, inside a load whose read is `bounds` (see read_bounds): e.g. the
+    few days of history that reconciliation found different, reloaded through the first
+    partition without re-reading the rest of the history. The undated rows live on
+    `first_day` (a range starting there or before reads them too), the future-dated ones with
+    today (a range ending today or after reads them too)."""
+    lo, hi = bounds
+    first, last = days
+    if spec.plan.strategy == "snapshot":
+        raise ValueError(f"{spec.source}.{spec.name}: a snapshot loads the whole table; it has no days to choose")
+    if (lo is not None and first < lo) or (hi is not None and last > hi):
+        raise ValueError(
+            f"{spec.source}.{spec.name}: days {first}...{last} are not all in the partitions of this run, "
+            f"which hold {lo or 'every day'} to {hi or 'every later day'}"
+        )
+    return (None if first <= spec.first_day else first), (None if last >= today else last)
+
+
+INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+
+
+def new_key_column(spec: ReplicatedTable) -> str | None:
+    """The table's own primary key when it is one integer column (an id that grows as rows are
+    inserted): a bounded read also takes the rows above the warehouse's largest key. None for
+    snapshots (read whole) and other keys."""
+    key = spec.table.primary_key
+    if spec.plan.strategy == "snapshot" or len(key) != 1:
+        return None
+    return key[0] if spec.table.column(key[0]).data_type.lower() in INTEGER_TYPES else None
 
 
 def load_mode(spec: ReplicatedTable) -> str:

@@ -100,7 +100,8 @@ def key_columns(spec: ReplicatedTable) -> list[str]:
 
 
 def partition_query(
-    spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None
+    spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None,
+    above: tuple[str, int] | None = None,
 ) -> PartitionQuery:
     """Rows whose day is in [start, end] (inclusive); None leaves that side open.
 
@@ -111,12 +112,19 @@ def partition_query(
     `keys` adds a primary-key range of the dated table to the WHERE (on every column that
     holds that key, see key_columns), next to the date condition, which stays: the rows
     selected are the same as without it whenever no row of the window lies outside it.
+
+    `above` (column, value) also takes, whatever their day, the rows whose own integer key is
+    above `value` (the warehouse's largest): rows inserted since the last load that the days
+    read do not hold (back-dated, undated, older than the window). They come once (a second
+    branch of the read, which excludes the window's rows) and keep their own day; the load
+    merges them by key (extract/spec.py::new_key_column).
     """
     columns = ", ".join(
         f"{m.select_sql.format(column=f't.{quote(c.name)}')} AS {quote(c.name)}"
         for c, m in zip(spec.table.columns, spec.mapped, strict=True)
     )
     body = f"{quote(spec.table.name)} t"
+    new_rows = ""
     if spec.plan.strategy == "snapshot":
         if start is None or start != end:
             raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
@@ -134,15 +142,23 @@ def partition_query(
             joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
             alias = parent
         hi = end + dt.timedelta(days=1) if end is not None else None
-        day, where = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
+        day, window = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
+        where = window
         if keys is not None:
             bounds = [f"{ref} >= {int(keys.lo)}" for ref in key_columns(spec) if keys.lo is not None]
             bounds += [f"{ref} < {int(keys.hi)}" for ref in key_columns(spec) if keys.hi is not None]
             if bounds:
                 where = " AND ".join([*([f"({where})"] if where else []), *bounds])
-        body = " ".join([body, *joins, *([f"WHERE {where}"] if where else [])])
+        from_joins = " ".join([body, *joins])
+        body = " ".join([from_joins, *([f"WHERE {where}"] if where else [])])
+        if above is not None and window is not None:
+            column, value = above
+            # `IS NOT TRUE`: exactly the rows the first branch does not take (its key range
+            # included), NULL dates too.
+            new_rows = (f" UNION ALL SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {from_joins} "
+                        f"WHERE t.{quote(column)} > {int(value)} AND ({where}) IS NOT TRUE")
     return PartitionQuery(
-        rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {body}",
+        rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {body}{new_rows}",
         # An empty table gives no row rather than a zero: the same "no rows that day".
         count_sql=f"SELECT {day} AS d, COUNT(*) FROM {body} GROUP BY d",
         digest_sql=f"SELECT {day} AS d, {', '.join(key_digest(spec))} FROM {body} GROUP BY d",

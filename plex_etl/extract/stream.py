@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from plex_etl.extract.access import Access, choose_access, runner
-from plex_etl.extract.spec import ReplicatedTable
+from plex_etl.extract.spec import ReplicatedTable, new_key_column
 from plex_etl.extract.sql import partition_query
 from plex_etl.mysql import raw_connection
 from plex_etl.sources import Source
@@ -318,12 +318,16 @@ class PartitionStream:
         end: dt.date | None,
         progress: Callable[[str], None] | None = None,
         connect: Callable[[Source], Any] = raw_connection,
+        new_keys_above: int | None = None,
     ) -> None:
         self.source = source
         self.spec = spec
         self.start = start
         self.end = end
-        self.query = partition_query(spec, start, end)
+        # Also the rows whose own key is above this one, whatever their day (sql.partition_query).
+        column = new_key_column(spec)
+        self.above = (column, new_keys_above) if column is not None and new_keys_above is not None else None
+        self.query = partition_query(spec, start, end, above=self.above)
         self.schema = spec.target.arrow_schema
         self.snapshot_counts: dict[dt.date, int] = {}
         self.rows = 0
@@ -339,6 +343,11 @@ class PartitionStream:
     def label(self) -> str:
         days = describe_days(self.start, self.end)
         return f"{self.spec.name} {days}"
+
+    @property
+    def merges_outside_range(self) -> bool:
+        """Whether rows dated outside [start, end] may come (new keys), to be merged by key."""
+        return self.above is not None
 
     @property
     def expected_rows(self) -> int:
@@ -363,7 +372,7 @@ class PartitionStream:
             # The key range (index lookups) in the same snapshot: counts and rows both get it.
             self.access = choose_access(runner(session.connection), self.spec, self.start, self.end)
             if self.access.keys is not None:
-                self.query = partition_query(self.spec, self.start, self.end, self.access.keys)
+                self.query = partition_query(self.spec, self.start, self.end, self.access.keys, self.above)
             chunks = self._chunks(session)
             with contextlib.closing(chunks):  # closed here, not by the garbage collector
                 for chunk in chunks:

@@ -10,7 +10,9 @@ only once the stream is exhausted does one atomic step make the rows visible:
   insert the staged rows;
 - mode "upsert": the same, and also delete target rows (in any partition) whose
   primary key is among the staged rows, so a key is never duplicated (a key staged
-  twice in one load lands once: the row with the latest partition date).
+  twice in one load lands once: the row with the latest partition date). With
+  `merge_outside`, staged rows may also be dated outside [start, end] (new keys read
+  whatever their day): those days are not replaced, their rows are only merged by key.
 If the stream raises, or the final step fails, the target is left exactly as before and
 the staging area is dropped.
 
@@ -23,7 +25,7 @@ existing column is never applied automatically: the load raises WarehouseError.
 (BigQuery cannot add columns inside a transaction: there the columns are added just
 before it, and stay if the transaction then fails; they only hold NULLs.)
 
-Every batch must carry partition dates within [start, end]; otherwise the load raises
+Every batch must carry partition dates within [start, end] (unless `merge_outside`); otherwise the load raises
 WarehouseError naming the table and the date, and the target is not touched. `start` or
 `end` None leaves that side of the range open: the load of the first partition replaces
 every earlier day too, the load of today every later day (rows dated in the future).
@@ -109,8 +111,13 @@ class Warehouse(Protocol):
         start: dt.date | None,
         end: dt.date | None,
         mode: LoadMode = "replace",
+        merge_outside: bool = False,
     ) -> LoadResult:
         """Stage every batch, then atomically replace partitions [start, end] (inclusive; None: open)."""
+        ...
+
+    def max_key(self, dataset: str, table: str, column: str) -> int | None:
+        """The largest value of an integer key column (None: no table or no rows)."""
         ...
 
     def columns(self, dataset: str, table: str) -> dict[str, str] | None:
@@ -193,11 +200,13 @@ def key_text_sql(columns: list[str], cast: str) -> str:
     return texts[0] if len(texts) == 1 else "CONCAT(" + ", '|', ".join(texts) + ")"
 
 
-def check_mode(target: TargetTable, mode: str) -> None:
+def check_mode(target: TargetTable, mode: str, merge_outside: bool = False) -> None:
     if mode not in LOAD_MODES:
         raise WarehouseError(f"{target.qualified_name}: unknown load mode {mode!r}")
     if mode == "upsert" and not target.primary_key:
         raise WarehouseError(f"{target.qualified_name}: mode 'upsert' needs a primary key")
+    if merge_outside and mode != "upsert":
+        raise WarehouseError(f"{target.qualified_name}: rows outside the loaded days can only be merged by key")
     names = {c.name for c in target.columns}
     missing = [k for k in target.primary_key if k not in names]
     if missing:
@@ -215,8 +224,8 @@ class BatchStream:
     """Checks and conforms the record batches of one load, counting rows per partition.
 
     Iterating yields each non-empty batch cast to `target.arrow_schema` (columns matched
-    by name). A batch whose partition dates fall outside [start, end] (or are NULL) raises
-    WarehouseError naming the table and the date.
+    by name). A batch whose partition dates are NULL, or fall outside [start, end] unless
+    `merge_outside`, raises WarehouseError naming the table and the date.
     """
 
     def __init__(
@@ -225,6 +234,7 @@ class BatchStream:
         batches: Iterable[pa.RecordBatch],
         start: dt.date | None,
         end: dt.date | None,
+        merge_outside: bool = False,
     ) -> None:
         if start is not None and end is not None and start > end:
             raise WarehouseError(f"{target.qualified_name}: start {start} is after end {end}")
@@ -232,6 +242,7 @@ class BatchStream:
         self.schema = target.arrow_schema
         self.start = start
         self.end = end
+        self.merge_outside = merge_outside
         self._batches = batches
         self.rows = 0
         self.chunks = 0
@@ -290,7 +301,8 @@ class BatchStream:
             )
         for item in pc.value_counts(dates).to_pylist():
             day, n = item["values"], item["counts"]
-            if (self.start is not None and day < self.start) or (self.end is not None and day > self.end):
+            outside = (self.start is not None and day < self.start) or (self.end is not None and day > self.end)
+            if outside and not self.merge_outside:
                 raise WarehouseError(
                     f"{self.target.qualified_name}: record batch has partition date {day} "
                     f"outside the loaded range [{self.start}, {self.end}]"

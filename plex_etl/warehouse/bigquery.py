@@ -274,12 +274,13 @@ class BigQueryWarehouse:
         start: dt.date | None,
         end: dt.date | None,
         mode: LoadMode = "replace",
+        merge_outside: bool = False,
     ) -> LoadResult:
         """Stage every batch, then atomically replace partitions [start, end] (inclusive; None: open)."""
         t0 = time.monotonic()
         name = target.qualified_name
-        check_mode(target, mode)
-        stream = BatchStream(target, batches, start, end)
+        check_mode(target, mode, merge_outside)
+        stream = BatchStream(target, batches, start, end, merge_outside)
         for c in target.columns:
             try:
                 parse_type(c.bigquery_type)
@@ -472,6 +473,11 @@ class BigQueryWarehouse:
             f"WHERE {day_range(part, start, end)} GROUP BY d ORDER BY d",
         )
         return {r["d"]: int(r["n"]) for r in rows}
+
+    def max_key(self, dataset: str, table: str, column: str) -> int | None:
+        """The largest value of an integer key column (None: no table or no rows)."""
+        rows = self._select(dataset, table, f"SELECT MAX({_q(column)}) AS k FROM {self._ref(dataset, table)}")
+        return None if not rows or rows[0]["k"] is None else int(rows[0]["k"])
 
     def digest_by_partition(
         self, dataset: str, table: str, key: tuple[str, ...]

@@ -170,11 +170,12 @@ class LocalWarehouse:
         start: dt.date | None,
         end: dt.date | None,
         mode: LoadMode = "replace",
+        merge_outside: bool = False,
     ) -> LoadResult:
         """Stage every batch, then atomically replace partitions [start, end] (inclusive; None: open)."""
         t0 = time.monotonic()
-        check_mode(target, mode)
-        stream = BatchStream(target, batches, start, end)
+        check_mode(target, mode, merge_outside)
+        stream = BatchStream(target, batches, start, end, merge_outside)
         with spool(stream, _staging_type, self.staging_dir) as (staged, nbytes):
             added = self._apply(target, staged, start, end, mode)
         return LoadResult(
@@ -250,6 +251,11 @@ class LocalWarehouse:
             f"WHERE {day_range(quote(PARTITION_COLUMN), start, end)} GROUP BY 1 ORDER BY 1",
         )
         return {d: int(n) for d, n in rows}
+
+    def max_key(self, dataset: str, table: str, column: str) -> int | None:
+        """The largest value of an integer key column (None: no table or no rows)."""
+        rows = self._select(dataset, table, f"SELECT MAX({quote(column)}) FROM {quote(dataset)}.{quote(table)}")
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def digest_by_partition(
         self, dataset: str, table: str, key: tuple[str, ...]
