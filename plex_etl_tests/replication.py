@@ -66,13 +66,17 @@ def materialize(
 ) -> dg.ExecuteInProcessResult:
     """One run over the partitions [start, end] of the selected assets (a single-run backfill);
     `start=None` for unpartitioned assets. Days are ignored when every selected asset is
-    unpartitioned (snapshot tables, views)."""
+    unpartitioned (snapshot tables, views). A `start` before the rolling window of partitions
+    is its first partition, which loads those days too (the whole history)."""
     end = end or start
     tags = {}
     partition_key = None
     selected = [dg.AssetKey.from_user_string(k) for k in keys]
-    if all(not defs.get_assets_def(k).partitions_def for k in selected):
+    partitioned = [d.partitions_def for d in (defs.get_assets_def(k) for k in selected) if d.partitions_def]
+    if not partitioned:
         start = None
+    elif start is not None:
+        start = max(start, dt.date.fromisoformat(partitioned[0].get_first_partition_key()))
     if start is None:
         pass
     elif start == end:

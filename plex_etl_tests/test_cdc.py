@@ -59,7 +59,7 @@ def _assert_equal_to_polling(source, catalog, plan, warehouse: LocalWarehouse, t
             spec = replicated_table(catalog, plan, table, DATASET)
             result = reconcile_table(connection, warehouse, spec, today)
             assert result.equal, result.describe()
-            lo, hi = read_bounds(spec, plan.first_day, today, today)
+            lo, hi = read_bounds(spec, plan.first_day, today, today, plan.first_partition(today))
             polled.load(spec.target, PartitionStream(source, spec, lo, hi), lo, hi, load_mode(spec))
             ref = f"{DATASET}.{spec.target.name}"
             assert sorted_rows(warehouse.query(f"SELECT * FROM {ref}")) == sorted_rows(
