@@ -43,8 +43,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     DAGSTER_EVENT_BATCH_SIZE=500
-# No instance file: on Kubernetes the run launcher mounts the chart's dagster.yaml into every run
-# pod; elsewhere mount deploy/dagster.yaml there (deploy/README.md, *Without Kubernetes*).
+# No instance file: on Kubernetes a run pod gets the instance from the run launcher (in its args)
+# and the code server needs none; elsewhere mount deploy/dagster.yaml here (deploy/README.md,
+# *Without Kubernetes*).
 RUN mkdir -p $DAGSTER_HOME && chown dagster $DAGSTER_HOME
 WORKDIR $DAGSTER_HOME
 USER dagster

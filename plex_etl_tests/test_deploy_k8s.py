@@ -7,6 +7,7 @@ test needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust) and creates and d
 database `<prefix>_k8s`. The chart itself is rendered by test_deploy_chart.py.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -242,23 +243,32 @@ def test_a_deployment_added_as_the_readme_says_gets_the_code_servers_image(tmp_p
         "container capture: envFrom lacks plex-etl-env or plex-etl-secrets"]
 
 
-@pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
+@contextlib.contextmanager
+def scratch_postgres(suffix: str) -> Iterator[str]:
+    """A new PostgreSQL database `<prefix>_<suffix>` on the local server, dropped afterwards."""
     import psycopg2
 
-    name = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_k8s"
+    name = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_{suffix}"
     try:
         admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
     except psycopg2.OperationalError as error:
         pytest.fail(f"PostgreSQL does not answer on {PG['host']}:{PG['port']} ({error}); .ci/run starts it")
     admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield name
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_db() -> Iterator[str]:
+    with scratch_postgres("k8s") as name:
+        yield name
 
 
 def test_readme_pool_commands_set_the_limits_of_sources_yaml(postgres_db, tmp_path):
@@ -308,5 +318,5 @@ def test_image_pins_pip_and_every_package_and_lets_kubernetes_set_the_command():
     # Only tini, which execs the container args (Helm and the K8s run launcher set only args).
     assert re.findall(r"^ENTRYPOINT (.*)$", dockerfile, re.MULTILINE) == ['["/usr/bin/tini", "--"]']
     assert re.search(r"^CMD \[\"dagster\", \"code-server\", \"start\"", dockerfile, re.MULTILINE)
-    # No instance file in the image: the run launcher mounts the chart's into every run pod.
+    # No instance file in the image: a run pod gets the instance from the run launcher.
     assert not [line for line in re.findall(r"^COPY .*$", dockerfile, re.MULTILINE) if "dagster.yaml" in line]
