@@ -99,6 +99,10 @@ def test_webserver_and_daemon_run_dagsters_stock_image(rendered):
     service = _one(rendered, "Service", "dagster-dagster-webserver")
     port = values()["dagsterWebserver"]["service"]["port"]
     assert [p["containerPort"] for p in webserver["ports"]] == [port] == [p["port"] for p in service["spec"]["ports"]]
+    # The kubelet probes the port the UI listens on (by the port's name or number), or the pod
+    # never turns Ready.
+    probed = webserver["readinessProbe"]["httpGet"]["port"]
+    assert probed in {port, *(p["name"] for p in webserver["ports"] if p["containerPort"] == port)}, probed
 
 
 def test_rendered_instance_names_only_dagsters_classes_and_each_key_once(rendered):

@@ -88,14 +88,7 @@ def test_helm_reads_the_values_as_written(tmp_path):
     server = code_server(seen)
     assert launcher["envConfigMaps"] == server["envConfigMaps"] == [{"name": "plex-etl-env"}]
     assert launcher["envSecrets"] == server["envSecrets"] == [{"name": "plex-etl-secrets"}]
-    assert launcher["runK8sConfig"]["podSpecConfig"]["serviceAccountName"] == seen["serviceAccount"]["name"]
-
-
-# Instance keys that the chart's dagster.yaml writes itself (configmap-instance.yaml): a key
-# repeated in additionalInstanceConfig would silently replace the chart's.
-CHART_INSTANCE_KEYS = {"scheduler", "schedule_storage", "run_launcher", "run_storage", "event_log_storage",
-                       "run_coordinator", "compute_logs", "python_logs", "sensors", "schedules", "telemetry",
-                       "retention", "concurrency"}
+    assert seen["global"]["serviceAccountName"] == seen["serviceAccount"]["name"]
 
 
 def test_values_keep_dagster_stock_and_write_each_instance_key_once():
@@ -103,22 +96,28 @@ def test_values_keep_dagster_stock_and_write_each_instance_key_once():
     # The webserver and the daemon run the chart's own image (no override) and load an instance
     # that names only Dagster's classes.
     assert "image" not in v["dagsterWebserver"] and "image" not in v["dagsterDaemon"]
-    assert "plex_etl" not in yaml.safe_dump(v["additionalInstanceConfig"])
-    assert set(v["additionalInstanceConfig"]) == {"run_monitoring", "run_retries"}
-    assert not set(v["additionalInstanceConfig"]) & CHART_INSTANCE_KEYS
-    assert not v["dagsterDaemon"]["runMonitoring"]["enabled"] and not v["dagsterDaemon"]["runRetries"]["enabled"]
+    # Every instance key comes from the chart's own value for it; appended YAML would let a
+    # repeated key replace the chart's silently.
+    assert not v.get("additionalInstanceConfig")
     # Run limits only in the chart's `concurrency` (so the run coordinator gets none).
     assert v["concurrency"]["enabled"] and v["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] == {}
     # Run pods take the run launcher's resources, not the code server's.
     assert not code_server(v)["includeConfigInLaunchedRuns"]["enabled"]
     assert v["dagsterWebserver"]["service"]["port"] > 1024  # no root needed to listen
+    # The chart's readiness probe defaults to port 80; it must follow the port the UI listens on.
+    assert v["dagsterWebserver"]["readinessProbe"]["httpGet"]["port"] == "http"
+
+
+def _snake(values: dict[str, Any]) -> dict[str, Any]:
+    """Chart values as the chart writes them into dagster.yaml (camelCase keys to snake_case)."""
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in values.items()}
 
 
 def test_values_and_deploy_dagster_yaml_are_the_same_instance():
     v = values()
     instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
-    for key in v["additionalInstanceConfig"]:
-        assert v["additionalInstanceConfig"][key] == instance[key], key
+    assert instance["run_monitoring"] == _snake(v["dagsterDaemon"]["runMonitoring"])
+    assert instance["run_retries"] == _snake(v["dagsterDaemon"]["runRetries"])
     runs, pools = v["concurrency"]["runs"], v["concurrency"]["pools"]
     assert instance["concurrency"] == {
         "runs": {"max_concurrent_runs": runs["maxConcurrentRuns"],
