@@ -13,6 +13,7 @@ and user (the local PostgreSQL at 127.0.0.1:5432, database `<prefix>_chart`, cre
 import importlib.metadata
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,18 @@ def rendered(chart, postgres_db, tmp_path_factory) -> list[dict[str, Any]]:
     out = run([tool("helm"), "template", "dagster", str(chart), "--namespace", "plex-etl",
                "-f", str(REPO / "deploy" / "helm" / "values.yaml"), "-f", str(overrides)])
     return [o for o in yaml.safe_load_all(out) if o]
+
+
+def test_chart_validates_the_values_against_its_schema(chart, tmp_path):
+    """helm checks the values against the chart's values.schema.json while rendering (the
+    production values pass: the `rendered` fixture); a misspelt key is refused, not ignored."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({"concurrency": {"runs": {"maxConcurentRuns": 6}}}))
+    args = [tool("helm"), "template", "dagster", str(chart), "-f", str(REPO / "deploy" / "helm" / "values.yaml"),
+            "-f", str(typo)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KUBECONFIG": os.devnull})
+    assert done.returncode != 0 and "maxConcurentRuns" in done.stderr, done.stderr
 
 
 def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
