@@ -35,6 +35,7 @@ demo: venv mysql pools
 
 test: venv mysql
 	./scripts/setup-bq-emulator.sh
+	./scripts/setup-helm.sh
 	$(BIN)/python -m pytest
 
 lint: venv

@@ -1,4 +1,6 @@
-"""Production deployment: the PostgreSQL instance of deploy/, pools, retries, alerts, Helm values.
+"""Production deployment: the PostgreSQL instance of deploy/dagster.yaml, pools, retries, alerts.
+(The Helm values, deploy/k8s and the README's steps: test_deploy_k8s.py; the rendered chart:
+test_deploy_chart.py.)
 
 The instance test needs the machine's PostgreSQL at 127.0.0.1:5432 (user postgres, trust
 auth; `.ci/run` starts it); it creates and drops the database `<prefix>_instance`.
@@ -9,7 +11,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,6 @@ from typing import ClassVar
 
 import dagster as dg
 import pytest
-import yaml
 
 from plex_etl.defs.alerts import (
     ALERT_WEBHOOK_ENV,
@@ -211,76 +211,6 @@ def test_unreachable_webhook_fails_the_tick(monkeypatch):
     monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"http://127.0.0.1:{port}/hook")
     with dg.instance_for_test() as instance, pytest.raises(OSError, match="Connection refused"):
         run_failure_alert(_failure_context(instance))
-
-
-def test_helm_values_match_the_code():
-    values = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
-    sources = yaml.safe_load((REPO / "plex_etl" / "config" / "sources.yaml").read_text())["sources"]
-    deployment = values["dagster-user-deployments"]["deployments"][0]
-    assert deployment["port"] == 4000
-    assert deployment["codeServerArgs"] == ["-m", "plex_etl.definitions"]
-    assert values["runLauncher"]["type"] == "K8sRunLauncher"
-    # Every MySQL password variable that sources.yaml reads comes from the Kubernetes secret.
-    password_envs = {s["password"]["env"] for s in sources.values() if "env" in s.get("password", {})}
-    secret = (REPO / "deploy" / "helm" / "secrets.example.yaml").read_text()
-    assert password_envs <= set(re.findall(r"^\s+(\w+):", secret, re.MULTILINE))
-    assert {"name": "plex-etl-mysql"} in deployment["envSecrets"]
-    assert {"name": "plex-etl-mysql"} in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
-
-
-# The storage part of the dagster.yaml the Helm chart renders (templates/configmap-instance.yaml of
-# the `dagster` chart): the three dagster-postgres storages named by the chart itself, the
-# connection from `postgresql`; `additionalInstanceConfig` is appended after it.
-CHART_STORAGE = """
-schedule_storage: {module: dagster_postgres.schedule_storage, class: PostgresScheduleStorage, config: PG}
-run_storage: {module: dagster_postgres.run_storage, class: PostgresRunStorage, config: PG}
-event_log_storage: {module: dagster_postgres.event_log, class: PostgresEventLogStorage, config: PG}
-"""
-
-
-def test_helm_instance_uses_the_batched_event_log_storage(postgres_db, tmp_path, monkeypatch):
-    from dagster_postgres import PostgresRunStorage
-
-    from plex_etl.instance_storage import BatchedPostgresEventLogStorage
-
-    values = yaml.safe_load((REPO / "deploy" / "helm" / "values.yaml").read_text())
-    extra = values["additionalInstanceConfig"]
-    storage = extra["event_log_storage"]
-    assert (storage["module"], storage["class"]) == ("plex_etl.instance_storage", "BatchedPostgresEventLogStorage")
-    chart_pg = values["postgresql"]
-    assert storage["config"]["postgres_db"] == {
-        "hostname": chart_pg["postgresqlHost"], "port": chart_pg["service"]["port"],
-        "db_name": chart_pg["postgresqlDatabase"], "username": chart_pg["postgresqlUsername"],
-        "password": {"env": "DAGSTER_PG_PASSWORD"}, "scheme": chart_pg["postgresqlScheme"]}
-    # Every image that loads the instance can import plex_etl: the code server's.
-    code_image = values["dagster-user-deployments"]["deployments"][0]["image"]
-    assert values["dagsterWebserver"]["image"] == values["dagsterDaemon"]["image"] == code_image
-
-    # The rendered file, pointed at the test database: the appended key replaces the chart's.
-    local = {"postgres_db": {"hostname": PG["host"], "port": PG["port"], "db_name": postgres_db,
-                             "username": PG["user"], "password": {"env": "DAGSTER_PG_PASSWORD"},
-                             "scheme": "postgresql+psycopg2"}}
-    storage["config"] = local
-    rendered = (CHART_STORAGE.replace("PG", json.dumps(local)) + "telemetry: {enabled: false}\n"
-                + yaml.safe_dump(extra, sort_keys=False))
-    assert rendered.count("event_log_storage:") == 2
-    (tmp_path / "dagster.yaml").write_text(rendered)
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "")
-    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert type(instance.event_log_storage) is BatchedPostgresEventLogStorage
-        assert isinstance(instance.run_storage, PostgresRunStorage)
-        assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) > 0  # the storage alone turns batching on
-        assert dg.materialize([trivial], instance=instance).success
-
-
-def test_dockerfile_lets_kubernetes_set_the_command():
-    dockerfile = (REPO / "Dockerfile").read_text()
-    entrypoints = re.findall(r"^ENTRYPOINT (.*)$", dockerfile, re.MULTILINE)
-    # Only tini, which execs the container args (Helm and the K8s run launcher set only args).
-    assert entrypoints == ['["/usr/bin/tini", "--"]']
-    assert re.search(r"^CMD \[\"dagster\", \"code-server\", \"start\"", dockerfile, re.MULTILINE)
-    assert "HEALTHCHECK" in dockerfile and "requirements-deploy.lock" in dockerfile
 
 
 @dg.asset(
