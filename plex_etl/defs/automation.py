@@ -173,15 +173,12 @@ RECONCILE_CRON = "30 4 * * *"  # off-peak: the pharmacies are closed, the night 
 
 
 def reconcile_condition(time_zone: str) -> dg.AutomationCondition:
-    """The whole-table reconciliation check: daily at RECONCILE_CRON, in a run of its own. It
-    reads the whole table on both sides, so it never rides along with a load of its table (the
-    check skips itself in a run that loads the table, defs/checks.py): when the table is
-    requested or loading at that tick, the check waits until the load is done."""
-    loading = dg.AutomationCondition.will_be_requested() | dg.AutomationCondition.in_progress()
-    return (
-        dg.AutomationCondition.cron_tick_passed(RECONCILE_CRON, time_zone).since_last_handled()
-        & ~dg.AutomationCondition.any_deps_match(loading)
-    ).with_label(f"daily reconciliation ({RECONCILE_CRON}, {time_zone})")
+    """The whole-table reconciliation check: daily at RECONCILE_CRON. It reads the whole table
+    on both sides, so it skips itself in the runs that load its table and merely select every
+    check of it (defs/checks.py, rides_along)."""
+    return dg.AutomationCondition.cron_tick_passed(RECONCILE_CRON, time_zone).since_last_handled().with_label(
+        f"daily reconciliation ({RECONCILE_CRON}, {time_zone})"
+    )
 
 
 def reconcile_job(source: Source, checks: dg.AssetChecksDefinition) -> Any:

@@ -14,6 +14,7 @@ import dagster as dg
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.defs.automation import RECONCILE_CRON, reconcile_condition
+from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG
 from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
@@ -335,11 +336,7 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
 
     @dg.multi_asset_check(name=f"{source.name}_reconciliation_checks", specs=list(specs.values()), can_subset=True)
     def _reconcile(context: dg.AssetCheckExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource):
-        # Never with a load of its table: `dagster asset materialize` and the UI's Materialize
-        # select every check of the tables they load, and a backfill's runs too. Its own
-        # condition, the job `<source>_reconciliation` and the Checks tab run it without the load.
-        loading = context.run.asset_selection or frozenset()
-        selected = [k for k in context.selected_asset_check_keys if k.asset_key not in loading]
+        selected = [k for k in context.selected_asset_check_keys if not rides_along(context.run, k)]
         riding = sorted({k.asset_key.to_user_string() for k in context.selected_asset_check_keys} - {
             k.asset_key.to_user_string() for k in selected})
         if riding:
@@ -372,6 +369,19 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
                 yield evaluation
 
     return _reconcile
+
+
+def rides_along(run: dg.DagsterRun, check: dg.AssetCheckKey) -> bool:
+    """Whether `check` is in `run` only because the run loads its table: `dagster asset
+    materialize`, the UI's Materialize and every backfill's runs (a tier tick's included) select
+    all checks of the tables they load. It runs when its own condition requested it (automation
+    names it in a run of its own, or beside its table's load when both are due in one tick), from
+    the job `<source>_reconciliation` and from the Checks tab (runs that load nothing)."""
+    if check.asset_key not in (run.asset_selection or ()):
+        return False
+    by_its_condition = (run.tags.get(AUTOMATION_RUN_TAG) == "true" and BACKFILL_RUN_TAG not in run.tags
+                        and check in (run.asset_check_selection or ()))
+    return not by_its_condition
 
 
 def reconcile_result(connection: Any, store: Warehouse, spec: ReplicatedTable, plan: SourcePlan,
