@@ -57,6 +57,10 @@ class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message names the table (`dataset.table`)."""
 
 
+class WarehouseSettingsError(WarehouseError, ValueError):
+    """Partial or contradictory warehouse settings; the message names each one."""
+
+
 class WarehouseValueError(WarehouseError, ValueError):
     """A value the warehouse cannot hold; the message names table, column and value."""
 
