@@ -16,7 +16,7 @@ import dagster as dg
 
 from plex_etl.catalog.plan import SourcePlan, pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
-from plex_etl.defs.alerts import check_and_freshness_alert, run_failure_alert
+from plex_etl.defs.alerts import alerts_sensor
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import (
     first_partition_schedule,
@@ -102,7 +102,7 @@ def _combine(
         asset_checks=[c for b in parts for c in b.checks],
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
-            views_sensor(), run_failure_alert, check_and_freshness_alert, *(s for b in parts for s in b.sensors),
+            views_sensor(), alerts_sensor, *(s for b in parts for s in b.sensors),
         ],
         schedules=[s for b in parts for s in b.schedules],
         jobs=[j for b in parts for j in b.jobs],

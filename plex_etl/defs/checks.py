@@ -14,7 +14,7 @@ import dagster as dg
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.defs.automation import RECONCILE_CRON, reconcile_condition
-from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG
+from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG, run_event_records
 from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
@@ -185,9 +185,9 @@ def run_materialization(context: dg.AssetCheckExecutionContext, key: dg.AssetKey
     latest = context.instance.get_latest_materialization_event(key)
     if latest is not None and (latest.run_id == context.run.run_id or key not in (context.run.asset_selection or ())):
         return latest.asset_materialization
-    entries = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-    for entry in reversed(entries):
-        materialization = entry.asset_materialization
+    records = run_event_records(context.instance, context.run.run_id, {dg.DagsterEventType.ASSET_MATERIALIZATION})
+    for record in reversed(records):
+        materialization = record.event_log_entry.asset_materialization
         if materialization is not None and materialization.asset_key == key:
             return materialization
     return latest.asset_materialization if latest else None

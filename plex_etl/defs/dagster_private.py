@@ -6,6 +6,12 @@ public API does it in Dagster 1.13; plex_etl_tests/test_dagster_private.py pins 
 behaviour, so a Dagster upgrade that changes it fails that test rather than production.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
 # Run tags Dagster sets and exports no constant for (dagster._core.storage.tags): every run a
 # declarative-automation tick launches, directly or through a backfill, carries
 # AUTOMATION_RUN_TAG = "true"; every run of a backfill carries BACKFILL_RUN_TAG = its id. The
@@ -14,3 +20,81 @@ behaviour, so a Dagster upgrade that changes it fails that test rather than prod
 # its tables: the CLI, the UI's Materialize, any backfill's runs (defs/checks.py, rides_along).
 AUTOMATION_RUN_TAG = "dagster/from_automation_condition"
 BACKFILL_RUN_TAG = "dagster/backfill"
+
+RUN_PAGE = 1000  # a run's events read per query
+
+
+def run_event_records(instance: dg.DagsterInstance, run_id: str,
+                      event_types: set[dg.DagsterEventType]) -> list[dg.EventLogRecord]:
+    """A run's events of `event_types`, in the order they were stored (completion order).
+
+    Why: the alerts read the check evaluations and step failures of each run that ended. Public
+    APIs read materializations, observations and run status changes only (`fetch_*`); the run's
+    own records come from `DagsterInstance.get_records_for_run` (the method behind the public
+    `RunFailureSensorContext.get_step_failure_events`), not marked public."""
+    records: list[dg.EventLogRecord] = []
+    cursor = None
+    while True:
+        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=event_types, limit=RUN_PAGE)
+        records.extend(page.records)
+        if not page.has_more:
+            return records
+        cursor = page.cursor
+
+
+def step_failure_text(event: dg.DagsterEvent) -> str:
+    """The cause of a failed step in one or two lines: a `dg.Failure`'s description, else the
+    innermost error the step raised ('ValueError: ...'), not Dagster's wrapper around it.
+
+    Why: a STEP_FAILURE event carries a `StepFailureData` (error info, a Failure's description),
+    which Dagster documents only through `event.event_specific_data.error` in the
+    `RunFailureSensorContext.get_step_failure_events` example; its classes are not exported."""
+    data = event.event_specific_data
+    user = getattr(data, "user_failure_data", None)
+    if user is not None and user.description:
+        return user.description
+    error = getattr(data, "error", None)
+    if error is None:
+        return event.message or "no error message"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip() or error.cls_name or "no error message"
+
+
+@dataclass(frozen=True)
+class FreshnessChange:
+    storage_id: int
+    asset_key: dg.AssetKey
+    previous_state: str  # PASS, WARN, FAIL, UNKNOWN, NOT_APPLICABLE
+    new_state: str
+
+
+def freshness_changes(instance: dg.DagsterInstance, after: int | None, limit: int) -> list[FreshnessChange]:
+    """The freshness state changes stored after storage id `after` (None: only the latest one),
+    oldest first.
+
+    Why: the daemon records a table's freshness policy turning FAIL as a FRESHNESS_STATE_CHANGE
+    event; no `fetch_*` method reads those (the instance's `get_event_records` is deprecated, so
+    the event log storage's is used) and their payload class, `FreshnessStateChange`, is not
+    exported."""
+    records = instance.event_log_storage.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.FRESHNESS_STATE_CHANGE, after_cursor=after),
+        limit=limit if after is not None else 1, ascending=after is not None,
+    )
+    changes = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        change = event.event_specific_data if event else None
+        if change is not None:
+            changes.append(FreshnessChange(record.storage_id, change.key, change.previous_state.value,
+                                           change.new_state.value))
+    return changes
+
+
+def set_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> None:
+    """What `dagster instance concurrency set POOL LIMIT` does.
+
+    Why: pool limits live in the instance's storage and Dagster offers the CLI command, not a
+    public Python API (the event log storage's `set_concurrency_slots` is what the command calls)."""
+    instance.event_log_storage.set_concurrency_slots(pool, limit)
+
