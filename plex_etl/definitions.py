@@ -27,6 +27,7 @@ from plex_etl.defs.automation import (
 )
 from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
+from plex_etl.defs.dead_runs import dead_runs_sensor
 from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
@@ -102,7 +103,7 @@ def _combine(
         asset_checks=[c for b in parts for c in b.checks],
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
-            views_sensor(), alerts_sensor, *(s for b in parts for s in b.sensors),
+            views_sensor(), alerts_sensor, dead_runs_sensor, *(s for b in parts for s in b.sensors),
         ],
         schedules=[s for b in parts for s in b.schedules],
         jobs=[j for b in parts for j in b.jobs],

@@ -74,3 +74,24 @@ def test_a_pool_limit_is_what_the_cli_sets(tmp_path):
     with sqlite_instance(tmp_path) as instance:
         dagster_private.set_pool_limit(instance, "mysql_plex", 3)
         assert instance.event_log_storage.get_concurrency_info("mysql_plex").slot_count == 3
+
+
+def test_a_runs_process_id_and_what_releasing_a_dead_run_does(tmp_path):
+    import os
+
+    with sqlite_instance(tmp_path) as instance:
+        assert dagster_private.instance_on_this_machine(instance)
+        done = dg.materialize([pinned], instance=instance)
+        assert dagster_private.run_process_id(instance, done.run_id) == os.getpid()  # executed in this process
+
+        run = instance.add_run(dg.DagsterRun(job_name="stands_for_a_killed_run", status=dg.DagsterRunStatus.STARTED))
+        dagster_private.set_pool_limit(instance, "mysql_plex", 1)
+        storage = instance.event_log_storage
+        assert storage.claim_concurrency_slot("mysql_plex", run.run_id, "extraction").is_claimed
+        dagster_private.fail_run(instance, run, "its process is gone")
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert [e.message for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)] == [
+            "its process is gone"]
+        dagster_private.free_run_slots(instance, run.run_id)
+        assert storage.get_concurrency_info("mysql_plex").active_run_ids == set()
+    assert dagster_private.instance_on_this_machine(dg.DagsterInstance.ephemeral())

@@ -98,3 +98,47 @@ def set_pool_limit(instance: dg.DagsterInstance, pool: str, limit: int) -> None:
     public Python API (the event log storage's `set_concurrency_slots` is what the command calls)."""
     instance.event_log_storage.set_concurrency_slots(pool, limit)
 
+
+
+def run_process_id(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The process that executes a run's steps (the in-process executor) or hands them out (the
+    multiprocess executor), as Dagster recorded it when the run began executing; None before.
+
+    Why: Dagster keeps a run's process id only in the metadata of that engine event ("Executing
+    steps in process (pid: N)", "... parent process (pid: N)"); a run executed by the CLI has no
+    run launcher to ask about its worker."""
+    page = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=50)
+    for record in page.records:
+        event = record.event_log_entry.dagster_event
+        data = event.engine_event_data if event else None
+        pid = (data.metadata or {}).get("pid") if data else None
+        if pid is not None and (event.message or "").startswith("Executing steps"):
+            return int(pid.value)
+    return None
+
+
+def instance_on_this_machine(instance: dg.DagsterInstance) -> bool:
+    """Whether every process of the instance runs on this machine: its runs live in SQLite (or in
+    memory), which no two machines share. Only there does a process id name a run's process.
+
+    Why: the instance's storage classes are not exported."""
+    from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
+
+    return isinstance(instance.run_storage, (SqliteRunStorage, InMemoryRunStorage))
+
+
+def fail_run(instance: dg.DagsterInstance, run: dg.DagsterRun, message: str) -> None:
+    """Mark a run that cannot report its end itself (its process is gone) as failed.
+
+    Why: what a run launcher's health check and run monitoring do (`report_run_failed`); there is
+    no public API for it."""
+    instance.report_run_failed(run, message)
+
+
+def free_run_slots(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Free the pool slots a run holds and drop its steps waiting for one.
+
+    Why: what run monitoring does `free_slots_after_run_end_seconds` after a run ended (the event
+    log storage's `free_concurrency_slots_for_run`); without a daemon nothing else does."""
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
