@@ -198,3 +198,25 @@ def test_the_code_location_runs_the_alert_sensor():
 
     assert alerts_sensor in defs.sensors and alerts_sensor.name == ALERT_SENSOR
     assert alerts_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_small_batches_skip_nothing(instance):
+    """Read a few events per tick (here one per stream), the streams interleaved: every event
+    comes, once, in storage order."""
+    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+    from plex_etl.defs.alerts import pending_events
+
+    for i in range(2):
+        dg.materialize([failing_load, checked], instance=instance, raise_on_error=False)
+        dg.materialize([orders], instance=instance)
+        instance.report_runless_asset_event(FreshnessStateChange(
+            key=dg.AssetKey(f"t{i}"), new_state=FreshnessState.FAIL if i % 2 else FreshnessState.WARN,
+            previous_state=FreshnessState.PASS, state_change_timestamp=time.time()))
+    everything = [e.storage_id for e in pending_events(instance, 0)]
+    assert len(everything) == 6
+    seen, after = [], 0
+    while batch := pending_events(instance, after, limit=1):
+        seen += [e.storage_id for e in batch]
+        after = batch[-1].storage_id
+    assert seen == everything

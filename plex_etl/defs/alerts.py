@@ -47,7 +47,7 @@ RUN_ENDS = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS, dg
 
 @dataclass(frozen=True)
 class Ended:
-    """One event to report: a run that ended, or a table's freshness turning FAIL."""
+    """One event after the cursor: a run that ended, or a change of a table's freshness."""
 
     storage_id: int
     run: dg.DagsterRun | None = None
@@ -137,26 +137,24 @@ def run_messages(instance: dg.DagsterInstance, ended: Ended) -> list[str]:
 
 
 def pending_events(instance: dg.DagsterInstance, after: int, limit: int = ALERT_BATCH) -> list[Ended]:
-    """Runs that ended and freshness changes to FAIL stored after `after`, oldest first. Each
-    stream is read up to `limit`; events beyond the end of a full stream wait for the next tick,
+    """Runs that ended and freshness changes stored after `after`, oldest first. Each stream is
+    read up to `limit`; events beyond the last one read of a full stream wait for the next tick,
     so that none is skipped."""
     streams: list[list[Ended]] = []
     for event_type in RUN_ENDS:
         records = instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type=event_type, after_storage_id=after), limit=limit, ascending=True,
         ).records
-        streams.append([Ended(r.storage_id, failed=event_type == dg.DagsterEventType.RUN_FAILURE,
-                              run_failure_message=r.event_log_entry.message or "") for r in records])
         run_ids = [r.event_log_entry.run_id for r in records]
         runs = {r.dagster_run.run_id: r.dagster_run for r in instance.get_run_records(
             filters=dg.RunsFilter(run_ids=run_ids))} if run_ids else {}
-        streams[-1] = [Ended(e.storage_id, runs.get(run_id), e.failed, e.run_failure_message)
-                       for e, run_id in zip(streams[-1], run_ids, strict=True)]
-    streams.append([Ended(c.storage_id, stale_table=c.asset_key.to_user_string(), was=c.previous_state)
-                    for c in freshness_changes(instance, after, limit) if c.new_state == "FAIL"])
-    # A freshness stream is cut on every change read, not only the FAILs kept: the last id read.
-    read_up_to = [s[-1].storage_id for s in streams if len(s) >= limit]
-    horizon = min(read_up_to, default=None)
+        streams.append([Ended(r.storage_id, runs.get(r.event_log_entry.run_id),
+                              failed=event_type == dg.DagsterEventType.RUN_FAILURE,
+                              run_failure_message=r.event_log_entry.message or "") for r in records])
+    # Every change, not only those to FAIL: the last one read bounds what this tick may handle.
+    streams.append([Ended(c.storage_id, stale_table=c.asset_key.to_user_string() if c.new_state == "FAIL" else "",
+                          was=c.previous_state) for c in freshness_changes(instance, after, limit)])
+    horizon = min((s[-1].storage_id for s in streams if len(s) >= limit), default=None)
     events = sorted((e for s in streams for e in s), key=lambda e: e.storage_id)
     return [e for e in events if horizon is None or e.storage_id <= horizon]
 
@@ -164,7 +162,7 @@ def pending_events(instance: dg.DagsterInstance, after: int, limit: int = ALERT_
 def messages_of(instance: dg.DagsterInstance, ended: Ended) -> list[str]:
     if ended.stale_table:
         return [f"plex_etl table {ended.stale_table} is stale: its freshness policy failed (was {ended.was})"]
-    if ended.run is None:  # the run was deleted meanwhile
+    if ended.run is None:  # a freshness change that is no failure, or a run deleted meanwhile
         return []
     return run_messages(instance, ended)
 
