@@ -122,6 +122,7 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     import signal
     import subprocess
 
+    _release_dead_runs()
     print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
     # A bulk load plans each table's range with one event, not one per day (Dagster's own switch,
     # which its storages honour): a two-month window of 23 tables is ~800 planned-event writes
@@ -153,12 +154,15 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
             except subprocess.TimeoutExpired:
                 if received and deadline is None:
                     deadline = time.monotonic() + STOP_GRACE_SECONDS
-                if deadline is not None and time.monotonic() > deadline:
+                # A run waiting for a pool slot ignores SIGTERM (Dagster's in-process executor):
+                # with nothing in flight it is stopped at once, a load gets the grace to stop cleanly.
+                if deadline is not None and (time.monotonic() > deadline or not _running_a_step(child.pid)):
                     child.kill()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if received:
+        _release_dead_runs()  # the run of a killed child, with its waiting steps
         print(f"plex-etl: stopped by signal {received[0]} (the run's exit code: {child.returncode})",
               file=sys.stderr, flush=True)
         return 128 + received[0]
@@ -167,6 +171,36 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
         return child.returncode
     print("  run succeeded", flush=True)
     return 0
+
+
+def _instance() -> Any:
+    """The Dagster instance of $DAGSTER_HOME, or None without one (the CLI then uses a temporary one)."""
+    import os
+
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+
+
+def _release_dead_runs() -> None:
+    """Fail the runs whose process was killed and free their pool slots (defs/dead_runs.py)."""
+    from plex_etl.defs.dead_runs import release_dead_runs
+
+    instance = _instance()
+    if instance is not None:
+        with instance:
+            for line in release_dead_runs(instance):
+                print(f"plex-etl: {line}", file=sys.stderr, flush=True)
+
+
+def _running_a_step(pid: int) -> bool:
+    from plex_etl.defs.dead_runs import running_a_step
+
+    instance = _instance()
+    if instance is None:
+        return True  # cannot tell: the grace applies
+    with instance:
+        return running_a_step(instance, pid)
 
 
 def _cmd_replicate(args: argparse.Namespace) -> int:
@@ -379,15 +413,19 @@ def _cmd_accept(args: argparse.Namespace) -> int:
 
 
 def _cmd_pools(args: argparse.Namespace) -> int:
-    """Apply each source's `pool_limit` to the Dagster instance of $DAGSTER_HOME."""
+    """Apply each source's `pool_limit` to the Dagster instance of $DAGSTER_HOME, and free the
+    slots of runs whose process was killed (defs/dead_runs.py)."""
     import dagster as dg
 
+    from plex_etl.defs.dead_runs import release_dead_runs
     from plex_etl.defs.pools import apply_pool_limits
     from plex_etl.sources import load_sources
 
     with dg.DagsterInstance.get() as instance:
         for pool, limit in apply_pool_limits(instance, load_sources().values()).items():
             print(f"pool {pool}: {limit} concurrent extractions")
+        for line in release_dead_runs(instance):
+            print(line)
     return 0
 
 

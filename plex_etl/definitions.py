@@ -16,11 +16,12 @@ import dagster as dg
 
 from plex_etl.catalog.plan import SourcePlan, pending_review_message
 from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
-from plex_etl.defs.alerts import check_and_freshness_alert, run_failure_alert
+from plex_etl.defs.alerts import alerts_sensor
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import reconcile_job, tier_interval, tier_sensors, views_sensor
 from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
+from plex_etl.defs.dead_runs import dead_runs_sensor
 from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
@@ -91,7 +92,7 @@ def _combine(
         asset_checks=[c for b in parts for c in b.checks],
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
-            views_sensor(), run_failure_alert, check_and_freshness_alert, *(s for b in parts for s in b.sensors),
+            views_sensor(), alerts_sensor, dead_runs_sensor, *(s for b in parts for s in b.sensors),
         ],
         jobs=[j for b in parts for j in b.jobs],
         resources=resources,

@@ -1,6 +1,5 @@
 """A tiny code location for test_deploy_daemon.py: partitioned assets in quantio's pool, an
-asset whose blocking check fails, and the project's two alert sensors (the check and
-freshness one ticking every 2 s instead of 60).
+asset whose blocking check fails, and the project's alert sensor (ticking every 2 s instead of 30).
 
 Each step appends one JSON line {asset, partition, run_id, pid, start, end} to
 `$PLEX_ETL_DAEMON_TEST_DIR/steps.jsonl` (`end` is missing for a step that never finished), so
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from plex_etl.defs.alerts import ASSET_ALERT_SENSOR, asset_alert_sensor, run_failure_alert
+from plex_etl.defs.alerts import ALERT_SENSOR, alert_sensor
 
 POOL = "mysql_quantio"  # plex_etl.defs.assets.pool_name of quantio; its pool_limit is 1
 STEP_SECONDS = 3.0
@@ -57,6 +56,6 @@ def checked():
 
 defs = dg.Definitions(
     assets=[extraction, stuck, checked],
-    sensors=[run_failure_alert, asset_alert_sensor(ASSET_ALERT_SENSOR, minimum_interval_seconds=2)],
+    sensors=[alert_sensor(ALERT_SENSOR, minimum_interval_seconds=2)],
     executor=dg.in_process_executor,
 )

@@ -112,3 +112,34 @@ def test_a_column_dropped_in_mysql_is_retired_not_a_failure(env):
     check = evaluations(result)[f"plex/factcabecera:{SCHEMA_CHECK}"]
     assert check.passed and "retired (dropped in MySQL, history kept): dropped_in_mysql" in check.description
     assert check.metadata["retired_columns"].text == "dropped_in_mysql"
+
+
+def test_the_reconciliation_runs_on_its_own_never_riding_along_with_a_load():
+    """Which runs evaluate `warehouse_equals_mysql` (the CLI's own run is in test_replication)."""
+    from plex_etl.defs.checks import RECONCILE_CHECK, rides_along
+    from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG
+
+    table = dg.AssetKey(["plex", "pedidos"])
+    check = dg.AssetCheckKey(table, RECONCILE_CHECK)
+    every_check = frozenset({check, dg.AssetCheckKey(table, ROW_COUNT_CHECK), dg.AssetCheckKey(table, SCHEMA_CHECK)})
+    automation = {AUTOMATION_RUN_TAG: "true"}
+
+    def run(assets, checks, tags=None) -> dg.DagsterRun:
+        return dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=assets, asset_check_selection=checks,
+                             tags=tags or {})
+
+    loads = {
+        "dagster asset materialize": run(frozenset({table}), None),
+        "the UI's Materialize": run(frozenset({table}), every_check),
+        "a UI backfill's run": run(frozenset({table}), every_check, {BACKFILL_RUN_TAG: "b1"}),
+        "a tier tick's backfill run": run(frozenset({table}), every_check, {**automation, BACKFILL_RUN_TAG: "b2"}),
+        "a tier tick's run": run(frozenset({table}), frozenset({dg.AssetCheckKey(table, ROW_COUNT_CHECK)}), automation),
+    }
+    on_its_own = {
+        "its daily condition": run(None, frozenset({check}), automation),
+        "its condition, due with its table's load": run(frozenset({table}), every_check, automation),
+        "the job plex_reconciliation": dg.DagsterRun(job_name="plex_reconciliation"),
+        "the Checks tab": run(frozenset(), frozenset({check})),
+    }
+    assert {name: rides_along(r, check) for name, r in loads.items()} == dict.fromkeys(loads, True)
+    assert {name: rides_along(r, check) for name, r in on_its_own.items()} == dict.fromkeys(on_its_own, False)

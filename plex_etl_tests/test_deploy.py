@@ -1,4 +1,5 @@
-"""Production deployment: the PostgreSQL instance of deploy/dagster.yaml, pools, retries, alerts.
+"""Production deployment: the PostgreSQL instance of deploy/dagster.yaml, pools, retries (alerts:
+test_alerts.py).
 (The Helm values, deploy/k8s and the README's steps: test_deploy_k8s.py; the rendered chart:
 test_deploy_chart.py.)
 
@@ -8,25 +9,14 @@ auth; `.ci/run` starts it); it creates and drops the database `<prefix>_instance
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import dagster as dg
 import pytest
 
-from plex_etl.defs.alerts import (
-    ALERT_WEBHOOK_ENV,
-    ASSET_ALERT_SENSOR,
-    RUN_FAILURE_SENSOR,
-    check_and_freshness_alert,
-    run_failure_alert,
-)
 from plex_etl.defs.pools import apply_pool_limits
 from plex_etl.sources import load_sources
 
@@ -134,155 +124,3 @@ def test_every_table_asset_retries_with_backoff():
     for asset in tables:
         policy = asset.op.retry_policy
         assert policy == dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL), asset.key
-
-
-def test_failure_sensor_is_registered():
-    from plex_etl.definitions import defs
-
-    assert run_failure_alert in defs.sensors and run_failure_alert.name == RUN_FAILURE_SENSOR
-    assert check_and_freshness_alert in defs.sensors and check_and_freshness_alert.name == ASSET_ALERT_SENSOR
-
-
-@dg.asset
-def broken() -> None:
-    raise RuntimeError("the MySQL server went away")
-
-
-def _failure_context(instance: dg.DagsterInstance) -> dg.RunFailureSensorContext:
-    result = dg.materialize([broken], instance=instance, raise_on_error=False)
-    assert not result.success
-    run = instance.get_run_by_id(result.run_id)
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    return dg.build_run_status_sensor_context(
-        sensor_name=RUN_FAILURE_SENSOR, dagster_instance=instance, dagster_run=run, dagster_event=failure
-    ).for_run_failure()
-
-
-class _Webhook(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[dict]] = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append({"content_type": self.headers["Content-Type"], "body": json.loads(body)})
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:
-    _Webhook.received = []
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Webhook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Webhook.received
-    server.shutdown()
-    server.server_close()
-
-
-def test_run_failure_posts_to_the_webhook(webhook, monkeypatch):
-    url, received = webhook
-    monkeypatch.setenv(ALERT_WEBHOOK_ENV, url)
-    with dg.instance_for_test() as instance:
-        run_failure_alert(_failure_context(instance))
-    assert len(received) == 1
-    assert received[0]["content_type"] == "application/json"
-    text = received[0]["body"]["text"]
-    assert "failed" in text and "broken" in text
-
-
-def test_run_failure_without_webhook_logs_and_posts_nothing(webhook, monkeypatch):
-    _url, received = webhook
-    monkeypatch.delenv(ALERT_WEBHOOK_ENV, raising=False)
-    with dg.instance_for_test() as instance:
-        run_failure_alert(_failure_context(instance))  # no exception
-    assert received == []
-
-
-def test_unreachable_webhook_fails_the_tick(monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"http://127.0.0.1:{port}/hook")
-    with dg.instance_for_test() as instance, pytest.raises(OSError, match="Connection refused"):
-        run_failure_alert(_failure_context(instance))
-
-
-@dg.asset(
-    check_specs=[
-        dg.AssetCheckSpec("row_count_matches_mysql", asset="checked", blocking=True),
-        dg.AssetCheckSpec("no_orphans_x", asset="checked"),
-    ]
-)
-def checked():
-    yield dg.Output(1)
-    yield dg.AssetCheckResult(check_name="row_count_matches_mysql", passed=False, description="3 rows, MySQL has 4")
-    yield dg.AssetCheckResult(check_name="no_orphans_x", passed=False, severity=dg.AssetCheckSeverity.WARN)
-
-
-CHECKED = dg.Definitions(assets=[checked])
-
-
-def _tick(instance: dg.DagsterInstance, cursor: str | None) -> str:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=CHECKED)
-    check_and_freshness_alert(context)
-    assert context.cursor
-    return context.cursor
-
-
-def test_failed_blocking_check_and_stale_table_are_posted_once(webhook, monkeypatch):
-    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
-
-    url, received = webhook
-    monkeypatch.setenv(ALERT_WEBHOOK_ENV, url)
-
-    def freshness(key: str, new: FreshnessState, old: FreshnessState) -> None:
-        instance.report_runless_asset_event(
-            FreshnessStateChange(key=dg.AssetKey(key), new_state=new, previous_state=old,
-                                 state_change_timestamp=1.0)
-        )
-
-    with dg.instance_for_test() as instance:
-        freshness("before_the_sensor", FreshnessState.FAIL, FreshnessState.PASS)
-        cursor = _tick(instance, None)  # first tick: history is not posted
-        assert received == []
-
-        result = dg.materialize([checked], instance=instance, raise_on_error=False)
-        assert not result.success  # the blocking check failed the run
-        freshness("quantio/orders", FreshnessState.WARN, FreshnessState.PASS)  # not a failure
-        freshness("quantio/orders", FreshnessState.FAIL, FreshnessState.WARN)
-        freshness("quantio/orders", FreshnessState.PASS, FreshnessState.FAIL)  # recovery: not posted
-        cursor = _tick(instance, cursor)
-        texts = [r["body"]["text"] for r in received]
-        assert all(r["content_type"] == "application/json" for r in received)
-        assert len(texts) == 2, texts
-        assert "blocking check row_count_matches_mysql failed on checked" in texts[0]
-        assert "3 rows, MySQL has 4" in texts[0] and result.run_id in texts[0]
-        assert "quantio/orders is stale" in texts[1] and "was WARN" in texts[1]
-
-        _tick(instance, cursor)  # nothing new: nothing posted again
-        assert len(received) == 2
-
-
-def test_check_alert_not_lost_when_the_webhook_is_down(webhook, monkeypatch):
-    import socket
-
-    url, received = webhook
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with dg.instance_for_test() as instance:
-        cursor = _tick(instance, None)
-        dg.materialize([checked], instance=instance, raise_on_error=False)
-        monkeypatch.setenv(ALERT_WEBHOOK_ENV, f"http://127.0.0.1:{port}/hook")
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=CHECKED)
-        with pytest.raises(OSError, match="Connection refused"):
-            check_and_freshness_alert(context)
-        monkeypatch.setenv(ALERT_WEBHOOK_ENV, url)
-        _tick(instance, cursor)  # the tick that failed left the cursor where it was
-        assert len(received) == 1 and "row_count_matches_mysql" in received[0]["body"]["text"]

@@ -29,7 +29,7 @@ import pytest
 import yaml
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
 
-from plex_etl.defs.alerts import ALERT_WEBHOOK_ENV, ASSET_ALERT_SENSOR
+from plex_etl.defs.alerts import ALERT_SENSOR, ALERT_WEBHOOK_ENV
 from plex_etl.defs.pools import apply_pool_limits
 from plex_etl.sources import load_sources
 from plex_etl_tests import daemon_location
@@ -296,7 +296,7 @@ def test_daemon_posts_failed_check_failed_run_and_stale_table_once(daemon, webho
     instance, _steps_dir = daemon
     _url, received = webhook
     _wait("the alert sensor's first tick", lambda: any(
-        s.name == ASSET_ALERT_SENSOR and s.instigator_data and s.instigator_data.cursor
+        s.name == ALERT_SENSOR and s.instigator_data and s.instigator_data.cursor
         for s in instance.all_instigator_state()), timeout=60)
     received.clear()
     backfill_id = _backfill(instance, daemon_location.checked, None)
@@ -310,10 +310,12 @@ def test_daemon_posts_failed_check_failed_run_and_stale_table_once(daemon, webho
         return [t for t in received if run.run_id in t or "extraction is stale" in t]
 
     _wait("three alerts", lambda: len(ours()) >= 3, timeout=60)
-    time.sleep(6)  # a few more ticks of both sensors: nothing is posted twice
+    time.sleep(6)  # a few more ticks: nothing is posted twice
     mine = ours()
     assert len(mine) == 3, mine
-    [check] = [t for t in mine if "blocking check row_count_matches_mysql failed on checked" in t]
+    check, failure = mine[:2]  # the run's check, then the run, in the order they completed
+    assert check.startswith("plex_etl blocking check row_count_matches_mysql failed on checked")
     assert "3 rows, MySQL has 4" in check
-    assert any(f"run {run.run_id}" in t and "failed" in t for t in mine if t != check)  # the run failure
-    assert any("extraction is stale" in t for t in mine)
+    assert failure.startswith(f"plex_etl run {run.run_id}") and "Steps failed" not in failure
+    assert "blocking check failed: row_count_matches_mysql on checked (its alert above has the cause)" in failure
+    assert "extraction is stale" in mine[2]

@@ -196,6 +196,17 @@ def test_cli_materialize_one_partition(env, tmp_path):
     mysql = mysql_rows(env["plex"], f"SELECT COUNT(*) FROM pedidos WHERE DATE(FechaDesde) = '{day}'")[0][0]
     assert warehouse_count(env, "pedidos", day) == mysql
     assert "RUN_SUCCESS" in completed.stderr + completed.stdout
+    # The load's blocking checks ran with it; the whole-table reconciliation did not ride along
+    # (it runs on its own: daily, the job plex_reconciliation, or the Checks tab).
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        [run] = instance.get_run_records()
+        evaluations = instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        checks = {e.dagster_event.event_specific_data.check_name for e in evaluations}
+        assert {"schema_matches_catalog", "row_count_matches_mysql"} <= checks
+        assert "warehouse_equals_mysql" not in checks
+        planned = instance.all_logs(run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+        # Dagster selects every check of a table it loads; the reconciliation skipped itself.
+        assert "warehouse_equals_mysql" in {e.dagster_event.event_specific_data.check_name for e in planned}
 
 
 def test_cli_partition_range_is_one_run(env, tmp_path):

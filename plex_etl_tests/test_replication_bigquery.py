@@ -21,6 +21,7 @@ from plex_etl.warehouse.bigquery import STAGING_INFIX, BigQueryWarehouse
 from plex_etl_tests import bq_emulator
 from plex_etl_tests import test_fidelity as fidelity
 from plex_etl_tests import test_replication as local
+from plex_etl_tests import test_retries as retries
 from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
@@ -180,6 +181,19 @@ def test_every_row_lands_exactly_once_on_bigquery(env, monkeypatch, tmp_path):
     reconciliation check red and reloading the partitions it names repairs it."""
     monkeypatch.setenv("PLEX_ETL_DATASET", "complete")
     scenario_every_row_exactly_once(env["warehouse"], "complete", monkeypatch, tmp_path).drop()
+
+
+def test_a_value_bigquery_cannot_hold_fails_once_and_stays_with_its_table(env, monkeypatch, tmp_path):
+    """test_retries.py's scenario on BigQuery, with a DECIMAL(65,30) extreme beside the boolean
+    that holds a 2: each failing table fails its step once (no 30 s + 90 s of retries), leaves no
+    empty table, and the healthy table's load, checks and reconciliation go on."""
+    extreme = "9" * 35 + "." + "9" * 30
+    day = retries.DAY
+    montos = ("CREATE TABLE montos (IdMonto INT NOT NULL PRIMARY KEY, Fecha DATETIME NOT NULL, "
+              "Valor DECIMAL(65,30));\n"
+              f"INSERT INTO montos VALUES (1, '{day} 09:00:00', {extreme}), (2, '{day} 10:00:00', -{extreme})")
+    retries.scenario_a_conversion_error_stays_with_its_table(env["warehouse"], monkeypatch, tmp_path,
+                                                             extra_broken={"montos": montos})
 
 
 def test_json_number_beyond_float64_does_not_fail_the_load(env, monkeypatch, tmp_path):

@@ -22,6 +22,7 @@ from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.defs.automation import freshness_policy, table_condition, tier_schedule_table
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
+from plex_etl.defs.retries import only_transient_retried
 from plex_etl.extract.spec import (
     ReplicatedTable,
     narrow_bounds,
@@ -167,6 +168,7 @@ def build_table_asset(
         description=describe_table(source, plan, table_plan, table),
         metadata=metadata,
     )
+    @only_transient_retried
     def _table_asset(context: dg.AssetExecutionContext, config: TableLoadConfig, mysql: MySQLResource,
                      warehouse: WarehouseResource):
         today = source_today(source)

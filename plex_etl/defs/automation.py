@@ -179,9 +179,9 @@ RECONCILE_CRON = "30 4 * * *"  # off-peak: the pharmacies are closed, the night 
 
 
 def reconcile_condition(time_zone: str) -> dg.AutomationCondition:
-    """The whole-table reconciliation check: daily at RECONCILE_CRON. A check with its own
-    condition runs only when that condition fires (or when launched by hand), never riding
-    along with every load of its table: it reads the whole table on both sides."""
+    """The whole-table reconciliation check: daily at RECONCILE_CRON. It reads the whole table
+    on both sides, so it skips itself in the runs that load its table and merely select every
+    check of it (defs/checks.py, rides_along)."""
     return dg.AutomationCondition.cron_tick_passed(RECONCILE_CRON, time_zone).since_last_handled().with_label(
         f"daily reconciliation ({RECONCILE_CRON}, {time_zone})"
     )

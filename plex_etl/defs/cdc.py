@@ -107,14 +107,14 @@ def cdc_sensor(source: Source, job: dg.JobDefinition) -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"Launches {job.name} every {SENSOR_SECONDS} s while no run of it is queued or running.")
     def _sensor(context: dg.SensorEvaluationContext):
-        active = context.instance.get_runs(
+        active = context.instance.get_run_records(
             filters=dg.RunsFilter(job_name=job.name, statuses=[
                 dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                 dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]),
             limit=1,
         )
         if active:
-            return dg.SkipReason(f"{job.name} run {active[0].run_id} is still in progress")
+            return dg.SkipReason(f"{job.name} run {active[0].dagster_run.run_id} is still in progress")
         return dg.RunRequest()
 
     return _sensor

@@ -1,6 +1,7 @@
 """Asset checks: the warehouse agrees with the catalog (schema), with MySQL (row counts) and
 with itself (no child row without its parent)."""
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Mapping
@@ -12,10 +13,12 @@ import dagster as dg
 
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
-from plex_etl.defs.automation import reconcile_condition
+from plex_etl.defs.automation import RECONCILE_CRON, reconcile_condition
+from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG, run_event_records
 from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS, within
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
+from plex_etl.defs.retries import describe
 from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_table_name
 from plex_etl.extract.stream import describe_days
 from plex_etl.reconcile import reconcile_table
@@ -184,9 +187,9 @@ def run_materialization(context: dg.AssetCheckExecutionContext, key: dg.AssetKey
     latest = context.instance.get_latest_materialization_event(key)
     if latest is not None and (latest.run_id == context.run.run_id or key not in (context.run.asset_selection or ())):
         return latest.asset_materialization
-    entries = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-    for entry in reversed(entries):
-        materialization = entry.asset_materialization
+    records = run_event_records(context.instance, context.run.run_id, {dg.DagsterEventType.ASSET_MATERIALIZATION})
+    for record in reversed(records):
+        materialization = record.event_log_entry.asset_materialization
         if materialization is not None and materialization.asset_key == key:
             return materialization
     return latest.asset_materialization if latest else None
@@ -310,7 +313,9 @@ RECONCILE_CHECK = "warehouse_equals_mysql"
 
 def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
     """One check per table: the whole table, day by day, in MySQL and in the warehouse
-    (counts and key hashes; `plex_etl.reconcile`). Run daily off-peak by its schedule.
+    (counts and key hashes; `plex_etl.reconcile`). Run daily off-peak by its own condition, by
+    the job `<source>_reconciliation` or from a table's Checks tab; never with a load of its
+    table. A table that cannot be compared fails its own check, not the others'.
 
     Fails (ERROR) when a day the next tick will not reload differs: a hard delete, a row
     moved out of reach, a day missed by an outage. A difference only within the table's
@@ -333,33 +338,75 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
 
     @dg.multi_asset_check(name=f"{source.name}_reconciliation_checks", specs=list(specs.values()), can_subset=True)
     def _reconcile(context: dg.AssetCheckExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource):
+        selected = [k for k in context.selected_asset_check_keys if not rides_along(context.run, k)]
+        riding = sorted({k.asset_key.to_user_string() for k in context.selected_asset_check_keys} - {
+            k.asset_key.to_user_string() for k in selected})
+        if riding:
+            context.log.info(
+                f"{RECONCILE_CHECK} not run for {', '.join(riding)}: this run loads them, and the whole-table "
+                f"comparison runs on its own (daily at {RECONCILE_CRON}, the job {source.name}_reconciliation, "
+                "or the table's Checks tab)"
+            )
+        if not selected:
+            return
         store = warehouse.get()
         today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
         with mysql.connect(source.name) as connection:
-            for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
+            for check_key in sorted(selected, key=lambda k: k.asset_key.to_user_string()):
                 table = by_key[check_key]
                 spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
-                result = reconcile_table(connection, store, spec, today)
-                settled = result.differences_before(today - dt.timedelta(days=plan.lookback_for(spec.plan) - 1))
-                context.log.info(result.describe())
-                yield dg.AssetCheckResult(
-                    asset_key=check_key.asset_key,
-                    check_name=check_key.name,
-                    passed=result.equal,
-                    severity=dg.AssetCheckSeverity.ERROR if settled or result.equal else dg.AssetCheckSeverity.WARN,
-                    description=result.describe()[:2000],
-                    metadata={
-                        "mysql_rows": dg.IntMetadataValue(result.mysql_rows),
-                        "warehouse_rows": dg.IntMetadataValue(result.warehouse_rows),
-                        "days_differing": dg.IntMetadataValue(len(result.differences)),
-                        "days_differing_before_lookback": dg.IntMetadataValue(len(settled)),
-                        "keys_compared": dg.BoolMetadataValue(result.keys_compared),
-                        "partitions_to_reload": dg.TextMetadataValue(
-                            ", ".join(str(d) for d in result.partitions_to_reload(today)) or "none"
-                        ),
-                        "repair": dg.TextMetadataValue(f"plex-etl reconcile --source {source.name} "
-                                                       f"--table {table} --repair"),
-                    },
-                )
+                try:
+                    evaluation = reconcile_result(connection, store, spec, plan, check_key, today)
+                except Exception as exc:  # one table that cannot be compared must not hide the others
+                    with contextlib.suppress(Exception):
+                        connection.rollback()  # the next table's queries start clean
+                    context.log.error(f"{source.name}.{table}: {describe(exc)}")
+                    yield dg.AssetCheckResult(
+                        asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
+                        severity=dg.AssetCheckSeverity.ERROR,
+                        description=f"{source.name}.{table} could not be compared: {describe(exc)}"[:2000],
+                    )
+                    continue
+                context.log.info(evaluation.description or "")
+                yield evaluation
 
     return _reconcile
+
+
+def rides_along(run: dg.DagsterRun, check: dg.AssetCheckKey) -> bool:
+    """Whether `check` is in `run` only because the run loads its table: `dagster asset
+    materialize`, the UI's Materialize and every backfill's runs (a tier tick's included) select
+    all checks of the tables they load. It runs when its own condition requested it (automation
+    names it in a run of its own, or beside its table's load when both are due in one tick), from
+    the job `<source>_reconciliation` and from the Checks tab (runs that load nothing)."""
+    if check.asset_key not in (run.asset_selection or ()):
+        return False
+    by_its_condition = (run.tags.get(AUTOMATION_RUN_TAG) == "true" and BACKFILL_RUN_TAG not in run.tags
+                        and check in (run.asset_check_selection or ()))
+    return not by_its_condition
+
+
+def reconcile_result(connection: Any, store: Warehouse, spec: ReplicatedTable, plan: SourcePlan,
+                     check_key: dg.AssetCheckKey, today: dt.date) -> dg.AssetCheckResult:
+    """The whole-table comparison of one table as the result of its `warehouse_equals_mysql`."""
+    result = reconcile_table(connection, store, spec, today)
+    settled = result.differences_before(today - dt.timedelta(days=plan.lookback_for(spec.plan) - 1))
+    return dg.AssetCheckResult(
+        asset_key=check_key.asset_key,
+        check_name=check_key.name,
+        passed=result.equal,
+        severity=dg.AssetCheckSeverity.ERROR if settled or result.equal else dg.AssetCheckSeverity.WARN,
+        description=result.describe()[:2000],
+        metadata={
+            "mysql_rows": dg.IntMetadataValue(result.mysql_rows),
+            "warehouse_rows": dg.IntMetadataValue(result.warehouse_rows),
+            "days_differing": dg.IntMetadataValue(len(result.differences)),
+            "days_differing_before_lookback": dg.IntMetadataValue(len(settled)),
+            "keys_compared": dg.BoolMetadataValue(result.keys_compared),
+            "partitions_to_reload": dg.TextMetadataValue(
+                ", ".join(str(d) for d in result.partitions_to_reload(today)) or "none"
+            ),
+            "repair": dg.TextMetadataValue(f"plex-etl reconcile --source {spec.source} "
+                                           f"--table {spec.name} --repair"),
+        },
+    )

@@ -11,6 +11,7 @@ import datetime as dt
 import dagster as dg
 
 from plex_etl.defs.resources import WarehouseResource
+from plex_etl.defs.retries import retried_only_if_transient
 from plex_etl.extract.stream import PartitionStream, describe_days
 from plex_etl.replicate import PartitionLoad, replicate_partition
 from plex_etl.typemap import FIXES
@@ -99,13 +100,9 @@ class WarehouseIOManager(dg.IOManager):
     def handle_output(self, context: dg.OutputContext, obj: PartitionStream) -> None:
         if not isinstance(obj, PartitionStream):
             raise dg.Failure(f"{context.asset_key.to_user_string()}: expected a PartitionStream")
-        store = self.warehouse.get()
-        try:
+        with retried_only_if_transient(context.asset_key.to_user_string()):
+            store = self.warehouse.get()
             load = replicate_partition(store, obj)
-        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt) as exc:
-            # A stopped run (SIGTERM, Ctrl-C, a terminated run) fails now: with the retry policy
-            # Dagster would otherwise schedule the interrupted step again after its delay.
-            raise dg.Failure(f"{context.asset_key.to_user_string()}: interrupted", allow_retries=False) from exc
         metadata = load_metadata(load, store.kind)
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
         if len(keys) <= 1:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from plex_etl.defs.assets import pool_name
+from plex_etl.defs.dagster_private import set_pool_limit
 from plex_etl.sources import Source
 
 
@@ -25,5 +26,5 @@ def apply_pool_limits(instance: dg.DagsterInstance, sources: Iterable[Source]) -
     """Set each source's pool to its `pool_limit`; returns {pool: limit}."""
     limits = pool_limits(sources)
     for pool, limit in limits.items():
-        instance.event_log_storage.set_concurrency_slots(pool, limit)
+        set_pool_limit(instance, pool, limit)
     return limits

@@ -12,12 +12,26 @@ from pydantic import Field
 from plex_etl.catalog.naming import DEFAULT_DATASET
 from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import Source, get_source
-from plex_etl.warehouse.base import Warehouse
+from plex_etl.warehouse.base import Warehouse, WarehouseSettingsError
 
 if TYPE_CHECKING:  # loading Definitions needs no SQLAlchemy
     from sqlalchemy import Connection, Engine
 
 DEFAULT_LOCAL_WAREHOUSE = "warehouse/plex_etl.duckdb"
+WAREHOUSE_KINDS = ("auto", "bigquery", "local")
+# The environment variable behind each warehouse setting (plex_etl.definitions' docstring).
+WAREHOUSE_ENV = {
+    "kind": "PLEX_ETL_WAREHOUSE",
+    "project": "PLEX_ETL_GCP_PROJECT",
+    "dataset": "PLEX_ETL_DATASET",
+    "location": "PLEX_ETL_BIGQUERY_LOCATION",
+    "api_endpoint": "PLEX_ETL_BIGQUERY_ENDPOINT",
+    "local_path": "PLEX_ETL_LOCAL_WAREHOUSE",
+}
+# The settings that say where a load lands, per warehouse kind.
+WHERE = {"bigquery": ("kind", "project", "dataset", "location", "api_endpoint"),
+         "local": ("kind", "dataset", "local_path")}
+WAREHOUSE_KEY = "warehouse"  # the resource's key in the code location (run config: resources.warehouse)
 
 
 class MySQLResource(dg.ConfigurableResource):
@@ -65,20 +79,52 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @property
     def resolved_kind(self) -> str:
+        if self.kind not in WAREHOUSE_KINDS:
+            raise WarehouseSettingsError(
+                f"warehouse kind must be bigquery, local or auto, not {self.kind!r} ({WAREHOUSE_ENV['kind']})"
+            )
         if self.kind == "auto":
             return "bigquery" if self.project else "local"
-        if self.kind not in ("bigquery", "local"):
-            raise dg.DagsterInvalidConfigError(
-                f"warehouse kind must be bigquery, local or auto, not {self.kind!r}", [], None
-            )
         return self.kind
 
+    def check_settings(self) -> None:
+        """Refuse contradictory settings, naming them (nothing may land where nobody chose)."""
+        kind = self.resolved_kind
+        if kind == "bigquery" and not self.project:
+            raise WarehouseSettingsError(
+                f"the bigquery warehouse needs a GCP project: set {WAREHOUSE_ENV['project']} "
+                f"(or resources.{WAREHOUSE_KEY}.config.project)"
+            )
+        bigquery_only = [f"{name}={getattr(self, name)!r} ({WAREHOUSE_ENV[name]})"
+                         for name in ("project", "api_endpoint") if getattr(self, name)]
+        if kind == "local" and bigquery_only:
+            raise WarehouseSettingsError(
+                f"the local warehouse was chosen ({WAREHOUSE_ENV['kind']}=local) with BigQuery settings: "
+                f"{', '.join(bigquery_only)}; unset them or choose bigquery"
+            )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """In a run: refuse contradictory settings, and run config that gives some warehouse
+        settings but drops others the environment sets (Dagster gives a setting left out of run
+        config its default, not the code location's value: a timeout alone would silently move
+        the load from BigQuery to a new local DuckDB file)."""
+        self.check_settings()
+        resources = (context.run.run_config if context.run else {}).get("resources") or {}
+        given = set((resources.get(WAREHOUSE_KEY) or {}).get("config") or {})
+        if given:
+            dropped = dropped_settings(self, given, warehouse_from_environment(checked=False))
+            if dropped:
+                raise WarehouseSettingsError(
+                    f"run config sets resources.{WAREHOUSE_KEY}.config {', '.join(sorted(given))} but not "
+                    f"{', '.join(dropped)}: a setting left out of run config takes its default, not the "
+                    "environment's. Give these too, or leave the warehouse out of the run config."
+                )
+
     def get(self) -> Warehouse:
+        self.check_settings()
         if self.resolved_kind == "bigquery":
             from plex_etl.warehouse.bigquery import BigQueryWarehouse, bigquery_client
 
-            if not self.project:
-                raise dg.Failure("the bigquery warehouse needs a GCP project (PLEX_ETL_GCP_PROJECT)")
             client = bigquery_client(self.project, self.location, self.api_endpoint)
             if self.request_timeout_seconds is None:
                 return BigQueryWarehouse(client, location=self.location)
@@ -100,13 +146,27 @@ class WarehouseResource(dg.ConfigurableResource):
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
 
 
-def warehouse_from_environment() -> WarehouseResource:
-    """The warehouse the environment selects (see plex_etl.definitions for the variables)."""
-    return WarehouseResource(
-        kind=os.getenv("PLEX_ETL_WAREHOUSE", "auto"),
-        project=os.getenv("PLEX_ETL_GCP_PROJECT") or None,
-        dataset=os.getenv("PLEX_ETL_DATASET", DEFAULT_DATASET),
-        location=os.getenv("PLEX_ETL_BIGQUERY_LOCATION") or None,
-        api_endpoint=os.getenv("PLEX_ETL_BIGQUERY_ENDPOINT") or None,
-        local_path=os.getenv("PLEX_ETL_LOCAL_WAREHOUSE", DEFAULT_LOCAL_WAREHOUSE),
-    )
+def warehouse_from_environment(checked: bool = True) -> WarehouseResource:
+    """The warehouse the environment selects (WAREHOUSE_ENV); contradictory settings are refused
+    with their names unless `checked` is False."""
+    defaults = WarehouseResource()
+    values = {name: os.getenv(variable) or getattr(defaults, name) for name, variable in WAREHOUSE_ENV.items()}
+    warehouse = WarehouseResource(**values)
+    if checked:
+        warehouse.check_settings()
+    return warehouse
+
+
+def dropped_settings(run: WarehouseResource, given: set[str], environment: WarehouseResource) -> list[str]:
+    """The settings that decide where `run`'s loads land (for its kind and the environment's) that
+    its run config did not give, while the environment gives them another value: 'project
+    (PLEX_ETL_GCP_PROJECT=p)'. A kind the run config names itself is the operator's choice."""
+    kinds = {run.resolved_kind} if "kind" in given and run.kind != "auto" else {
+        run.resolved_kind, environment.resolved_kind}
+    defaults = WarehouseResource()
+    names = sorted({name for kind in kinds for name in WHERE[kind]})
+    return [
+        f"{name} ({WAREHOUSE_ENV[name]}={getattr(environment, name)})"
+        for name in names
+        if name not in given and getattr(environment, name) != getattr(defaults, name)
+    ]

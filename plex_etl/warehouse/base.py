@@ -38,6 +38,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from plex_etl.errors import TransientError
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -55,6 +57,19 @@ LOAD_MODES: tuple[str, ...] = ("replace", "upsert")
 
 class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message names the table (`dataset.table`)."""
+
+
+class WarehouseSettingsError(WarehouseError, ValueError):
+    """Partial or contradictory warehouse settings; the message names each one."""
+
+
+class WarehouseValueError(WarehouseError, ValueError):
+    """A value the warehouse cannot hold; the message names table, column and value."""
+
+
+class WarehouseTimeout(WarehouseError, TransientError):
+    """A wait for the warehouse ran out (a file lock another process held, a job still running):
+    another attempt may not meet it."""
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ from plex_etl.warehouse.base import (
     TableChanges,
     TargetTable,
     WarehouseError,
+    WarehouseTimeout,
+    WarehouseValueError,
     cdc_staging_table,
     check_mode,
     day_range,
@@ -313,7 +315,12 @@ class BigQueryWarehouse:
                 if path is not None:
                     self._load_staging(target, staging, path, nbytes, stream.rows)
             added = self._ensure_target(target)
-            self._replace(target, staging_name, start, end, mode)
+            try:
+                self._replace(target, staging_name, start, end, mode)
+            except BaseException:
+                if existing is None:  # created by this load: leave no empty table behind
+                    self._drop_if_empty(target)
+                raise
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{name}: load failed: {_message(e)}") from e
         finally:
@@ -427,6 +434,18 @@ class BigQueryWarehouse:
                          target.qualified_name, delay, _message(e))
                 time.sleep(delay)
 
+    def _drop_if_empty(self, target: TargetTable) -> None:
+        """Drop the target table if it holds no row: a first load whose swap failed created it
+        (columns cannot be created inside BigQuery's transaction), and an empty table would read as
+        "loaded, nothing there". A concurrent load that landed rows meanwhile keeps it."""
+        try:
+            table = self._get_table(target.dataset, target.name)
+            if table is not None and not table.num_rows and not table.streaming_buffer:
+                self.client.delete_table(table, not_found_ok=True, retry=self.retry)
+        except gexc.GoogleAPIError as e:  # the failure being raised is the one to report
+            log.warning("%s: could not drop the empty table created by this failed load: %s",
+                        target.qualified_name, _message(e))
+
     def _explain_failure(self, target: TargetTable, staging_name: str) -> None:
         """After a failed swap: raise a WarehouseError naming the column and the MySQL value
         when a staged BIGNUMERIC text does not convert (else return: the caller re-raises)."""
@@ -446,7 +465,7 @@ class BigQueryWarehouse:
             return
         for c in wide:
             if row[c] is not None:
-                raise WarehouseError(
+                raise WarehouseValueError(
                     f"{target.qualified_name}: column {c}: MySQL value {row[c]} does not convert "
                     f"to BIGNUMERIC in this warehouse; target left unchanged"
                 )
@@ -704,7 +723,7 @@ def wait_for_job(
             if timeout is not None and waited >= timeout:
                 with contextlib.suppress(Exception):
                     job.cancel()
-                raise WarehouseError(
+                raise WarehouseTimeout(
                     f"{what}: BigQuery job {job.job_id} still running after {waited:.0f} s "
                     "(request_timeout_seconds); cancelled"
                 ) from None

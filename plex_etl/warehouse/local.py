@@ -39,6 +39,7 @@ from plex_etl.warehouse.base import (
     TableChanges,
     TargetTable,
     WarehouseError,
+    WarehouseTimeout,
     cdc_staging_table,
     check_mode,
     day_range,
@@ -127,7 +128,7 @@ class LocalWarehouse:
                 if not _is_lock_error(e):
                     raise WarehouseError(f"{what}: cannot open {self.path}: {e}") from e
                 if time.monotonic() >= deadline:
-                    raise WarehouseError(
+                    raise WarehouseTimeout(
                         f"{what}: DuckDB file {self.path} stayed locked by another process "
                         f"for {self.lock_timeout:.0f} s; giving up ({e})"
                     ) from e
