@@ -201,7 +201,7 @@ def test_json_number_beyond_float64_does_not_fail_the_load(env, monkeypatch, tmp
     unless told to round. One such document must not block the table's load."""
     dataset = "scratch_json"
     monkeypatch.setenv("PLEX_ETL_DATASET", dataset)
-    day = dt.date(2025, 3, 10)
+    day = dt.date.today() - dt.timedelta(days=10)  # inside the rolling window of daily partitions
     scratch = scratch_source(
         monkeypatch, tmp_path, "json",
         f"CREATE TABLE {TABLE} (IdVenta INT NOT NULL PRIMARY KEY, Fecha DATETIME NOT NULL, Datos JSON)",

@@ -28,7 +28,7 @@ from plex_etl.warehouse.local import LocalWarehouse
 from plex_etl_tests.replication import build_defs, materialize
 from plex_etl_tests.test_schema_evolution import SOURCE, scratch_source
 
-DAY = dt.date(2025, 3, 10)
+DAY = dt.date.today() - dt.timedelta(days=10)  # inside the rolling window of daily partitions
 HEALTHY, BROKEN = "ventas", "marcas"
 REQUEST_TIMEOUT = 30.0
 
