@@ -87,6 +87,9 @@ class SourcePlan:
     snapshot_retention_days: int = 90
     tier_lookback_days: dict[str, int] = field(default_factory=dict)
     first_day: dt.date = dt.date(2020, 1, 1)  # the oldest daily partition
+    # Reconciliation hashes every value of a table every day up to this many rows (catalog
+    # estimate); a larger table's values rotate through its days (plex_etl/reconcile.py).
+    value_check_rows: int = 20_000_000
 
     @property
     def captured(self) -> list[str]:
@@ -156,6 +159,7 @@ def load_plan(path: Path, source: str) -> SourcePlan:
         snapshot_retention_days=int(defaults.get("snapshot_retention_days", 90)),
         tier_lookback_days={str(k): int(v) for k, v in (defaults.get("tier_lookback_days") or {}).items()},
         first_day=dt.date.fromisoformat(str(defaults.get("first_day", "2020-01-01"))),
+        value_check_rows=int(defaults.get("value_check_rows", 20_000_000)),
     )
 
 
