@@ -349,7 +349,7 @@ def digest_sql(
         values = _if(dialect, covered, values, "0")
     keys = f"SUM({_hash60(dialect, key)})" if key else "0"
     return (f"SELECT {group} AS g, COUNT(*) AS n, {keys} AS k, SUM({values}) AS v FROM {source}"
-            + condition + " GROUP BY g")
+            + condition + " GROUP BY 1")
 
 
 def _where(*conditions: str | None) -> str:

@@ -23,6 +23,7 @@ days always; counts and keys are compared on every day (canonical.Coverage, `val
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # imported where used: loading Definitions needs no SQLAlchem
     import sqlalchemy as sa
 
 EXAMPLES = 5  # examples named of each kind (missing, extra, changed)
+NAMED_VALUES = 100  # value differences collected per table (the description shows EXAMPLES)
 DRILL_DAYS = 3  # differing days narrowed down to rows
 BUCKET_DIGITS = 2  # hex digits of the key hash added per narrowing level: 256 buckets
 MAX_DIGITS = 8
@@ -53,15 +55,32 @@ class DayDifference:
     mysql: Digest
     warehouse: Digest
 
-    def describe(self) -> str:
+    def describe(self, keyed: bool = True) -> str:
         m, w = self.mysql.rows, self.warehouse.rows
         if m != w:
             what = f"{abs(m - w):,} {'missing' if m > w else 'extra'}"
+        elif not keyed:
+            what = "same count, different rows"
         elif self.mysql.keys != self.warehouse.keys:
             what = "same count, different keys"
         else:
             what = "same keys, different values"
         return f"{self.day}: MySQL {m:,} rows, warehouse {w:,} ({what})"
+
+
+@dataclass(frozen=True)
+class ValueDifference:
+    """A value of a row present on both sides that differs: the row's key, its day, the column
+    and both values as a user reads them."""
+
+    key: str
+    day: dt.date
+    column: str
+    mysql: str
+    warehouse: str
+
+    def describe(self) -> str:
+        return f"{self.key} ({self.day}): {self.column}: MySQL {self.mysql}, warehouse {self.warehouse}"
 
 
 @dataclass
@@ -76,7 +95,7 @@ class TableReconciliation:
     first_day: dt.date
     missing_keys: list[str] = field(default_factory=list)  # examples: in MySQL, not in the warehouse
     extra_keys: list[str] = field(default_factory=list)  # examples: in the warehouse, not in MySQL
-    changed_values: list[str] = field(default_factory=list)  # examples: key, column, both values
+    changed_values: list[ValueDifference] = field(default_factory=list)  # up to NAMED_VALUES
     values: str = "every day"  # the days whose values were compared (Coverage.describe)
     weak_columns: tuple[str, ...] = ()  # compared by NULL-ness only (canonical.py, null_only)
     note: str = ""
@@ -119,7 +138,7 @@ class TableReconciliation:
         if self.equal:
             return f"{head}: equal ({self.basis}{note})"
         lines = [f"{head}: {len(self.differences)} day(s) differ ({self.basis}{note})"]
-        lines += [f"  {d.describe()}" for d in self.differences[:10]]
+        lines += [f"  {d.describe(self.keys_compared)}" for d in self.differences[:10]]
         if len(self.differences) > 10:
             lines.append(f"  ... {len(self.differences) - 10} more days")
         if self.missing_keys:
@@ -127,7 +146,9 @@ class TableReconciliation:
         if self.extra_keys:
             lines.append(f"  extra in the warehouse, e.g. {'; '.join(self.extra_keys)}")
         if self.changed_values:
-            lines.append(f"  values differ, e.g. {'; '.join(self.changed_values)}")
+            shown = "; ".join(v.describe() for v in self.changed_values[:EXAMPLES])
+            more = len(self.changed_values) - EXAMPLES
+            lines.append(f"  values differ, e.g. {shown}" + (f" ({more} more)" if more > 0 else ""))
         return "\n".join(lines)
 
 
@@ -139,6 +160,13 @@ def value_coverage(plan: SourcePlan, spec: ReplicatedTable, today: dt.date) -> C
         return Coverage()
     cycle = math.ceil(spec.table.row_estimate / plan.value_check_rows)
     return Coverage.rolling(cycle, today, today - dt.timedelta(days=plan.lookback_for(spec.plan) - 1))
+
+
+def error_text(exc: Exception) -> str:
+    """One line for a failure while comparing a table: the driver's own message, not the SQL."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error with the statement
+    lines = str(cause).splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
 
 
 def _mysql_digests(connection: sa.Connection, sql: str) -> dict[Any, Digest]:
@@ -242,12 +270,16 @@ def _compare_rows(
 ) -> None:
     """Rows as `rows_sql` selects them: key values, then per column its value and fields."""
     shape = [(c.name, field_count(c)) for c in digest.columns]
+    # Whether a value is NULL is in its fields, but for a float zero (no field) and a column
+    # compared by NULL-ness only: there the value's own NULL-ness (no type map fix applies) is added.
+    marked = [c.canonical.kind in ("float", "null_only") for c in digest.columns]
     key_at = [next(i for i, c in enumerate(digest.columns) if c.name == k.name) for k in digest.key]
 
     def parse(row: tuple) -> tuple[tuple, list[tuple[Any, tuple]]]:
         values, at = [], len(digest.key)
-        for _, width in shape:
-            values.append((row[at], tuple(None if f is None else str(f) for f in row[at + 1:at + 1 + width])))
+        for column, (_, width) in enumerate(shape):
+            fields = tuple(None if f is None else str(f) for f in row[at + 1:at + 1 + width])
+            values.append((row[at], (*fields, row[at] is None) if marked[column] else fields))
             at += 1 + width
         return tuple(row[:len(digest.key)]), values
 
@@ -268,13 +300,19 @@ def _compare_rows(
         side = mysql if examples is result.missing_keys else landed
         for k in sorted(keys, key=repr)[: max(0, EXAMPLES - len(examples))]:
             examples.append(f"{_key_text(side[k][0], names)} ({day})")
+    texts = [c.canonical.kind == "text" for c in digest.columns]
+
+    def value(column: int, side: tuple[Any, tuple]) -> str:
+        # Text as both sides hash it (MySQL's driver turns TIME into a timedelta, latin1 into str).
+        raw, fields = side
+        return _show(fields[1] if texts[column] and fields[1] is not None else raw)
+
     for k in sorted(mysql.keys() & landed.keys(), key=repr):
         (shown, m), (_, w) = mysql[k], landed[k]
-        changed = [(name, m[i][0], w[i][0]) for i, (name, _) in enumerate(shape) if m[i][1] != w[i][1]]
-        if changed and len(result.changed_values) < EXAMPLES:
-            columns = ", ".join(f"{n}: MySQL {_show(a)}, warehouse {_show(b)}" for n, a, b in changed[:3])
-            more = f" (+{len(changed) - 3} more columns)" if len(changed) > 3 else ""
-            result.changed_values.append(f"{_key_text(shown, names)} ({day}): {columns}{more}")
+        for i, (name, _) in enumerate(shape):
+            if m[i][1] != w[i][1] and len(result.changed_values) < NAMED_VALUES:
+                result.changed_values.append(
+                    ValueDifference(_key_text(shown, names), day, name, value(i, m[i]), value(i, w[i])))
 
 
 def _key_text(values: tuple, names: Sequence[str]) -> str:
@@ -291,6 +329,8 @@ def _show(value: object) -> str:
     """A value as a user reads it in a message (both sides alike)."""
     if value is None:
         return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
     if isinstance(value, bytes | bytearray):
         text = "0x" + bytes(value).hex()
     elif isinstance(value, float | int | Decimal):
@@ -299,6 +339,8 @@ def _show(value: object) -> str:
         text = value.isoformat(sep=" ")
     elif isinstance(value, dt.date | dt.time | dt.timedelta):
         text = str(value)
+    elif isinstance(value, dict | list):  # BigQuery's JSON, parsed by its client
+        text = repr(json.dumps(value, ensure_ascii=False))
     else:
         text = repr(str(value))
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 60 else text[:30] + "..." + text[-27:]  # a difference is often at the end

@@ -21,6 +21,7 @@ from plex_etl.warehouse.bigquery import STAGING_INFIX, BigQueryWarehouse
 from plex_etl_tests import bq_emulator
 from plex_etl_tests import test_fidelity as fidelity
 from plex_etl_tests import test_replication as local
+from plex_etl_tests import test_values as values
 from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
@@ -180,6 +181,18 @@ def test_every_row_lands_exactly_once_on_bigquery(env, monkeypatch, tmp_path):
     reconciliation check red and reloading the partitions it names repairs it."""
     monkeypatch.setenv("PLEX_ETL_DATASET", "complete")
     scenario_every_row_exactly_once(env["warehouse"], "complete", monkeypatch, tmp_path).drop()
+
+
+def test_every_value_edit_is_found_and_repaired_on_bigquery(env, kinds, monkeypatch):
+    """test_values.py's scenario: one old value of each type family edited in MySQL is found,
+    named (key, column, both values) and repaired by reloading its day."""
+    monkeypatch.setenv("PLEX_ETL_DATASET", "values_bq")
+    monkeypatch.setenv("PLEX_ETL_CONFIG_DIR", str(kinds.config))
+
+    def repair(defs) -> None:
+        assert materialize(defs, [values.KINDS, values.NOKEY], values.OLD).success
+
+    values.scenario_value_edits(env["warehouse"], "values_bq", kinds, repair)
 
 
 def test_json_number_beyond_float64_does_not_fail_the_load(env, monkeypatch, tmp_path):

@@ -18,7 +18,7 @@ from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_table_name
 from plex_etl.extract.stream import describe_days
-from plex_etl.reconcile import reconcile_table
+from plex_etl.reconcile import error_text, reconcile_table, value_coverage
 from plex_etl.sources import Source
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
 from plex_etl.warehouse.queries import latest_partition, orphan_query
@@ -308,7 +308,8 @@ RECONCILE_CHECK = "warehouse_equals_mysql"
 
 def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
     """One check per table: the whole table, day by day, in MySQL and in the warehouse
-    (counts and key hashes; `plex_etl.reconcile`). Run daily off-peak by its schedule.
+    (counts, key hashes and the hashes of every value; `plex_etl.reconcile`). Run daily off-peak
+    by its own automation condition.
 
     Fails (ERROR) when a day the next tick will not reload differs: a hard delete, a row
     moved out of reach, a day missed by an outage. A difference only within the table's
@@ -321,7 +322,7 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
     specs = {
         t: dg.AssetCheckSpec(
             RECONCILE_CHECK, asset=table_key(source.name, catalog, t),
-            description="the whole table equals MySQL: rows and primary keys of every day, "
+            description="the whole table equals MySQL: the rows, primary keys and values of every day, "
             "including undated, old and future-dated rows",
             automation_condition=reconcile_condition(source.time_zone),
         )
@@ -337,7 +338,18 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
             for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.to_user_string()):
                 table = by_key[check_key]
                 spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
-                result = reconcile_table(connection, store, spec, today)
+                try:
+                    result = reconcile_table(connection, store, spec, today, value_coverage(plan, spec, today))
+                except Exception as exc:  # this table's check fails; the others are still judged
+                    connection.rollback()
+                    context.log.error(f"{source.name}.{table}: cannot compare: {error_text(exc)}")
+                    yield dg.AssetCheckResult(
+                        asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
+                        severity=dg.AssetCheckSeverity.ERROR,
+                        description=f"{source.name}.{table}: cannot compare: {error_text(exc)}"[:2000],
+                        metadata={"error": dg.TextMetadataValue(error_text(exc))},
+                    )
+                    continue
                 settled = result.differences_before(today - dt.timedelta(days=plan.lookback_for(spec.plan) - 1))
                 context.log.info(result.describe())
                 yield dg.AssetCheckResult(
@@ -352,6 +364,11 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
                         "days_differing": dg.IntMetadataValue(len(result.differences)),
                         "days_differing_before_lookback": dg.IntMetadataValue(len(settled)),
                         "keys_compared": dg.BoolMetadataValue(result.keys_compared),
+                        "compared": dg.TextMetadataValue(result.basis),
+                        "values_compared_on": dg.TextMetadataValue(result.values),
+                        "value_differences_named": dg.IntMetadataValue(len(result.changed_values)),
+                        "value_differences": dg.TextMetadataValue(
+                            "\n".join(v.describe() for v in result.changed_values) or "none"),
                         "partitions_to_reload": dg.TextMetadataValue(
                             ", ".join(str(d) for d in result.partitions_to_reload(today)) or "none"
                         ),

@@ -158,7 +158,7 @@ def partition_query(
     return PartitionQuery(
         rows_sql=f"SELECT {columns}, {read.day} AS {PARTITION_COLUMN} FROM {body}",
         # An empty table gives no row rather than a zero: the same "no rows that day".
-        count_sql=f"SELECT {read.day} AS d, COUNT(*) FROM {body} GROUP BY d",
+        count_sql=f"SELECT {read.day} AS d, COUNT(*) FROM {body} GROUP BY 1",
     )
 
 

@@ -470,7 +470,7 @@ class BigQueryWarehouse:
         rows = self._select(
             dataset, table,
             f"SELECT {part} AS d, COUNT(*) AS n FROM {self._ref(dataset, table)} "
-            f"WHERE {day_range(part, start, end)} GROUP BY d ORDER BY d",
+            f"WHERE {day_range(part, start, end)} GROUP BY 1 ORDER BY 1",
         )
         return {r["d"]: int(r["n"]) for r in rows}
 
