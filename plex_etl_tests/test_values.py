@@ -12,6 +12,7 @@ reloading that day. The commands' honesty about empty or failing comparisons is 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -28,7 +29,7 @@ from plex_etl.cli import main
 from plex_etl.defs.checks import RECONCILE_CHECK
 from plex_etl.extract.spec import replicated_table
 from plex_etl.mysql import connect
-from plex_etl.reconcile import TableReconciliation, reconcile_table
+from plex_etl.reconcile import TableReconciliation, reconcile_table, value_coverage
 from plex_etl.sources import get_source, load_sources
 from plex_etl.warehouse.base import Warehouse
 from plex_etl.warehouse.local import LocalWarehouse
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 TODAY = dt.datetime.now(dt.UTC).date()  # the scratch source's time zone is UTC
 FIRST_DAY = TODAY - dt.timedelta(days=10)
 OLD = TODAY - dt.timedelta(days=7)  # outside the lookback (3 days): a difference there is an ERROR
-KINDS, NOKEY = f"{SOURCE}/kinds", f"{SOURCE}/nokey"
+KINDS, NOKEY, HARD_VALUES = f"{SOURCE}/kinds", f"{SOURCE}/nokey", f"{SOURCE}/hard"
 
 SCHEMA = (
     "CREATE TABLE kinds (id INT PRIMARY KEY, created DATE NOT NULL, i INT NULL, u BIGINT UNSIGNED NULL, "
@@ -49,6 +50,34 @@ SCHEMA = (
     "bt BIT(10) NULL, en ENUM('a','b','c') NULL, st SET('x','y','z') NULL, bl BLOB NULL, bn BINARY(4) NULL, "
     "zd DATE NULL, flag TINYINT(1) NULL, ds DOUBLE NULL, y YEAR NULL)",
     "CREATE TABLE nokey (created DATE NOT NULL, what VARCHAR(20), amount DECIMAL(10,2))",
+    # Values whose canonical text is easy to get wrong; never edited: they must compare equal.
+    "CREATE TABLE hard (id INT PRIMARY KEY, created DATE NOT NULL, d DOUBLE, f FLOAT, dsm DECIMAL(15,4), "
+    "u BIGINT UNSIGNED, dtm DATETIME(6), ts TIMESTAMP(6) NULL DEFAULT NULL, dt DATE, tm TIME(6), "
+    "txt VARCHAR(20) CHARACTER SET utf8mb4, lat VARCHAR(20) CHARACTER SET latin1, bl BLOB)",
+)
+HARD = (  # d, f, dsm, u, dtm, ts, dt, tm, txt, lat, bl
+    ("0e0", "0", "0", "0", "'0001-01-01 00:00:00'", "'1970-01-01 00:00:01'", "'0001-01-01'", "'-838:59:59'",
+     "''", "''", "''"),
+    ("-0e0", "-1.5", "-0.0001", "1", "'9999-12-31 23:59:59.999999'", "'2038-01-19 03:14:07.999999'",
+     "'9999-12-31'", "'838:59:59'", "'a|b'", "'|'", "0x00"),
+    ("1e0", "16777216", "99999999999.9999", "9223372036854775808", "'1969-12-31 23:59:59.999999'",
+     "'2000-02-29 12:00:00.000001'", "'1969-12-31'", "'00:00:00.000001'", "'😀 ñ'", "'ñ|'", "NULL"),
+    ("2e0", "3.4028235e38", "0.5", "NULL", "NULL", "NULL", "NULL", "'-00:00:00.5'", "'|'", "'a'", "0xFF00"),
+    ("0.5e0", "1e-45", "-62102.5", "18446744073709551615", "'2020-02-29 00:00:00'", "NULL", "'2020-02-29'",
+     "NULL", "NULL", "NULL", "''"),
+    ("4e0/3", "0.1", "12.3400", "2", "'2020-01-01 00:00:00'", "NULL", "'2020-01-01'", "'24:00:00'", "'12'",
+     "'12'", "0x31"),
+    ("0.1e0+0.2e0", "NULL", "NULL", "3", "'2020-01-01 10:00:00'", "NULL", "NULL", "'100:00:00'", "'1|2'", "'1'",
+     "0x7C"),
+    ("1.7976931348623157e308", "-3.4028235e38", "1", "4", "NULL", "NULL", "NULL", "NULL", "'2'", "NULL", "NULL"),
+    ("5e-324", "1.17549435e-38", "10", "5", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("2.2250738585072014e-308", "1", "100.0100", "6", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("-1e-300", "2", "0.0001", "7", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("9007199254740993e0", "0.5", "-1", "8", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("3.9999999999999996e0", "3.999999", "2.5000", "9", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("1.4142271248762572e0", "1.4142271", "3", "10", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("-123456789.123e0", "123456.79", "4", "11", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
+    ("NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL", "NULL"),
 )
 WIDE = "1" * 65  # DECIMAL(65,0): 65 digits, beyond BIGNUMERIC (a STRING in both warehouses)
 ROWS = 26  # ids 1..ROWS on OLD; 100 yesterday (inside the lookback)
@@ -70,6 +99,8 @@ DATA = (
                                             row(100, TODAY - dt.timedelta(days=1))]),
     f"INSERT INTO nokey VALUES ('{OLD}', 'sale', 10.00), ('{OLD}', 'sale', 10.00), "
     f"('{TODAY - dt.timedelta(days=1)}', 'refund', -3.50)",
+    "DELETE FROM hard", "SET SESSION time_zone = '+00:00'",
+    "INSERT INTO hard VALUES " + ", ".join(f"({i}, '{OLD}', {', '.join(v)})" for i, v in enumerate(HARD, start=1)),
 )
 PLAN = f"""\
 defaults:
@@ -82,6 +113,7 @@ tables:
     tier: standard
     type_overrides: {{js: json, flag: bool, ds: string}}
   nokey: {{strategy: event, date_columns: [created], tier: standard}}
+  hard: {{strategy: event, date_columns: [created], tier: standard}}
 """
 
 
@@ -151,7 +183,7 @@ def reconcile_all(warehouse: Warehouse, dataset: str) -> tuple[dict[str, TableRe
     source = load_sources()[SOURCE]
     results, statements = {}, {}
     with connect(source) as connection:
-        for table in ("kinds", "nokey"):
+        for table in ("kinds", "nokey", "hard"):
             ran: list[str] = []
 
             def count(*args, ran=ran) -> None:
@@ -179,13 +211,13 @@ def scenario_value_edits(warehouse: Warehouse, dataset: str, kinds: Scratch, rep
     `repair(defs)` reloads the partitions reconciliation names, as the warehouse's test chooses."""
     kinds.execute(*DATA)
     defs = build_defs(request_timeout_seconds=30)
-    assert materialize(defs, [KINDS, NOKEY], FIRST_DAY, TODAY).success
+    assert materialize(defs, [KINDS, NOKEY, HARD_VALUES], FIRST_DAY, TODAY).success
 
     # Every family compares equal as loaded (zero dates were fixed to NULL on both sides), and
     # MySQL answered each table with one statement: counts, key and value hashes in one pass.
     results, statements = reconcile_all(warehouse, dataset)
     assert all(r.equal for r in results.values()), "\n".join(r.describe() for r in results.values())
-    assert statements == {"kinds": 1, "nokey": 1}
+    assert statements == {"kinds": 1, "nokey": 1, "hard": 1}
     assert results["kinds"].mysql_rows == ROWS + 1 and results["nokey"].mysql_rows == 3
     weak = ("js",) if warehouse.kind == "bigquery" else ()
     assert results["kinds"].weak_columns == weak
@@ -211,6 +243,19 @@ def scenario_value_edits(warehouse: Warehouse, dataset: str, kinds: Scratch, rep
     assert not nokey.keys_compared and [d.day for d in nokey.differences] == [OLD]
     assert "same count, different rows" in nokey.describe()  # a multiset: one row's hash changed
 
+    # A table too large to hash every value daily rotates through its days, and says so: the edited
+    # day's values are compared on 1 day in 7, the recent days always; counts and keys on every day.
+    catalog, plan = load_source_catalog(SOURCE)
+    spec = replicated_table(catalog, plan, "kinds", dataset)
+    spec = dataclasses.replace(spec, table=dataclasses.replace(spec.table, row_estimate=70_000_000))
+    large = dataclasses.replace(plan, value_check_rows=10_000_000)
+    with connect(load_sources()[SOURCE]) as connection:
+        for day, differs in ((OLD, True), (OLD + dt.timedelta(days=3), False)):
+            coverage = value_coverage(large, spec, day)
+            assert coverage.cycle == 7 and coverage.recent == day - dt.timedelta(days=2)
+            rotated = reconcile_table(connection, warehouse, spec, TODAY, coverage)
+            assert rotated.equal != differs and "values on 1 day in 7" in rotated.describe()
+
     # The daily check is red (ERROR: the day is older than the lookback), naming what differs.
     checks = run_reconciliation(defs)
     for key in (KINDS, NOKEY):
@@ -218,6 +263,8 @@ def scenario_value_edits(warehouse: Warehouse, dataset: str, kinds: Scratch, rep
         assert (passed, severity) == (False, dg.AssetCheckSeverity.ERROR)
         assert metadata["partitions_to_reload"].value == str(OLD)
     assert "dsm: MySQL 62103" in checks[KINDS][2]["value_differences"].value
+
+    assert checks[HARD_VALUES][:2] == (True, dg.AssetCheckSeverity.ERROR)
 
     # Reloading the day the check names repairs every value.
     repair(defs)
