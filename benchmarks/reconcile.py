@@ -13,6 +13,11 @@ round by round and interleaved so that a shared machine's noise hits both alike:
   reconciliation (`git archive <commit> | tar -x -C DIR`): counts and key hashes only.
 Each run must exit 0 (every table equal). Prints the wall and CPU seconds (the reconcile process;
 MariaDB's CPU is another process) of each run, their medians and the median of the per-round ratio.
+
+`--sides` also times each side alone, in this process, table by table, round by round: MySQL's one
+statement per table with values hashed and with no day's values hashed (the rotating coverage's
+cost for a day it skips: counts and key hashes only), and the warehouse's. Seconds per million rows
+of each are what a larger database costs (docs/benchmarks.md extrapolates to the ERP's 113M rows).
 """
 
 from __future__ import annotations
@@ -76,6 +81,52 @@ def prepare(work: Path, scale: float, reload: bool) -> dict[str, str]:
     return env
 
 
+def time_sides(env: dict[str, str], rounds: int) -> None:
+    """MySQL's statement per table with and without values, and the warehouse's, in seconds."""
+    os.environ.update(env)
+    import sqlalchemy as sa
+
+    from plex_etl.canonical import Coverage, Scope
+    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.defs.resources import warehouse_from_environment
+    from plex_etl.extract.spec import replicated_table
+    from plex_etl.extract.sql import digest_query, row_digest
+    from plex_etl.mysql import connect
+    from plex_etl.sources import get_source
+
+    resource = warehouse_from_environment()
+    warehouse = resource.get()
+    catalog, plan = load_source_catalog("plex")
+    specs = [replicated_table(catalog, plan, p.table, resource.dataset) for p in plan.included
+             if p.strategy != "snapshot"]  # snapshots read one day, as their latest snapshot
+    no_values = Coverage(cycle=1_000_000, phase=999_999)  # no day's number matches: no value hashed
+    totals: dict[str, list[float]] = {"MySQL, values": [], "MySQL, no values": [], "warehouse, values": []}
+    rows = 0
+    with connect(get_source("plex")) as connection:
+        for _ in range(rounds):
+            spent = dict.fromkeys(totals, 0.0)
+            rows = 0
+            for spec in specs:
+                for label, coverage in (("MySQL, values", None), ("MySQL, no values", no_values)):
+                    sql = digest_query(spec, row_digest(spec, warehouse.kind, coverage), Scope())
+                    started = time.perf_counter()
+                    result = list(connection.execute(sa.text(sql)))
+                    spent[label] += time.perf_counter() - started
+                rows += sum(int(r[1]) for r in result)
+                started = time.perf_counter()
+                warehouse.digests(spec.target.dataset, spec.target.name, row_digest(spec, warehouse.kind), Scope())
+                spent["warehouse, values"] += time.perf_counter() - started
+            for label, seconds in spent.items():
+                totals[label].append(seconds)
+            print(f"sides: {', '.join(f'{k} {v:.1f} s' for k, v in spent.items())}", file=sys.stderr, flush=True)
+    print(f"each side alone, {len(specs)} dated tables, {rows:,} rows, {rounds} rounds:")
+    print("| side | median s | runs (s) | s per million rows |")
+    print("| --- | --- | --- | --- |")
+    for label, runs in totals.items():
+        median = statistics.median(runs)
+        print(f"| {label} | {median:.1f} | {', '.join(f'{r:.1f}' for r in runs)} | {median / rows * 1e6:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -84,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path(f"/tmp/{PREFIX}_reconcile"),
                         help="where the warehouse, the configuration and the Dagster home live")
     parser.add_argument("--reload", action="store_true", help="replicate into a fresh warehouse first")
+    parser.add_argument("--sides", action="store_true", help="also time MySQL's and the warehouse's side alone")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     env = prepare(args.work, args.scale, args.reload)
@@ -113,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         ratios = [v[0] / k[0] for v, k in zip(runs["values"], base, strict=True)]
         print(f"values / keys, wall, median of rounds: {statistics.median(ratios):.2f}x "
               f"({', '.join(f'{r:.2f}' for r in ratios)})")
+    if args.sides:
+        time_sides(env, args.rounds)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ The fields, by kind (`KINDS`):
 - integers: the decimal text;
 - decimals: the exact decimal text without trailing fractional zeros ('12.5', '0', '-0.0001');
   BigQuery prints NUMERIC so already, MySQL and DuckDB print the column's scale;
-- floats: two integers `e` and `m` with x = m * 2^(e - 53) exactly, e = floor(log2(0.7071 |x|))
+- floats: two integers `e` and `m` with x = m * 2^(e - 53) exactly, e = floor(log2(0.7071 * abs(x)))
   (|m| < 2^55; zero gives no field, the null flags tell it from NULL). No printed form of a double
   is shared: BigQuery prints 15 or 17 digits, MySQL and DuckDB the shortest round trip, each
   with its own exponent notation; powers of two cost nothing. The factor 0.7071 puts the
@@ -61,7 +61,7 @@ EPOCH_DAYS = 719528  # MySQL's TO_DAYS('1970-01-01')
 KINDS: dict[str, str] = {
     "integer": "decimal text",
     "decimal": "exact decimal text, no trailing fractional zeros",
-    "float": "e and m, x = m * 2^(e - 53), e = floor(log2(0.7071 |x|)); zero: no field",
+    "float": "e and m: x = m * 2^(e - 53), e = floor(log2(0.7071 * abs(x))); zero: no field",
     "bool": "0 or 1",
     "date": "YYYY-MM-DD; zero and invalid dates NULL (typemap's fix)",
     "datetime": "microseconds since 1970-01-01 (wall clock); zero and invalid dates NULL",

@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.set_defaults(func=_cmd_replicate)
 
     reconcile = commands.add_parser(
-        "reconcile", help="whole tables, day by day: MySQL vs warehouse counts and keys (exit 1 if they differ)"
+        "reconcile", help="whole tables, day by day: MySQL vs warehouse counts, keys and values (exit 1 if they differ)"
     )
     reconcile.add_argument("--source", help="only this source (default: every source with a catalog)")
     reconcile.add_argument("--table", action="append", help="only this table (repeatable)")
