@@ -147,15 +147,12 @@ class Coverage:
     def whole(self) -> bool:
         return self.cycle <= 1
 
-    def covers(self, day: dt.date) -> bool:
-        return self.whole or (self.recent is not None and day >= self.recent) or (
-            _day_number(day) % self.cycle == self.phase)
-
     def describe(self, today: dt.date) -> str:
         if self.whole:
             return "every day"
-        return (f"1 day in {self.cycle} (this run: days numbered {self.phase} mod {self.cycle}), and every "
-                f"day from {self.recent}; every day's values by {today + dt.timedelta(days=self.cycle - 1)}")
+        return (f"1 day in {self.cycle} (this run: the days numbered {self.phase} modulo {self.cycle} since "
+                f"1970-01-01) and every day from {self.recent}; all days' values by "
+                f"{today + dt.timedelta(days=self.cycle - 1)}")
 
 
 def _day_number(day: dt.date) -> int:

@@ -320,7 +320,7 @@ def test_comparing_a_source_whose_tables_await_review_is_an_error_naming_them(lo
                                                 .replace("tier: standard}", "tier: standard, proposed: true}"))
     monkeypatch.setenv("PLEX_ETL_CONFIG_DIR", str(config))
     monkeypatch.delenv("PLEX_ETL_DEBUG", raising=False)
-    why = (f"nothing to compare: {SOURCE}: its 2 table(s) await review (kinds, nokey); accept one by deleting "
+    why = (f"nothing to compare: {SOURCE}: its 3 table(s) await review (hard, kinds, nokey); accept one by deleting "
            f"its `proposed: true` line in {config / f'{SOURCE}.plan.yaml'}")
     done = plex_etl("compare", "--source", SOURCE, home=tmp_path)  # it used to end in a traceback
     assert (done.returncode, done.stdout, done.stderr.strip()) == (2, "", f"plex-etl compare: error: {why}")
