@@ -251,19 +251,67 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
     return 0
 
 
+class CommandError(RuntimeError):
+    """A command cannot do what it was asked; the message says why and what to do."""
+
+
+def _comparison_tables(source: str | None, tables: Sequence[str] | None = None) -> list[tuple]:
+    """(source, catalog, plan, tables) of every source to compare: those with a catalog and an
+    included, reviewed table (only `source` if given; only `tables` if given). Nothing to compare
+    is an error naming why (no such source, no catalog, tables awaiting review, no such table):
+    an empty comparison must never read as "equal". Sources skipped for one of these reasons while
+    others are compared are named on stderr."""
+    from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
+    from plex_etl.sources import get_source, load_sources
+
+    selected = [get_source(source)] if source else list(load_sources().values())  # an unknown one: named
+    reasons: list[str] = []
+    chosen: list[tuple] = []
+    for s in selected:
+        if not catalog_path(s.name).exists():
+            reasons.append(f"{s.name} has no catalog yet (run `plex-etl discover --source {s.name}`, review "
+                           f"{plan_path(s.name)})")
+            continue
+        catalog, plan = load_source_catalog(s.name)
+        included = sorted(p.table for p in plan.included)
+        named = [t for t in included if not tables or t in tables]
+        if named:
+            chosen.append((s, catalog, plan, named))
+            continue
+        pending = plan.pending_review
+        if tables:
+            reasons.append(f"{s.name} has no included table named {', '.join(tables)}"
+                           + (f" ({', '.join(t for t in tables if t in pending)} await review)"
+                              if set(tables) & set(pending) else ""))
+        elif pending:
+            reasons.append(f"{s.name}: its {len(pending)} table(s) await review ({_listed(pending)}); accept one "
+                           f"by deleting its `proposed: true` line in {plan_path(s.name)}")
+        else:
+            reasons.append(f"{s.name}: no table is included in {plan_path(s.name)}")
+    if not chosen:
+        raise CommandError("nothing to compare: " + "; ".join(reasons or ["no source in sources.yaml"]))
+    for reason in reasons:
+        print(f"skipped: {reason}", file=sys.stderr)
+    missing = sorted(set(tables or ()) - {t for *_, named in chosen for t in named})
+    if missing:
+        raise CommandError(f"no included table named {', '.join(missing)} in "
+                           f"{', '.join(s.name for s, *_ in chosen)}")
+    return chosen
+
+
+def _listed(names: Sequence[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Print MySQL vs warehouse row counts per table for the last N days."""
-    from plex_etl.catalog.store import load_source_catalog
     from plex_etl.compare import count_tables, format_counts
     from plex_etl.defs.resources import warehouse_from_environment
 
     resource = warehouse_from_environment()
     warehouse = resource.get()
     counts = []
-    for source in _sources_with_catalogs():
-        if args.source and source.name != args.source:
-            continue
-        catalog, plan = load_source_catalog(source.name)
+    for source, catalog, plan, _ in _comparison_tables(args.source):
         start, today = _window(source, args.days)
         counts += count_tables(source, catalog, plan, warehouse, resource.dataset, start, today)
     print(format_counts(counts))
@@ -271,32 +319,33 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
-    """Compare whole tables, day by day, in MySQL and in the warehouse; --repair reloads the
-    partitions that differ (through the Dagster CLI, like replicate, without key bounds), then
-    compares again."""
+    """Compare whole tables, day by day, in MySQL and in the warehouse (counts, keys and every
+    value); --repair reloads the partitions that differ (through the Dagster CLI, like
+    replicate, without key bounds), then compares again."""
     import os
 
-    from plex_etl.catalog.store import load_source_catalog
     from plex_etl.defs.keys import table_key
     from plex_etl.defs.resources import warehouse_from_environment
     from plex_etl.extract.spec import replicated_table
     from plex_etl.mysql import connect
-    from plex_etl.reconcile import reconcile_table
+    from plex_etl.reconcile import error_text, reconcile_table, value_coverage
 
     resource = warehouse_from_environment()
     warehouse = resource.get()
     differing = 0
-    for source in _sources_with_catalogs():
-        if args.source and source.name != args.source:
-            continue
-        catalog, plan = load_source_catalog(source.name)
+    for source, catalog, plan, tables in _comparison_tables(args.source, args.table):
         today = _window(source, 1)[1]
-        tables = [p.table for p in sorted(plan.included, key=lambda p: p.table)
-                  if not args.table or p.table in args.table]
         with connect(source) as connection:
             for table in tables:
                 spec = replicated_table(catalog, plan, table, resource.dataset)
-                result = reconcile_table(connection, warehouse, spec, today)
+                coverage = value_coverage(plan, spec, today)
+                try:
+                    result = reconcile_table(connection, warehouse, spec, today, coverage)
+                except Exception as exc:  # one table's failure (renamed in MySQL, ...) does not stop the others
+                    connection.rollback()
+                    print(f"{source.name}.{table}: cannot compare: {error_text(exc)}", flush=True)
+                    differing += 1
+                    continue
                 print(result.describe(), flush=True)
                 if result.equal:
                     continue
@@ -314,11 +363,12 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                     ])
                     if code:
                         return code
-                again = reconcile_table(connection, warehouse, spec, today)
+                again = reconcile_table(connection, warehouse, spec, today, coverage)
                 print("  after repair: " + again.describe(), flush=True)
                 differing += 0 if again.equal else 1
     if differing:
-        print(f"{differing} table(s) differ between MySQL and the warehouse", file=sys.stderr)
+        print(f"{differing} table(s) differ between MySQL and the warehouse (or could not be compared)",
+              file=sys.stderr)
     return 1 if differing else 0
 
 
@@ -468,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.set_defaults(func=_cmd_replicate)
 
     reconcile = commands.add_parser(
-        "reconcile", help="whole tables, day by day: MySQL vs warehouse counts and keys (exit 1 if they differ)"
+        "reconcile", help="whole tables, day by day: MySQL vs warehouse counts, keys and values (exit 1 if they differ)"
     )
     reconcile.add_argument("--source", help="only this source (default: every source with a catalog)")
     reconcile.add_argument("--table", action="append", help="only this table (repeatable)")
@@ -504,21 +554,30 @@ def _project_errors() -> tuple[type[Exception], ...]:
     from plex_etl.warehouse.base import WarehouseError
 
     return (PlanError, ExtractionError, SourceConnectionError, SourceConfigError, TypeMappingError,
-            ValueConversionError, WarehouseError, FileNotFoundError)
+            ValueConversionError, WarehouseError, FileNotFoundError, CommandError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command. A project error prints one message to stderr and exits 2; `--debug` (or
+    """Run a command. An error prints one message to stderr and exits 2; `--debug` (or
     PLEX_ETL_DEBUG=1) shows the traceback instead."""
     import os
 
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PLEX_ETL_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except _project_errors() as exc:
-        if args.debug or os.environ.get("PLEX_ETL_DEBUG", "") not in ("", "0"):
+        if debug:
             raise
         print(f"plex-etl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # not foreseen: still one line, the traceback with --debug
+        if debug:
+            raise
+        from plex_etl.reconcile import error_text
+
+        print(f"plex-etl {args.command}: unexpected error: {error_text(exc)} (--debug shows the traceback)",
+              file=sys.stderr)
         return 2
 
 

@@ -21,6 +21,9 @@ Three steps, all driven by the tables below:
    cannot be represented without silent loss raises `ValueConversionError`: a fix is
    either counted or an error, never silent.
 
+How reconciliation spells each landed value to compare it with MySQL's lives beside this module,
+in plex_etl/canonical.py.
+
 Decisions (docs/type-mapping.md explains them at more length; its table comes from
 `markdown_table()`):
 - Integers -> INT64, except BIGINT UNSIGNED (up to 2^64-1) -> NUMERIC(20, 0) /

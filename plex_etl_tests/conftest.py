@@ -58,6 +58,16 @@ def demo_sources(demo_end_date: dt.date) -> dict[str, Source]:
     return sources
 
 
+@pytest.fixture(scope="session")
+def kinds(tmp_path_factory: pytest.TempPathFactory):
+    """test_values.py's scratch database of every type family, built once for both warehouses."""
+    from plex_etl_tests.test_values import build_kinds
+
+    scratch = build_kinds(tmp_path_factory.mktemp("values") / "config")
+    yield scratch
+    scratch.drop()
+
+
 @pytest.fixture(autouse=True)
 def _no_dagster_home_leak(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
     # Tests use ephemeral or temporary Dagster instances, never the developer's .dagster_home.

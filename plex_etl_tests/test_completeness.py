@@ -245,7 +245,7 @@ def test_reconcile_command_reports_and_repairs(local_env, monkeypatch, tmp_path)
     assert f"{day(-8)}: MySQL 1 rows, warehouse 0 (1 missing)" in report.stdout
     assert "missing in the warehouse, e.g. id=5" in report.stdout  # now undated: first partition
     assert f"{SOURCE}.products (snapshot)" in report.stdout and "code=C" in report.stdout
-    assert f"{SOURCE}.app_orders (upsert): MySQL 3 rows, warehouse 3: equal (counts and keys)" in report.stdout
+    assert f"{SOURCE}.app_orders (upsert): MySQL 3 rows, warehouse 3: equal (counts, keys and values)" in report.stdout
     assert f"{SOURCE}.order_lines (child)" in report.stdout  # order 5's lines moved with it
     assert "4 table(s) differ" in report.stderr
 

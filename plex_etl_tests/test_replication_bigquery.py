@@ -22,6 +22,7 @@ from plex_etl_tests import bq_emulator
 from plex_etl_tests import test_fidelity as fidelity
 from plex_etl_tests import test_replication as local
 from plex_etl_tests import test_retries as retries
+from plex_etl_tests import test_values as values
 from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
@@ -194,6 +195,18 @@ def test_a_value_bigquery_cannot_hold_fails_once_and_stays_with_its_table(env, m
               f"INSERT INTO montos VALUES (1, '{day} 09:00:00', {extreme}), (2, '{day} 10:00:00', -{extreme})")
     retries.scenario_a_conversion_error_stays_with_its_table(env["warehouse"], monkeypatch, tmp_path,
                                                              extra_broken={"montos": montos})
+
+
+def test_every_value_edit_is_found_and_repaired_on_bigquery(env, kinds, monkeypatch):
+    """test_values.py's scenario: one old value of each type family edited in MySQL is found,
+    named (key, column, both values) and repaired by reloading its day."""
+    monkeypatch.setenv("PLEX_ETL_DATASET", "values_bq")
+    monkeypatch.setenv("PLEX_ETL_CONFIG_DIR", str(kinds.config))
+
+    def repair(defs) -> None:
+        assert materialize(defs, [values.KINDS, values.NOKEY], values.OLD).success
+
+    values.scenario_value_edits(env["warehouse"], "values_bq", kinds, repair)
 
 
 def test_json_number_beyond_float64_does_not_fail_the_load(env, monkeypatch, tmp_path):

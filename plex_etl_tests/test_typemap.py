@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from plex_etl.extract._binary import Statement
 
 from plex_etl import typemap
+from plex_etl.canonical import markdown_table as canonical_table
 from plex_etl.catalog.model import Column
 from plex_etl.extract.stream import column_kinds, fetched_arrays, typed
 from plex_etl.typemap import (
@@ -178,6 +179,7 @@ def test_docs_contain_the_generated_tables() -> None:
     text = DOCS.read_text()
     assert markdown_table() in text
     assert markdown_rules() in text
+    assert canonical_table() in text  # what reconciliation compares, beside the type map
 
 
 # --- (d) mapping errors ----------------------------------------------------------------------

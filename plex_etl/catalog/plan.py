@@ -96,6 +96,9 @@ class SourcePlan:
     first_day: dt.date = dt.date(2020, 1, 1)
     # Dagster's daily partitions cover at least the last `window_days` days (see first_partition).
     window_days: int = DEFAULT_WINDOW_DAYS
+    # Reconciliation hashes every value of a table every day up to this many rows (catalog
+    # estimate); a larger table's values rotate through its days (plex_etl/reconcile.py).
+    value_check_rows: int = 20_000_000
 
     @property
     def captured(self) -> list[str]:
@@ -189,6 +192,7 @@ def load_plan(path: Path, source: str) -> SourcePlan:
         tier_lookback_days={str(k): int(v) for k, v in (defaults.get("tier_lookback_days") or {}).items()},
         first_day=dt.date.fromisoformat(str(defaults.get("first_day", "2020-01-01"))),
         window_days=int(defaults.get("window_days", DEFAULT_WINDOW_DAYS)),
+        value_check_rows=int(defaults.get("value_check_rows", 20_000_000)),
     )
 
 

@@ -18,10 +18,9 @@ from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG, 
 from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS, within
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
-from plex_etl.defs.retries import describe
 from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_table_name
 from plex_etl.extract.stream import describe_days
-from plex_etl.reconcile import reconcile_table
+from plex_etl.reconcile import error_text, reconcile_table, value_coverage
 from plex_etl.sources import Source
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
 from plex_etl.warehouse.queries import latest_partition, orphan_query
@@ -313,9 +312,9 @@ RECONCILE_CHECK = "warehouse_equals_mysql"
 
 def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
     """One check per table: the whole table, day by day, in MySQL and in the warehouse
-    (counts and key hashes; `plex_etl.reconcile`). Run daily off-peak by its own condition, by
-    the job `<source>_reconciliation` or from a table's Checks tab; never with a load of its
-    table. A table that cannot be compared fails its own check, not the others'.
+    (counts, key hashes and the hashes of every value; `plex_etl.reconcile`). Run daily off-peak by
+    its own condition, by the job `<source>_reconciliation` or from a table's Checks tab; never
+    with a load of its table. A table that cannot be compared fails its own check, not the others'.
 
     Fails (ERROR) when a day the next tick will not reload differs: a hard delete, a row
     moved out of reach, a day missed by an outage. A difference only within the table's
@@ -328,7 +327,7 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
     specs = {
         t: dg.AssetCheckSpec(
             RECONCILE_CHECK, asset=table_key(source.name, catalog, t),
-            description="the whole table equals MySQL: rows and primary keys of every day, "
+            description="the whole table equals MySQL: the rows, primary keys and values of every day, "
             "including undated, old and future-dated rows",
             automation_condition=reconcile_condition(source.time_zone),
         )
@@ -360,11 +359,12 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
                 except Exception as exc:  # one table that cannot be compared must not hide the others
                     with contextlib.suppress(Exception):
                         connection.rollback()  # the next table's queries start clean
-                    context.log.error(f"{source.name}.{table}: {describe(exc)}")
+                    context.log.error(f"{source.name}.{table}: cannot compare: {error_text(exc)}")
                     yield dg.AssetCheckResult(
                         asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
                         severity=dg.AssetCheckSeverity.ERROR,
-                        description=f"{source.name}.{table} could not be compared: {describe(exc)}"[:2000],
+                        description=f"{source.name}.{table}: cannot compare: {error_text(exc)}"[:2000],
+                        metadata={"error": dg.TextMetadataValue(error_text(exc))},
                     )
                     continue
                 context.log.info(evaluation.description or "")
@@ -389,7 +389,7 @@ def rides_along(run: dg.DagsterRun, check: dg.AssetCheckKey) -> bool:
 def reconcile_result(connection: Any, store: Warehouse, spec: ReplicatedTable, plan: SourcePlan,
                      check_key: dg.AssetCheckKey, today: dt.date) -> dg.AssetCheckResult:
     """The whole-table comparison of one table as the result of its `warehouse_equals_mysql`."""
-    result = reconcile_table(connection, store, spec, today)
+    result = reconcile_table(connection, store, spec, today, value_coverage(plan, spec, today))
     settled = result.differences_before(today - dt.timedelta(days=plan.lookback_for(spec.plan) - 1))
     return dg.AssetCheckResult(
         asset_key=check_key.asset_key,
@@ -403,6 +403,11 @@ def reconcile_result(connection: Any, store: Warehouse, spec: ReplicatedTable, p
             "days_differing": dg.IntMetadataValue(len(result.differences)),
             "days_differing_before_lookback": dg.IntMetadataValue(len(settled)),
             "keys_compared": dg.BoolMetadataValue(result.keys_compared),
+            "compared": dg.TextMetadataValue(result.basis),
+            "values_compared_on": dg.TextMetadataValue(result.values),
+            "value_differences_named": dg.IntMetadataValue(len(result.changed_values)),
+            "value_differences": dg.TextMetadataValue(
+                "\n".join(v.describe() for v in result.changed_values) or "none"),
             "partitions_to_reload": dg.TextMetadataValue(
                 ", ".join(str(d) for d in result.partitions_to_reload(today)) or "none"
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from plex_etl.canonical import CanonicalColumn, Coverage, RowDigest, Scope, canonical, digest_sql, rows_sql
 from plex_etl.catalog.relationships import quote
 from plex_etl.extract.spec import ReplicatedTable
 from plex_etl.warehouse.base import PARTITION_COLUMN
@@ -37,10 +38,16 @@ class KeyRange:
 class PartitionQuery:
     rows_sql: str  # data columns then _etl_partition_date
     count_sql: str  # (day, rows) per day
-    # (day, rows, key xor, key sum) per day: what reconciliation compares (see key_digest).
-    digest_sql: str = ""
-    # The primary key columns of the rows (empty when the table has no primary key).
-    keys_sql: str = ""
+
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """The parts of a partition read: `source` (the table and its joins, aliased `t`, `p1`...),
+    `where` (None: every row) and `day` (the server's expression of a row's day)."""
+
+    source: str
+    where: str | None
+    day: str
 
 
 def _literal(day: dt.date) -> str:
@@ -99,11 +106,10 @@ def key_columns(spec: ReplicatedTable) -> list[str]:
     return refs
 
 
-def partition_query(
-    spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None,
-    above: tuple[str, int] | None = None,
-) -> PartitionQuery:
-    """Rows whose day is in [start, end] (inclusive); None leaves that side open.
+def partition_read(
+    spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None
+) -> PartitionRead:
+    """The rows whose day is in [start, end] (inclusive); None leaves that side open.
 
     Dated tables: `start` None (or the plan's first day) includes the rows dated before it
     and the undated ones, `end` None includes the rows dated after it (see _date_filter).
@@ -112,82 +118,94 @@ def partition_query(
     `keys` adds a primary-key range of the dated table to the WHERE (on every column that
     holds that key, see key_columns), next to the date condition, which stays: the rows
     selected are the same as without it whenever no row of the window lies outside it.
+    """
+    source = f"{quote(spec.table.name)} t"
+    if spec.plan.strategy == "snapshot":
+        if start is None or start != end:
+            raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
+        return PartitionRead(source, None, f"DATE {_literal(start)}")
+    joins = []
+    alias = "t"
+    for i, hop in enumerate(spec.hops, start=1):
+        parent = f"p{i}"
+        on = " AND ".join(
+            f"{parent}.{quote(r)} = {alias}.{quote(c)}"
+            for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
+        )
+        # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
+        joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
+        alias = parent
+    hi = end + dt.timedelta(days=1) if end is not None else None
+    day, where = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
+    if keys is not None:
+        bounds = [f"{ref} >= {int(keys.lo)}" for ref in key_columns(spec) if keys.lo is not None]
+        bounds += [f"{ref} < {int(keys.hi)}" for ref in key_columns(spec) if keys.hi is not None]
+        if bounds:
+            where = " AND ".join([*([f"({where})"] if where else []), *bounds])
+    return PartitionRead(" ".join([source, *joins]), where, day)
+
+
+def partition_query(
+    spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None,
+    above: tuple[str, int] | None = None,
+) -> PartitionQuery:
+    """The rows of `partition_read(spec, start, end, keys)` and their count per day.
 
     `above` (column, value) also takes, whatever their day, the rows whose own integer key is
     above `value` (the warehouse's largest): rows inserted since the last load that the days
     read do not hold (back-dated, undated, older than the window). They come once (a second
-    branch of the read, which excludes the window's rows) and keep their own day; the load
-    merges them by key (extract/spec.py::new_key_column).
-    """
+    branch of the read, which excludes the first branch's rows) and keep their own day; the
+    load merges them by key (extract/spec.py::new_key_column)."""
+    read = partition_read(spec, start, end, keys)
     columns = ", ".join(
         f"{m.select_sql.format(column=f't.{quote(c.name)}')} AS {quote(c.name)}"
         for c, m in zip(spec.table.columns, spec.mapped, strict=True)
     )
-    body = f"{quote(spec.table.name)} t"
+    body = read.source + (f" WHERE {read.where}" if read.where else "")
     new_rows = ""
-    if spec.plan.strategy == "snapshot":
-        if start is None or start != end:
-            raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
-        day = f"DATE {_literal(start)}"
-    else:
-        joins = []
-        alias = "t"
-        for i, hop in enumerate(spec.hops, start=1):
-            parent = f"p{i}"
-            on = " AND ".join(
-                f"{parent}.{quote(r)} = {alias}.{quote(c)}"
-                for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
-            )
-            # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
-            joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
-            alias = parent
-        hi = end + dt.timedelta(days=1) if end is not None else None
-        day, window = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
-        where = window
-        if keys is not None:
-            bounds = [f"{ref} >= {int(keys.lo)}" for ref in key_columns(spec) if keys.lo is not None]
-            bounds += [f"{ref} < {int(keys.hi)}" for ref in key_columns(spec) if keys.hi is not None]
-            if bounds:
-                where = " AND ".join([*([f"({where})"] if where else []), *bounds])
-        from_joins = " ".join([body, *joins])
-        body = " ".join([from_joins, *([f"WHERE {where}"] if where else [])])
-        if above is not None and window is not None:
-            column, value = above
-            # `IS NOT TRUE`: exactly the rows the first branch does not take (its key range
-            # included), NULL dates too.
-            new_rows = (f" UNION ALL SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {from_joins} "
-                        f"WHERE t.{quote(column)} > {int(value)} AND ({where}) IS NOT TRUE")
+    if above is not None and read.where is not None:
+        column, value = above
+        # `IS NOT TRUE`: exactly the rows the first branch does not take (its key range
+        # included), NULL dates too.
+        new_rows = (f" UNION ALL SELECT {columns}, {read.day} AS {PARTITION_COLUMN} FROM {read.source} "
+                    f"WHERE t.{quote(column)} > {int(value)} AND ({read.where}) IS NOT TRUE")
     return PartitionQuery(
-        rows_sql=f"SELECT {columns}, {day} AS {PARTITION_COLUMN} FROM {body}{new_rows}",
+        rows_sql=f"SELECT {columns}, {read.day} AS {PARTITION_COLUMN} FROM {body}{new_rows}",
         # An empty table gives no row rather than a zero: the same "no rows that day".
-        count_sql=f"SELECT {day} AS d, COUNT(*) FROM {body} GROUP BY d",
-        digest_sql=f"SELECT {day} AS d, {', '.join(key_digest(spec))} FROM {body} GROUP BY d",
-        keys_sql=(f"SELECT {', '.join(f't.{quote(c)}' for c in spec.table.primary_key)} FROM {body}"
-                  if spec.table.primary_key else ""),
+        count_sql=f"SELECT {read.day} AS d, COUNT(*) FROM {body} GROUP BY 1",
     )
 
 
-# Key columns whose text is spelled the same by MySQL, BigQuery and DuckDB (CAST to text):
-# only these take part in the key digest; other keys are compared by count alone.
-DIGEST_RULES = frozenset({"integer", "text", "date"})
+# ---------------------------------------------------------------------------------------
+# Reconciliation: the MySQL side of the comparison (plex_etl/canonical.py spells the values).
 
 
-def digest_columns(spec: ReplicatedTable) -> tuple[str, ...]:
-    """The MySQL key columns of the digest, or () when the table has no digestible key."""
-    rules = {c.name: m.rule for c, m in zip(spec.table.columns, spec.mapped, strict=True)}
-    key = spec.table.primary_key
-    return key if key and all(rules[c] in DIGEST_RULES for c in key) else ()
+def row_digest(spec: ReplicatedTable, warehouse: str, coverage: Coverage | None = None) -> RowDigest:
+    """What reconciliation hashes of `spec` for a warehouse of kind `warehouse`: its key and every
+    replicated column (the catalog's: retired columns are not in it), with their MySQL values."""
+    columns = tuple(
+        CanonicalColumn(name, m.select_sql.format(column=f"t.{quote(c.name)}"), canonical(c, m, warehouse),
+                        nullable=c.nullable)
+        for name, c, m in zip(spec.column_names, spec.table.columns, spec.mapped, strict=True)
+    )
+    by_name = {c.name: column for c, column in zip(spec.table.columns, columns, strict=True)}
+    key = tuple(by_name[k] for k in spec.table.primary_key)
+    return RowDigest(key, columns, coverage or Coverage())
 
 
-def key_digest(spec: ReplicatedTable) -> list[str]:
-    """COUNT(*), then two order-independent hashes of the keys: the BIT_XOR of 60 bits and
-    the SUM of 28 other bits of MD5(k1|k2|...), as every warehouse computes them too."""
-    columns = digest_columns(spec)
-    if not columns:
-        return ["COUNT(*)", "0", "0"]
-    text = "CONCAT_WS('|', " + ", ".join(f"CONVERT(t.{quote(c)} USING utf8mb4)" for c in columns) + ")"
-    return [
-        "COUNT(*)",
-        f"BIT_XOR(CAST(CONV(SUBSTRING(MD5({text}), 1, 15), 16, 10) AS UNSIGNED))",
-        f"SUM(CAST(CONV(SUBSTRING(MD5({text}), 16, 7), 16, 10) AS UNSIGNED))",
-    ]
+def digest_query(spec: ReplicatedTable, digest: RowDigest, scope: Scope, snapshot_day: dt.date | None = None
+                 ) -> str:
+    """(group, rows, key hash sum, row hash sum) of MySQL's rows: per day of the whole table
+    (`scope.day` None), or per key-hash bucket of one day. A snapshot is read as one day: its
+    latest snapshot's, `snapshot_day`."""
+    day = scope.day or snapshot_day
+    read = partition_read(spec, day, day)
+    return digest_sql("mysql", digest, scope, source=read.source, where=read.where, day=read.day,
+                      ref={c.name: c.source for c in digest.columns})
+
+
+def rows_query(spec: ReplicatedTable, digest: RowDigest, scope: Scope) -> str:
+    """MySQL's rows of one day's key-hash buckets, with their canonical fields (narrowing)."""
+    read = partition_read(spec, scope.day, scope.day)
+    return rows_sql("mysql", digest, scope, source=read.source, where=read.where,
+                    ref={c.name: c.source for c in digest.columns})

@@ -36,12 +36,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from plex_etl.errors import TransientError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from plex_etl.canonical import RowDigest, Scope
 
 # pyarrow is imported where record batches are handled, not by this module: the code
 # location imports it (through the table specs) but moves no data when it loads.
@@ -155,13 +157,18 @@ class Warehouse(Protocol):
         """Rows per partition date in [start, end] (None: open; dates without rows are omitted)."""
         ...
 
-    def digest_by_partition(
-        self, dataset: str, table: str, key: tuple[str, ...]
-    ) -> dict[dt.date, Digest]:
-        """Per partition date of the whole table: rows and the key hashes of `Digest`.
+    def digests(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...] = ()
+    ) -> dict[Any, Digest]:
+        """Per day of the whole table (`scope.day` None), or per key-hash bucket of one day: rows
+        and the sums of key and row hashes (canonical.digest_sql). `absent`: columns of `digest`
+        the table lacks, compared as NULL. A missing table gives {}."""
+        ...
 
-        `key` empty: counts only (hashes 0). A missing table gives {}.
-        """
+    def canonical_rows(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...] = ()
+    ) -> list[tuple]:
+        """The rows of one day's key-hash buckets with their canonical fields (canonical.rows_sql)."""
         ...
 
     def query(self, sql: str) -> pa.Table:
@@ -182,17 +189,15 @@ class Warehouse(Protocol):
 
 @dataclass(frozen=True)
 class Digest:
-    """Rows of one partition and two order-independent hashes of their keys.
-
-    Each key's text (its columns cast to text, joined by '|') is hashed with MD5; `xor` is
-    the BIT_XOR of the hash's first 60 bits, `total` the SUM of the next 28 bits. MySQL and
-    every warehouse compute the same figures, so equal digests mean equal key sets (with
-    equal counts, a lost key and a duplicated one cannot cancel out in both hashes).
-    """
+    """Rows of one day (or key-hash bucket) and two order-independent hashes: the sum of the
+    first 60 bits of the MD5 of each row's key text, and of each row's canonical text (every
+    replicated column, plex_etl/canonical.py). MySQL and every warehouse compute the same
+    figures, so equal digests mean the same keys holding the same values (exact integer sums: a
+    duplicated row and a missing one never cancel out)."""
 
     rows: int
-    xor: int = 0
-    total: int = 0
+    keys: int = 0
+    values: int = 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,12 +212,6 @@ def day_range(column: str, start: dt.date | None, end: dt.date | None) -> str:
     if end is not None:
         parts.append(f"{column} <= DATE '{end.isoformat()}'")
     return " AND ".join(parts) or "TRUE"
-
-
-def key_text_sql(columns: list[str], cast: str) -> str:
-    """The text a key is hashed from (see Digest): its columns cast to `cast`, joined by '|'."""
-    texts = [f"CAST({c} AS {cast})" for c in columns]
-    return texts[0] if len(texts) == 1 else "CONCAT(" + ", '|', ".join(texts) + ")"
 
 
 def check_mode(target: TargetTable, mode: str, merge_outside: bool = False) -> None:

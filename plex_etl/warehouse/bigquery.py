@@ -47,6 +47,8 @@ from google.api_core.retry import Retry
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
+from plex_etl import canonical
+from plex_etl.canonical import RowDigest, Scope
 from plex_etl.warehouse.base import (
     CDC_POSITIONS_TABLE,
     LOADED_AT_COLUMN,
@@ -64,7 +66,6 @@ from plex_etl.warehouse.base import (
     cdc_staging_table,
     check_mode,
     day_range,
-    key_text_sql,
     stage_array,
 )
 from plex_etl.warehouse.local import spool
@@ -489,7 +490,7 @@ class BigQueryWarehouse:
         rows = self._select(
             dataset, table,
             f"SELECT {part} AS d, COUNT(*) AS n FROM {self._ref(dataset, table)} "
-            f"WHERE {day_range(part, start, end)} GROUP BY d ORDER BY d",
+            f"WHERE {day_range(part, start, end)} GROUP BY 1 ORDER BY 1",
         )
         return {r["d"]: int(r["n"]) for r in rows}
 
@@ -498,23 +499,30 @@ class BigQueryWarehouse:
         rows = self._select(dataset, table, f"SELECT MAX({_q(column)}) AS k FROM {self._ref(dataset, table)}")
         return None if not rows or rows[0]["k"] is None else int(rows[0]["k"])
 
-    def digest_by_partition(
-        self, dataset: str, table: str, key: tuple[str, ...]
-    ) -> dict[dt.date, Digest]:
-        """Per partition date of the whole table: rows and key hashes (see Digest)."""
-        part = _q(PARTITION_COLUMN)
-        hashes = "0 AS x, 0 AS s"
-        if key:
-            md5 = f"TO_HEX(MD5({key_text_sql([_q(k) for k in key], 'STRING')}))"
-            hashes = (
-                f"BIT_XOR(CAST(CONCAT('0x', SUBSTR({md5}, 1, 15)) AS INT64)) AS x, "
-                f"SUM(CAST(CONCAT('0x', SUBSTR({md5}, 16, 7)) AS INT64)) AS s"
-            )
-        rows = self._select(
-            dataset, table,
-            f"SELECT {part} AS d, COUNT(*) AS n, {hashes} FROM {self._ref(dataset, table)} GROUP BY d",
-        )
-        return {r["d"]: Digest(int(r["n"]), int(r["x"] or 0), int(r["s"] or 0)) for r in rows}
+    def digests(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...] = ()
+    ) -> dict[Any, Digest]:
+        """Per day (or key-hash bucket of one day): rows and hash sums (see base.Warehouse.digests)."""
+        sql = canonical.digest_sql("bigquery", digest, scope, day=_q(PARTITION_COLUMN),
+                                   **self._canonical_source(dataset, table, digest, scope, absent))
+        return {r["g"]: Digest(int(r["n"]), int(r["k"] or 0), int(r["v"] or 0))
+                for r in self._select(dataset, table, sql)}
+
+    def canonical_rows(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...] = ()
+    ) -> list[tuple]:
+        """The rows of one day's key-hash buckets with their canonical fields."""
+        sql = canonical.rows_sql("bigquery", digest, scope,
+                                 **self._canonical_source(dataset, table, digest, scope, absent))
+        return [tuple(r.values()) for r in self._select(dataset, table, sql)]
+
+    def _canonical_source(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The FROM, WHERE and column references of a reconciliation query on one table."""
+        day = f"{_q(PARTITION_COLUMN)} = DATE '{scope.day.isoformat()}'" if scope.day else None
+        ref = {c.name: None if c.name in absent else _q(c.name) for c in digest.columns}
+        return {"source": self._ref(dataset, table), "where": day, "ref": ref}
 
     def _select(self, dataset: str, table: str, sql: str) -> list[Any]:
         """Rows of a query on one table; none when the table does not exist."""

@@ -27,6 +27,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plex_etl import canonical
+from plex_etl.canonical import RowDigest, Scope
 from plex_etl.warehouse.base import (
     CDC_POSITIONS_TABLE,
     LOADED_AT_COLUMN,
@@ -43,7 +45,6 @@ from plex_etl.warehouse.base import (
     cdc_staging_table,
     check_mode,
     day_range,
-    key_text_sql,
     stage_array,
 )
 
@@ -258,23 +259,20 @@ class LocalWarehouse:
         rows = self._select(dataset, table, f"SELECT MAX({quote(column)}) FROM {quote(dataset)}.{quote(table)}")
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
-    def digest_by_partition(
-        self, dataset: str, table: str, key: tuple[str, ...]
-    ) -> dict[dt.date, Digest]:
-        """Per partition date of the whole table: rows and key hashes (see Digest)."""
-        hashes = "0, 0"
-        if key:
-            md5 = f"md5({key_text_sql([quote(k) for k in key], 'VARCHAR')})"
-            hashes = (
-                f"bit_xor(('0x' || substr({md5}, 1, 15))::UBIGINT), "
-                f"sum(('0x' || substr({md5}, 16, 7))::UBIGINT)"
-            )
-        rows = self._select(
-            dataset, table,
-            f"SELECT {quote(PARTITION_COLUMN)}, COUNT(*), {hashes} FROM {quote(dataset)}.{quote(table)} "
-            "GROUP BY 1 ORDER BY 1",
-        )
-        return {d: Digest(int(n), int(x or 0), int(t or 0)) for d, n, x, t in rows}
+    def digests(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...] = ()
+    ) -> dict[Any, Digest]:
+        """Per day (or key-hash bucket of one day): rows and hash sums (see base.Warehouse.digests)."""
+        sql = canonical.digest_sql("duckdb", digest, scope, day=quote(PARTITION_COLUMN),
+                                   **_canonical_source(dataset, table, digest, scope, absent))
+        return {g: Digest(int(n), int(k or 0), int(v or 0)) for g, n, k, v in self._select(dataset, table, sql)}
+
+    def canonical_rows(
+        self, dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...] = ()
+    ) -> list[tuple]:
+        """The rows of one day's key-hash buckets with their canonical fields."""
+        sql = canonical.rows_sql("duckdb", digest, scope, **_canonical_source(dataset, table, digest, scope, absent))
+        return self._select(dataset, table, sql)
 
     def _select(self, dataset: str, table: str, sql: str) -> list[tuple]:
         """Rows of a query on one table; none when the file or the table does not exist."""
@@ -374,6 +372,15 @@ class LocalWarehouse:
                 f"DELETE FROM {quote(dataset)}.{quote(CDC_POSITIONS_TABLE)} WHERE stream = ? AND table_name = ?",
                 [stream, table],
             )
+
+
+def _canonical_source(
+    dataset: str, table: str, digest: RowDigest, scope: Scope, absent: tuple[str, ...]
+) -> dict[str, Any]:
+    """The FROM, WHERE and column references of a reconciliation query on one table."""
+    day = f"{quote(PARTITION_COLUMN)} = DATE '{scope.day.isoformat()}'" if scope.day else None
+    ref = {c.name: None if c.name in absent else quote(c.name) for c in digest.columns}
+    return {"source": f"{quote(dataset)}.{quote(table)}", "where": day, "ref": ref}
 
 
 # ---------------------------------------------------------------------- staging leftovers
