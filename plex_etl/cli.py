@@ -245,7 +245,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from plex_etl.catalog.store import load_source_catalog
     from plex_etl.defs.keys import table_key
     from plex_etl.defs.resources import warehouse_from_environment
-    from plex_etl.extract.spec import replicated_table
+    from plex_etl.extract.spec import live_replicated_table
     from plex_etl.mysql import connect
     from plex_etl.reconcile import reconcile_table
 
@@ -261,7 +261,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
                   if not args.table or p.table in args.table]
         with connect(source) as connection:
             for table in tables:
-                spec = replicated_table(catalog, plan, table, resource.dataset)
+                spec = live_replicated_table(connection, catalog, plan, table, resource.dataset)
                 result = reconcile_table(connection, warehouse, spec, today)
                 print(result.describe(), flush=True)
                 if result.equal:
@@ -458,15 +458,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _project_errors() -> tuple[type[Exception], ...]:
     """The project's own error classes: their messages already name file, source, table."""
+    from plex_etl.catalog.drift import SchemaDriftError
+    from plex_etl.catalog.model import CatalogError
     from plex_etl.catalog.plan import PlanError
     from plex_etl.extract.stream import ExtractionError
     from plex_etl.mysql import SourceConnectionError
     from plex_etl.sources import SourceConfigError
     from plex_etl.typemap import TypeMappingError, ValueConversionError
     from plex_etl.warehouse.base import WarehouseError
+    from plex_etl.yamlio import YamlFileError
 
     return (PlanError, ExtractionError, SourceConnectionError, SourceConfigError, TypeMappingError,
-            ValueConversionError, WarehouseError, FileNotFoundError)
+            ValueConversionError, WarehouseError, FileNotFoundError, YamlFileError, CatalogError, SchemaDriftError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
 from plex_etl_tests.test_completeness import scenario_every_row_exactly_once
-from plex_etl_tests.test_schema_evolution import KEY, NAME, TABLE, scenario_added_column, scratch_source
+from plex_etl_tests.test_schema_evolution import KEY, NAME, TABLE, scenario_schema_drift, scratch_source
 
 pytestmark = pytest.mark.bigquery
 
@@ -170,9 +170,10 @@ def test_every_quantio_column_agrees_with_mysql(env, quantio):
     assert not problems, "\n".join(problems)
 
 
-def test_added_column_lands_on_bigquery(env, monkeypatch, tmp_path):
-    """A column added in MySQL appears after the next materialization; earlier rows read NULL."""
-    scenario_added_column(env["warehouse"], monkeypatch, tmp_path)
+def test_schema_drift_flows_on_bigquery(env, monkeypatch, tmp_path):
+    """A column added in MySQL lands at the next load, a dropped one keeps its history across a
+    reload, a renamed table fails its load by name (test_schema_evolution.py)."""
+    scenario_schema_drift(env["warehouse"], monkeypatch, tmp_path)
 
 
 def test_every_row_lands_exactly_once_on_bigquery(env, monkeypatch, tmp_path):
