@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from plex_etl.catalog.model import Column, Table
 from plex_etl.catalog.naming import warehouse_names
+from plex_etl.mysql import Run, text_value
 from plex_etl.typemap import TypeMappingError, map_column
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
 
 
 class SchemaDriftError(RuntimeError):
@@ -124,11 +122,9 @@ def drifted_table(table: Table, drift: ColumnDrift) -> Table:
     return replace(table, columns=kept + drift.added)
 
 
-def read_live_columns(connection: sa.Connection, tables: Sequence[str]) -> dict[str, list[Column]]:
+def read_live_columns(run: Run, tables: Sequence[str]) -> dict[str, list[Column]]:
     """The columns MySQL has now for `tables`, in the connection's database (absent tables omitted)."""
-    import sqlalchemy as sa
-
     from plex_etl.catalog.discover import read_columns
 
-    database = connection.execute(sa.text("SELECT DATABASE()")).scalar()
-    return read_columns(connection, str(database), list(tables))
+    ((database,),) = run("SELECT DATABASE()")
+    return read_columns(run, text_value(database) or "", list(tables))

@@ -5,17 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Any
 
 from plex_etl.catalog.drift import ColumnDrift, SchemaDriftError, column_drift, drifted_table, read_live_columns
 from plex_etl.catalog.model import Catalog, Column, Relationship, Table
 from plex_etl.catalog.naming import DEFAULT_DATASET, warehouse_table
 from plex_etl.catalog.plan import SourcePlan, TablePlan
+from plex_etl.mysql import runner
 from plex_etl.typemap import MappedType, map_column
 from plex_etl.warehouse.base import TargetTable, WarehouseColumn
-
-if TYPE_CHECKING:
-    import sqlalchemy as sa
 
 
 @dataclass(frozen=True)
@@ -113,15 +111,16 @@ def replicated_table(
 
 
 def live_replicated_table(
-    connection: sa.Connection, catalog: Catalog, plan: SourcePlan, name: str, dataset: str = DEFAULT_DATASET,
+    connection: Any, catalog: Catalog, plan: SourcePlan, name: str, dataset: str = DEFAULT_DATASET,
 ) -> ReplicatedTable:
     """The table as MySQL has it now (the catalog's columns that still exist, then the new ones
-    the type map can load), read from INFORMATION_SCHEMA on `connection` just before a load.
+    the type map can load), read from INFORMATION_SCHEMA on `connection` (SQLAlchemy or raw
+    mysqlclient) just before a load.
 
     SchemaDriftError when the read cannot happen: the table, a table it is read through, or a
     column its plan needs (primary key, date columns, parent relationship) is gone."""
     spec = replicated_table(catalog, plan, name, dataset)
-    live = read_live_columns(connection, [spec.table.name, *(h.table.name for h in spec.hops)])
+    live = read_live_columns(runner(connection), [spec.table.name, *(h.table.name for h in spec.hops)])
     where = f"{spec.source}.{name}"
     fix = (f"run `plex-etl discover --source {spec.source}`, then fix the plan entry of {name} "
            "(rename it to the table's new name, or `include: false`)")
