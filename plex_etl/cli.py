@@ -361,18 +361,23 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 def _cmd_accept(args: argparse.Namespace) -> int:
     """Accept the reviewed proposals of a source's plan (all, or --table): they load from then on."""
     from plex_etl.catalog.plan import PlanError, accept_proposals
-    from plex_etl.catalog.store import load_source_catalog, plan_path
+    from plex_etl.catalog.store import load_source, plan_path
     from plex_etl.sources import get_source
 
     source = get_source(args.source)
     path = plan_path(source.name)
     before = path.read_text()
     accepted = accept_proposals(path, source.name, args.table)
-    try:
-        load_source_catalog(source.name)  # the accepted entries must agree with the catalog
-    except PlanError:
+    try:  # the accepted entries must agree with the catalog (other entries' problems are theirs)
+        problems = load_source(source.name).problems
+        refused = [problems[t] for t in accepted if t in problems]
+        if refused:
+            raise PlanError("invalid plan:\n  " + "\n  ".join(refused))
+    except Exception:
         path.write_text(before)
         raise
+    for table, why in sorted(problems.items()):
+        print(f"warning: table {table} does not load: {why}", file=sys.stderr)
     print(f"{path}: accepted {len(accepted)} proposed entr{'y' if len(accepted) == 1 else 'ies'}"
           + (f": {', '.join(accepted)}" if accepted else " (none was proposed)"))
     return 0

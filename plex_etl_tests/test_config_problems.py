@@ -172,3 +172,22 @@ def test_the_ui_shows_each_problem_as_a_failed_check(config: Path, tmp_path: Pat
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, signal.SIGKILL)
             dev.wait(timeout=10)
+
+
+def test_accept_judges_the_entries_it_accepts(config: Path, capsys: pytest.CaptureFixture):
+    """`plex-etl accept` accepts a sound proposal while another entry is broken (and says so),
+    and refuses, leaving the file as it was, a proposal that would not load."""
+    from plex_etl.cli import main
+
+    plans = config / "plex.plan.yaml"
+    break_factcabecera(config)
+    edit(plans, "  asientos:\n    strategy: event\n", "  asientos:\n    proposed: true\n    strategy: event\n")
+    assert main(["accept", "--source", "plex"]) == 0
+    out, err = capsys.readouterr()
+    assert "accepted 1 proposed entry: asientos" in out
+    assert "warning: table factcabecera does not load" in err and "plex.plan.yaml, line" in err
+    edit(plans, "  asientos:\n    strategy: event\n", "  asientos:\n    proposed: true\n    strategy: evnt\n")
+    before = plans.read_text()
+    assert main(["accept", "--source", "plex"]) == 2
+    assert "strategy 'evnt' is not one of" in capsys.readouterr().err
+    assert plans.read_text() == before

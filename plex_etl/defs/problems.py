@@ -55,12 +55,13 @@ def stand_in_asset(problem: Problem) -> dg.AssetsDefinition:
     return _stand_in
 
 
-def _result(problem: Problem) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=problem.key, check_name=CONFIGURATION_CHECK, passed=False,
-        severity=dg.AssetCheckSeverity.ERROR, description=problem.message[:2000],
-        metadata={"problem": dg.MetadataValue.text(problem.message)},
-    )
+def _failed(problem: Problem) -> dict:
+    """The failed `configuration_valid` result of a stand-in, as a check yields it or a sensor reports it."""
+    return {
+        "asset_key": problem.key, "check_name": CONFIGURATION_CHECK, "passed": False,
+        "severity": dg.AssetCheckSeverity.ERROR, "description": problem.message[:2000],
+        "metadata": {"problem": dg.MetadataValue.text(problem.message)},
+    }
 
 
 def problem_checks(problems: Sequence[Problem]) -> dg.AssetChecksDefinition | None:
@@ -78,21 +79,14 @@ def problem_checks(problems: Sequence[Problem]) -> dg.AssetChecksDefinition | No
     )
     def _checks(context: dg.AssetCheckExecutionContext):
         for check_key in context.selected_asset_check_keys:
-            yield _result(by_key[check_key.asset_key])
+            yield dg.AssetCheckResult(**_failed(by_key[check_key.asset_key]))
 
     return _checks
 
 
 def evaluations(problems: Sequence[Problem]) -> list[dg.AssetCheckEvaluation]:
     """The check results the sensor reports without a run, one per stand-in."""
-    return [
-        dg.AssetCheckEvaluation(
-            asset_key=p.key, check_name=CONFIGURATION_CHECK, passed=False,
-            severity=dg.AssetCheckSeverity.ERROR, description=p.message[:2000],
-            metadata={"problem": dg.MetadataValue.text(p.message)},
-        )
-        for p in problems
-    ]
+    return [dg.AssetCheckEvaluation(**_failed(p)) for p in problems]
 
 
 def problems_digest(problems: Sequence[Problem]) -> str:
