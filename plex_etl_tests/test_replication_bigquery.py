@@ -98,11 +98,11 @@ def test_failure_after_chunk_k_leaves_the_target_untouched(env, fail_after, monk
     chunks = -(-local.warehouse_count(env, "factlineas", day) // chunk_rows)
     assert chunks >= 3
     k = {"first": 1, "middle": chunks // 2, "last": chunks}[fail_after]
-    original = assets.replicated_table
+    original = assets.live_spec
 
-    def small_chunks(catalog, plan, table, dataset):
-        tables = {**plan.tables, table: replace(plan.tables[table], chunk_rows=chunk_rows)}
-        return original(catalog, replace(plan, tables=tables), table, dataset=dataset)
+    def small_chunks(*args, **kwargs):
+        spec = original(*args, **kwargs)
+        return replace(spec, plan=replace(spec.plan, chunk_rows=chunk_rows))
 
     class FailingStream(assets.PartitionStream):
         def __iter__(self):
@@ -111,7 +111,7 @@ def test_failure_after_chunk_k_leaves_the_target_untouched(env, fail_after, monk
                 if i == k:
                     raise RuntimeError(f"injected failure after chunk {k}")
 
-    monkeypatch.setattr(assets, "replicated_table", small_chunks)
+    monkeypatch.setattr(assets, "live_spec", small_chunks)
     monkeypatch.setattr(assets, "PartitionStream", FailingStream)
     sql = f"SELECT * FROM {DATASET}.plex_factlineas"
     before = sorted_rows(env["warehouse"].query(sql), drop=())

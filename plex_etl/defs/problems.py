@@ -8,8 +8,8 @@ stand-in asset at the key it would have (its history stays attached), in the gro
 entry), and whose materialization fails at once with that message. Each stand-in has the check
 `configuration_valid`, which fails with severity ERROR: the sensor `plex_etl_configuration_problems`
 (RUNNING by default) reports these results without a run whenever the problems change, so the
-asset shows a failed check (and the alert sensor posts it) without anybody materializing it;
-running the check by hand gives the same result.
+asset shows a failed check without anybody materializing it; running the check by hand gives
+the same result.
 """
 
 import hashlib
