@@ -31,7 +31,7 @@ from plex_etl_tests.replication import accept_proposals, build_defs, materialize
 SOURCE = "scratch"
 TABLE = "ventas"
 KEY, NAME = f"{SOURCE}/{TABLE}", f"{SOURCE}_{TABLE}"  # asset key, warehouse table
-DAY1 = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)  # inside the daily window (the scratch source is UTC)
+DAY1 = dt.date.today() - dt.timedelta(days=10)  # inside the rolling window of daily partitions
 DAY2 = DAY1 + dt.timedelta(days=1)
 
 
