@@ -302,7 +302,9 @@ def plan_problems(plan: SourcePlan, catalog: Catalog) -> PlanProblems:
                        f"({plan.window_days - 1}), or the automation would reload the first partition, "
                        "which holds the whole history")
             if name.startswith("tables."):
-                table_error(name.split(".")[1], message)
+                table = name.removeprefix("tables.").removesuffix(".lookback_days")
+                if plan.tables[table].include:  # an excluded table's window never runs
+                    table_error(table, message)
             else:
                 source.append(message)
     for p in plan.tables.values():
