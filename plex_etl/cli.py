@@ -326,7 +326,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
     from plex_etl.defs.keys import table_key
     from plex_etl.defs.resources import warehouse_from_environment
-    from plex_etl.extract.spec import replicated_table
+    from plex_etl.extract.spec import live_replicated_table
     from plex_etl.mysql import connect
     from plex_etl.reconcile import error_text, reconcile_table, value_coverage
 
@@ -337,9 +337,9 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         today = _window(source, 1)[1]
         with connect(source) as connection:
             for table in tables:
-                spec = replicated_table(catalog, plan, table, resource.dataset)
-                coverage = value_coverage(plan, spec, today)
                 try:
+                    spec = live_replicated_table(connection, catalog, plan, table, resource.dataset)
+                    coverage = value_coverage(plan, spec, today)
                     result = reconcile_table(connection, warehouse, spec, today, coverage)
                 except Exception as exc:  # one table's failure (renamed in MySQL, ...) does not stop the others
                     connection.rollback()
@@ -445,18 +445,23 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 def _cmd_accept(args: argparse.Namespace) -> int:
     """Accept the reviewed proposals of a source's plan (all, or --table): they load from then on."""
     from plex_etl.catalog.plan import PlanError, accept_proposals
-    from plex_etl.catalog.store import load_source_catalog, plan_path
+    from plex_etl.catalog.store import load_source, plan_path
     from plex_etl.sources import get_source
 
     source = get_source(args.source)
     path = plan_path(source.name)
     before = path.read_text()
     accepted = accept_proposals(path, source.name, args.table)
-    try:
-        load_source_catalog(source.name)  # the accepted entries must agree with the catalog
-    except PlanError:
+    try:  # the accepted entries must agree with the catalog (other entries' problems are theirs)
+        problems = load_source(source.name).problems
+        refused = [problems[t] for t in accepted if t in problems]
+        if refused:
+            raise PlanError("invalid plan:\n  " + "\n  ".join(refused))
+    except Exception:
         path.write_text(before)
         raise
+    for table, why in sorted(problems.items()):
+        print(f"warning: table {table} does not load: {why}", file=sys.stderr)
     print(f"{path}: accepted {len(accepted)} proposed entr{'y' if len(accepted) == 1 else 'ies'}"
           + (f": {', '.join(accepted)}" if accepted else " (none was proposed)"))
     return 0
@@ -546,15 +551,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _project_errors() -> tuple[type[Exception], ...]:
     """The project's own error classes: their messages already name file, source, table."""
+    from plex_etl.catalog.drift import SchemaDriftError
+    from plex_etl.catalog.model import CatalogError
     from plex_etl.catalog.plan import PlanError
     from plex_etl.extract.stream import ExtractionError
     from plex_etl.mysql import SourceConnectionError
     from plex_etl.sources import SourceConfigError
     from plex_etl.typemap import TypeMappingError, ValueConversionError
     from plex_etl.warehouse.base import WarehouseError
+    from plex_etl.yamlio import YamlFileError
 
     return (PlanError, ExtractionError, SourceConnectionError, SourceConfigError, TypeMappingError,
-            ValueConversionError, WarehouseError, FileNotFoundError, CommandError)
+            ValueConversionError, WarehouseError, FileNotFoundError, CommandError, YamlFileError, CatalogError,
+            SchemaDriftError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

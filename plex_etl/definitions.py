@@ -9,13 +9,16 @@ PLEX_ETL_BIGQUERY_ENDPOINT, PLEX_ETL_LOCAL_WAREHOUSE, PLEX_ETL_CONFIG_DIR.
 
 import gc
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
+from plex_etl.catalog.model import Catalog
+from plex_etl.catalog.naming import base_name
 from plex_etl.catalog.plan import SourcePlan, pending_review_message
-from plex_etl.catalog.store import catalog_path, load_source_catalog, plan_path
+from plex_etl.catalog.store import catalog_path, load_source, plan_path
 from plex_etl.defs.alerts import alerts_sensor
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import reconcile_job, tier_interval, tier_sensors, views_sensor
@@ -24,8 +27,9 @@ from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, bu
 from plex_etl.defs.dead_runs import dead_runs_sensor
 from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
+from plex_etl.defs.problems import SOURCE_STAND_IN, Problem, problem_checks, problems_sensor, stand_in_asset
 from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
-from plex_etl.defs.views import build_view_assets
+from plex_etl.defs.views import build_view_assets, view_problems
 from plex_etl.extract.spec import warehouse_table_name
 from plex_etl.sources import Source, load_sources
 from plex_etl.yamlio import garbage_collection_paused
@@ -43,6 +47,7 @@ class SourceDefinitions:
     sensors: list[dg.SensorDefinition]
     jobs: list[Any]  # asset jobs (define_asset_job)
     table_keys: dict[str, tuple[dg.AssetKey, str]]  # warehouse table -> (asset key, tier), for the views
+    problems: dict[str, Problem]  # warehouse table -> why it does not load (a stand-in asset shows it)
 
     def validate(self, resources: dict[str, Any]) -> None:
         """Raises what Dagster would raise when loading this source alone."""
@@ -52,10 +57,29 @@ class SourceDefinitions:
         )
 
 
+def _problem_key(source: str, catalog: Catalog, plan: SourcePlan, table: str) -> tuple[str, dg.AssetKey]:
+    """(warehouse table, asset key) of a table that does not load: its own when the catalog
+    still has it, else the names a table of that name would get (unless a loading table took
+    them since)."""
+    if table in catalog.tables:
+        return warehouse_table_name(source, catalog.table(table)), table_key(source, catalog, table)
+    taken = {table_key(source, catalog, p.table) for p in plan.included}
+    name = base_name(table)
+    if dg.AssetKey([source, name]) in taken:
+        name += "_plan_entry"
+    return f"{source}_{name}", dg.AssetKey([source, name])
+
+
 def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinitions:
-    catalog, plan = load_source_catalog(source.name)
+    config = load_source(source.name)
+    catalog, plan = config.catalog, config.plan
     if pending := pending_review_message(plan, plan_path(source.name)):
         log.warning(pending)
+    problems = {}
+    for table, why in sorted(config.problems.items()):
+        log.error("table %s.%s does not load: %s", source.name, table, why)
+        name, key = _problem_key(source.name, catalog, plan, table)
+        problems[name] = Problem(key, why, source.name)
     assets = without_polling(build_source_assets(source, catalog, plan, warehouse_kind), source, catalog, plan)
     cdc_job = build_cdc_job(source, catalog, plan)  # tables with `capture: binlog`
     sensors = [cdc_sensor(source, cdc_job)] if cdc_job else []
@@ -68,7 +92,7 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
         warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)
         for p in plan.included
     }
-    return SourceDefinitions(plan, assets, checks, sensors, jobs, table_keys)
+    return SourceDefinitions(plan, assets, checks, sensors, jobs, table_keys, problems)
 
 
 def _skip(skipped: dict[str, str], source: str, exc: Exception) -> None:
@@ -79,20 +103,27 @@ def _skip(skipped: dict[str, str], source: str, exc: Exception) -> None:
 def _combine(
     built: dict[str, tuple[Source, SourceDefinitions]], skipped: dict[str, str], resources: dict[str, Any], kind: str
 ) -> dg.Definitions:
-    """The code location: the sources built, the views over their tables, the alerts."""
+    """The code location: the sources built, the views over their tables, the alerts, and a
+    stand-in asset for every table, view or source that does not load (defs/problems.py)."""
     parts = [b for _, b in built.values()]
     table_keys = {t: key_tier for b in parts for t, key_tier in b.table_keys.items()}
-    views = build_view_assets(
-        {t: key for t, (key, _tier) in table_keys.items()},
-        {t: tier_interval(tier) for t, (_key, tier) in table_keys.items()},
-        kind,
-    )
+    loaded = {t: key for t, (key, _tier) in table_keys.items()}
+    views = build_view_assets(loaded, {t: tier_interval(tier) for t, (_key, tier) in table_keys.items()}, kind)
+    tables = {t: p for b in parts for t, p in b.problems.items()}
+    problems = [
+        *(Problem(dg.AssetKey([name, SOURCE_STAND_IN]), f"source {name} is not loaded (none of its tables): {why}",
+                  name) for name, why in sorted(skipped.items())),
+        *tables.values(),
+        *view_problems(loaded, tables, skipped),
+    ]
+    checks = problem_checks(problems)
     return dg.Definitions(
-        assets=[a for b in parts for a in b.assets] + views,
-        asset_checks=[c for b in parts for c in b.checks],
+        assets=[a for b in parts for a in b.assets] + views + [stand_in_asset(p) for p in problems],
+        asset_checks=[c for b in parts for c in b.checks] + ([checks] if checks else []),
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
-            views_sensor(), alerts_sensor, dead_runs_sensor, *(s for b in parts for s in b.sensors),
+            views_sensor(), alerts_sensor, dead_runs_sensor, problems_sensor(problems),
+            *(s for b in parts for s in b.sensors),
         ],
         jobs=[j for b in parts for j in b.jobs],
         resources=resources,
@@ -100,11 +131,21 @@ def _combine(
     )
 
 
+STRICT_ENV = "PLEX_ETL_STRICT_CONFIG"
+
+
+class ConfigurationError(RuntimeError):
+    """Strict mode (PLEX_ETL_STRICT_CONFIG=1): some table, view or source does not load."""
+
+
 def build_definitions() -> dg.Definitions:
-    """Every source's assets and checks. A source whose catalog or plan cannot be built (a stale
-    plan entry after a table rename, a broken file), or whose definitions Dagster refuses, is
-    left out with an error in the log and in the code location's metadata
-    (`plex_etl/skipped_sources`): the other sources load."""
+    """Every source's assets and checks. A table whose plan entry is broken (or whose table left
+    the catalog) is left out with the child tables and views read through it; a source whose
+    files cannot be read, or whose definitions Dagster refuses, is left out whole. Each shows
+    as a stand-in asset with a failing check (defs/problems.py) and an ERROR in the log; the
+    skipped sources are also in the code location's metadata (`plex_etl/skipped_sources`).
+    Everything else loads. With PLEX_ETL_STRICT_CONFIG=1 (CI, before an image is built) any
+    such problem fails the load instead, so `dagster asset list` exits non-zero."""
     built: dict[str, tuple[Source, SourceDefinitions]] = {}
     skipped: dict[str, str] = {}
     warehouse = warehouse_from_environment()
@@ -138,6 +179,11 @@ def build_definitions() -> dg.Definitions:
                 _skip(skipped, name, exc)
         # Not validated again: what still fails is not one source's, and Dagster reports it.
         defs = _combine(built, skipped, resources, kind)
+    problems = [*(f"source {n}: {why}" for n, why in skipped.items()),
+                *(p.message for _, b in built.values() for p in b.problems.values())]
+    if problems and os.environ.get(STRICT_ENV, "") not in ("", "0"):
+        raise ConfigurationError(f"{len(problems)} configuration problem(s) ({STRICT_ENV} is set):\n  "
+                                 + "\n  ".join(problems))
     return defs
 
 

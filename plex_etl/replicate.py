@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from plex_etl.catalog.drift import ColumnDrift
 from plex_etl.catalog.naming import latest_view
 from plex_etl.extract.spec import ReplicatedTable, load_mode
 from plex_etl.extract.stream import PartitionStream
@@ -34,6 +35,8 @@ class PartitionLoad:
     read_seconds: float
     fixes: Mapping[str, int] = field(default_factory=dict)  # value fixes by kind (typemap.FIXES)
     snapshot_rows_expired: int | None = None  # snapshots only: rows beyond the retention window
+    drift: ColumnDrift = field(default_factory=ColumnDrift)  # MySQL's columns against the catalog's
+    primary_key: tuple[str, ...] = ()  # the warehouse table's (retired columns are carried by it)
 
     @property
     def mysql_rows(self) -> int:
@@ -59,6 +62,8 @@ def replicate_partition(warehouse: Warehouse, stream: PartitionStream) -> Partit
         read_seconds=stream.seconds,
         fixes=dict(stream.fixes),
         snapshot_rows_expired=expired,
+        drift=spec.drift,
+        primary_key=spec.target.primary_key,
     )
 
 

@@ -21,9 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from plex_etl.yamlio import load_file
+from plex_etl.yamlio import YamlFileError, load_file
 
 PACKAGE_CONFIG_DIR = Path(__file__).parent / "config"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -186,8 +184,8 @@ def load_sources(path: Path | None = None) -> dict[str, Source]:
         raise SourceConfigError(f"sources file not found: {path}")
     try:
         raw = load_file(path) or {}
-    except yaml.YAMLError as exc:
-        raise SourceConfigError(f"{path}: not valid YAML: {exc}") from None
+    except YamlFileError as exc:
+        raise SourceConfigError(str(exc)) from None
     entries = raw.get("sources") if isinstance(raw, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise SourceConfigError(f"{path}: expected a 'sources:' mapping with at least one source")

@@ -31,6 +31,23 @@ except AttributeError:  # PyYAML without libyaml
 CACHE_ENTRIES = 64  # parsed files kept: a catalog, a plan and sources per source, with room for edits
 
 
+class YamlFileError(ValueError):
+    """A file that is not valid YAML; the message names the file, line and column."""
+
+
+def yaml_error_message(path: Path | str, exc: yaml.YAMLError) -> str:
+    """'<path>, line L, column C: not valid YAML: <problem>': where a YAML error is, in the file's
+    own lines (and where the construct it breaks started, when that is another line)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    start = getattr(exc, "context_mark", None)
+    context = getattr(exc, "context", None)
+    if context and start is not None and mark is not None and start.line != mark.line:
+        context += f" started at line {start.line + 1}"
+    problem = ": ".join(p for p in (context, getattr(exc, "problem", None)) if p)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: not valid YAML: {problem or exc}"
+
+
 @contextlib.contextmanager
 def garbage_collection_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while building many long-lived objects.
@@ -60,12 +77,16 @@ def load_file(path: Path) -> Any:
 
     The cache is best effort: a cache that cannot be read or written (no writable home, a
     value `marshal` cannot hold such as a YAML timestamp) is skipped and the text is parsed.
+    A text that is not valid YAML raises YamlFileError naming the file, line and column.
     """
     text = path.read_text()
     cached = _cache_dir() / f"{path.name}.{_cache_key(text)}.marshal"
     with contextlib.suppress(OSError, EOFError, ValueError, TypeError), garbage_collection_paused():
         return marshal.loads(cached.read_bytes())
-    value = safe_load(text)
+    try:
+        value = safe_load(text)
+    except yaml.YAMLError as exc:
+        raise YamlFileError(yaml_error_message(path, exc)) from None
     _write_cache(cached, value)
     return value
 

@@ -1,6 +1,6 @@
 """Every failure path of the blocking checks, on the real local warehouse and a real Dagster run:
-missing, extra and retyped columns (strict types), a row-count mismatch, and a failing
-blocking check that stops the views downstream."""
+missing and retyped columns (strict types), retired ones (passing, named), a row-count mismatch,
+and a failing blocking check that stops the views downstream."""
 
 import datetime as dt
 
@@ -48,7 +48,7 @@ def test_each_warehouse_has_one_strict_type_normaliser():
     assert bigquery_normalize("NUMERIC(20,0)") == "NUMERIC(20, 0)"
 
 
-def test_schema_check_names_missing_extra_and_retyped_columns(env):
+def test_schema_check_names_missing_retired_and_retyped_columns(env):
     assert materialize(env["defs"], ["plex/factcabecera"], env["day"]).success
     catalog, plan = load_source_catalog("plex")
     spec = replicated_table(catalog, plan, "factcabecera")
@@ -62,11 +62,12 @@ def test_schema_check_names_missing_extra_and_retyped_columns(env):
     result = schema_check(env["warehouse"], spec, dg.AssetKey(["plex", "factcabecera"]))
     assert not result.passed
     assert f"missing columns: {dropped}" in result.description
-    assert "extra columns: gone_in_mysql" in result.description
+    assert "retired (not written by loads any more, history kept): gone_in_mysql" in result.description
     assert f"{bigint}: INTEGER (expected BIGINT)" in result.description  # strict: INTEGER is not BIGINT
     if double:
         assert f"{double}: FLOAT (expected DOUBLE)" in result.description
-    assert result.metadata["missing_columns"].value == 1 and result.metadata["extra_columns"].value == 1
+    assert result.metadata["missing_columns"].value == 1 and result.metadata["retired_columns"].text == "gone_in_mysql"
+    assert result.severity == dg.AssetCheckSeverity.ERROR
 
 
 def test_row_count_check_fails_when_the_warehouse_lost_rows(env):
@@ -86,14 +87,24 @@ def test_row_count_check_fails_when_the_warehouse_lost_rows(env):
     assert evaluations(result)[f"plex/factcabecera:{SCHEMA_CHECK}"].passed
 
 
-def test_a_failing_blocking_check_stops_the_views(env):
+def test_a_failing_blocking_check_stops_the_views(env, monkeypatch):
     snapshots = ["plex/medicamentos", "plex/stock", "plex/stocklotes"]
     assert materialize(env["defs"], snapshots, None).success
-    # A column the catalog does not know, which every load fills (its DEFAULT): an extra column.
-    alter(env, f"ALTER TABLE {DATASET}.plex_stock ADD COLUMN gone_in_mysql INTEGER DEFAULT 1")
+    # A column of the catalog that vanishes from the warehouse table right after its load (a
+    # concurrent hand change): the load succeeds, its blocking schema check fails.
+    load = LocalWarehouse.load
+
+    def load_then_lose_a_column(self, target, *args, **kwargs):
+        result = load(self, target, *args, **kwargs)
+        if target.name == "plex_stock":
+            alter(env, f'ALTER TABLE {DATASET}.plex_stock DROP COLUMN "{target.columns[-1].name}"')
+        return result
+
+    monkeypatch.setattr(LocalWarehouse, "load", load_then_lose_a_column)
     result = materialize(env["defs"], [*snapshots, "views/v_inventory_status"], None, raise_on_error=False)
     checks = evaluations(result)
     assert not checks[f"plex/stock:{SCHEMA_CHECK}"].passed
+    assert "missing columns" in checks[f"plex/stock:{SCHEMA_CHECK}"].description
     assert checks[f"plex/medicamentos:{SCHEMA_CHECK}"].passed
     assert not result.success
     assert result.asset_materializations_for_node("plex__stock")  # the load itself succeeded
@@ -102,16 +113,21 @@ def test_a_failing_blocking_check_stops_the_views(env):
 
 
 def test_a_column_dropped_in_mysql_is_retired_not_a_failure(env):
-    """After `discover` drops a column from the catalog, the warehouse keeps it with its history;
-    the schema check passes while new loads leave it NULL, and names it."""
+    """After `discover` drops a column from the catalog, the warehouse keeps it with its history:
+    the schema check passes and names it, and reloading the day keeps each row's value."""
     day = env["day"]
     assert materialize(env["defs"], ["plex/factcabecera"], day).success
     alter(env, f"ALTER TABLE {DATASET}.plex_factcabecera ADD COLUMN dropped_in_mysql INTEGER",
           f"UPDATE {DATASET}.plex_factcabecera SET dropped_in_mysql = 7")  # its history
+    rows = env["warehouse"].count_by_partition(DATASET, "plex_factcabecera", day, day)[day]
     result = materialize(env["defs"], ["plex/factcabecera"], day)
     check = evaluations(result)[f"plex/factcabecera:{SCHEMA_CHECK}"]
-    assert check.passed and "retired (dropped in MySQL, history kept): dropped_in_mysql" in check.description
+    assert check.passed and "retired (not written by loads any more, history kept): dropped_in_mysql" in (
+        check.description)
     assert check.metadata["retired_columns"].text == "dropped_in_mysql"
+    kept = env["warehouse"].query(f"SELECT COUNT(dropped_in_mysql) AS n FROM {DATASET}.plex_factcabecera "
+                                  f"WHERE _etl_partition_date = DATE '{day}'").column(0)[0].as_py()
+    assert kept == rows > 0
 
 
 def test_the_reconciliation_runs_on_its_own_never_riding_along_with_a_load():

@@ -1,5 +1,6 @@
 """One bad table or source never takes down the code location (issue 16): odd MySQL table
-names give valid definitions, and a source whose plan went stale is skipped, not fatal."""
+names give valid definitions, a table renamed in MySQL keeps only itself out (issue 24), and a
+source Dagster refuses is skipped, not fatal. More in test_config_problems.py."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_group_names_and_tag_values_are_valid():
 @pytest.fixture
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A config directory with two sources: `odd` (odd table names) and `stale` (a plan entry
-    for a table renamed in MySQL after discovery)."""
+    for a table renamed in MySQL after discovery, and a table that references it)."""
     server = with_database(get_source("plex"), "mysql")
     engine = create_engine(server)
     with engine.begin() as connection:
@@ -53,6 +54,9 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         for ddl in ODD_TABLES:
             connection.execute(sa.text(ddl.replace("CREATE TABLE ", f"CREATE TABLE {ODD_DB}.", 1)))
         connection.execute(sa.text(f"CREATE TABLE {STALE_DB}.clientes (id INT PRIMARY KEY)"))
+        connection.execute(sa.text(
+            f"CREATE TABLE {STALE_DB}.pedidos (id INT PRIMARY KEY, cliente INT NOT NULL, fecha DATE NOT NULL, "
+            f"KEY (cliente), FOREIGN KEY (cliente) REFERENCES {STALE_DB}.clientes (id))"))
     (tmp_path / "sources.yaml").write_text(
         "sources:\n"
         f"  odd: {{host: 127.0.0.1, database: {ODD_DB}, user: root}}\n"
@@ -75,23 +79,35 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         engine.dispose()
 
 
-def test_a_broken_source_is_skipped_and_odd_names_load(config_dir: Path, caplog: pytest.LogCaptureFixture):
-    from plex_etl.definitions import build_definitions
+def test_a_renamed_table_is_isolated_and_odd_names_load(config_dir: Path, caplog: pytest.LogCaptureFixture):
+    """After `discover`, the plan still names `clientes`, now `clientes_2` in MySQL: only
+    stale/clientes is out, as a stand-in naming file and table; pedidos (which references it),
+    clientes_2 (its proposal accepted) and the other source load."""
+    from plex_etl.defs.problems import CONFIGURATION_CHECK, ERRORS_GROUP
 
     caplog.set_level(logging.ERROR, logger="plex_etl.definitions")
     defs = build_definitions()
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"odd/facturacion", "odd/ventas_2024", "odd/it_s"} <= keys
-    assert not any(key.startswith("stale/") for key in keys)
+    assert {"odd/facturacion", "odd/ventas_2024", "odd/it_s", "stale/pedidos", "stale/clientes",
+            "stale/clientes_2"} <= keys
     groups = {key.path[1]: graph.get(key).group_name for key in graph.get_all_asset_keys() if key.path[0] == "odd"}
     assert groups["facturacion"] == "odd_facturacion" and groups["ventas_2024"] == "odd_ventas_2024"
-    # The error is in the log and in the code location's metadata, naming source, file and table.
-    skipped = defs.metadata["plex_etl/skipped_sources"].value
-    assert list(skipped) == ["stale"] and "clientes" in skipped["stale"] and "not in the catalog" in skipped["stale"]
-    assert "stale.plan.yaml" in skipped["stale"]
-    assert "source 'stale' skipped" in caplog.text and "clientes" in caplog.text
+    stand_in = graph.get(dg.AssetKey(["stale", "clientes"]))
+    assert stand_in.group_name == ERRORS_GROUP
+    assert graph.get(dg.AssetKey(["stale", "pedidos"])).parent_keys == {dg.AssetKey(["stale", "clientes_2"])}
+    for text in (stand_in.description, stand_in.metadata["plex_etl/problem"].value):
+        assert "stale.plan.yaml" in text and "table clientes: not in the catalog" in text
+    assert dg.AssetCheckKey(stand_in.key, CONFIGURATION_CHECK) in graph.asset_check_keys
+    assert "plex_etl/skipped_sources" not in (defs.metadata or {})
+    assert "table stale.clientes does not load" in caplog.text and "stale.plan.yaml" in caplog.text
+
+
+def build_definitions() -> dg.Definitions:
+    from plex_etl.definitions import build_definitions
+
+    return build_definitions()
 
 
 def test_a_source_dagster_refuses_is_skipped(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
@@ -118,7 +134,9 @@ def test_a_source_dagster_refuses_is_skipped(monkeypatch: pytest.MonkeyPatch, ca
     defs = definitions.build_definitions()
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert "plex/factcabecera" in keys and not any(key.startswith("quantio/") for key in keys)
+    assert "plex/factcabecera" in keys and [k for k in keys if k.startswith("quantio/")] == ["quantio/configuration"]
     skipped = defs.metadata["plex_etl/skipped_sources"].value
     assert list(skipped) == ["quantio"] and "missing_resource" in skipped["quantio"]
     assert "source 'quantio' skipped" in caplog.text
+    stand_in = defs.resolve_asset_graph().get(dg.AssetKey(["quantio", "configuration"]))
+    assert "missing_resource" in stand_in.description and "source quantio is not loaded" in stand_in.description

@@ -26,7 +26,8 @@ def test_a_missing_tls_ca_file_names_the_file_and_the_source(tmp_path: Path):
 def test_a_broken_sources_file_is_named(tmp_path: Path):
     path = tmp_path / "sources.yaml"
     path.write_text("sources:\n  erp:\n    host: [127.0.0.1\n")
-    with pytest.raises(SourceConfigError, match=f"^{path}: not valid YAML"):
+    with pytest.raises(SourceConfigError, match=f"^{path}, line 4, column 1: not valid YAML: while parsing a flow "
+                                                "sequence started at line 3"):
         load_sources(path)
     path.write_text("- just\n- a list\n")
     with pytest.raises(SourceConfigError, match=f"^{path}: expected a 'sources:' mapping"):

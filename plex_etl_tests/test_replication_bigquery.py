@@ -27,7 +27,7 @@ from plex_etl_tests.bq_emulator import Emulator, bigquery_emulator  # noqa: F401
 from plex_etl_tests.conftest import TEST_DAYS
 from plex_etl_tests.replication import build_defs, materialize, mysql_rows, point_at_test_databases, sorted_rows
 from plex_etl_tests.test_completeness import scenario_every_row_exactly_once
-from plex_etl_tests.test_schema_evolution import KEY, NAME, TABLE, scenario_added_column, scratch_source
+from plex_etl_tests.test_schema_evolution import KEY, NAME, TABLE, scenario_schema_drift, scratch_source
 
 pytestmark = pytest.mark.bigquery
 
@@ -100,11 +100,11 @@ def test_failure_after_chunk_k_leaves_the_target_untouched(env, fail_after, monk
     chunks = -(-local.warehouse_count(env, "factlineas", day) // chunk_rows)
     assert chunks >= 3
     k = {"first": 1, "middle": chunks // 2, "last": chunks}[fail_after]
-    original = assets.replicated_table
+    original = assets.live_spec
 
-    def small_chunks(catalog, plan, table, dataset):
-        tables = {**plan.tables, table: replace(plan.tables[table], chunk_rows=chunk_rows)}
-        return original(catalog, replace(plan, tables=tables), table, dataset=dataset)
+    def small_chunks(*args, **kwargs):
+        spec = original(*args, **kwargs)
+        return replace(spec, plan=replace(spec.plan, chunk_rows=chunk_rows))
 
     class FailingStream(assets.PartitionStream):
         def __iter__(self):
@@ -113,7 +113,7 @@ def test_failure_after_chunk_k_leaves_the_target_untouched(env, fail_after, monk
                 if i == k:
                     raise RuntimeError(f"injected failure after chunk {k}")
 
-    monkeypatch.setattr(assets, "replicated_table", small_chunks)
+    monkeypatch.setattr(assets, "live_spec", small_chunks)
     monkeypatch.setattr(assets, "PartitionStream", FailingStream)
     sql = f"SELECT * FROM {DATASET}.plex_factlineas"
     before = sorted_rows(env["warehouse"].query(sql), drop=())
@@ -172,9 +172,10 @@ def test_every_quantio_column_agrees_with_mysql(env, quantio):
     assert not problems, "\n".join(problems)
 
 
-def test_added_column_lands_on_bigquery(env, monkeypatch, tmp_path):
-    """A column added in MySQL appears after the next materialization; earlier rows read NULL."""
-    scenario_added_column(env["warehouse"], monkeypatch, tmp_path)
+def test_schema_drift_flows_on_bigquery(env, monkeypatch, tmp_path):
+    """A column added in MySQL lands at the next load, a dropped one keeps its history across a
+    reload, a renamed table fails its load by name (test_schema_evolution.py)."""
+    scenario_schema_drift(env["warehouse"], monkeypatch, tmp_path)
 
 
 def test_every_row_lands_exactly_once_on_bigquery(env, monkeypatch, tmp_path):

@@ -252,6 +252,42 @@ def scenario_schema_evolution(h: Harness) -> None:
     assert h.staging_leftovers() == []
 
 
+def scenario_retired_column_keeps_its_history(h: Harness) -> None:
+    """A column the load no longer writes (dropped in MySQL) keeps, row by row, the value each
+    replaced row had: reloading a day, moving a row to another day (upsert) or reloading a
+    day's snapshot by key; new rows hold NULL; days not loaded are untouched."""
+    t2 = simple_target(h, "members", EMAIL)  # created with the column, as before MySQL dropped it
+
+    def mail(ids: Sequence[int], suffix: str = "") -> list[dict[str, Any]]:
+        return [{**r, "email": f"{r['id']}@old"} for r in people(ids, suffix)]
+
+    h.wh.load(t2, [batch(t2, D1, mail([1, 2])), batch(t2, D2, mail([3, 5]))], D1, D2, "upsert")
+    t = simple_target(h, "members")
+    # Day 1 reloaded: 1 changed, 2 the same, 4 new; 5 moved from day 2 to day 1.
+    result = h.wh.load(t, [batch(t, D1, people([1], " v2") + people([2, 4, 5]))], D1, D1, "upsert")
+    assert result.retired_columns == ("email",) and result.added_columns == ()
+    assert h.rows("members") == sort_rows(
+        expected(D1, [{**r, "email": "1@old"} for r in people([1], " v2")]
+                 + [{**people([2])[0], "email": "2@old"}, {**people([4])[0], "email": None},
+                    {**people([5])[0], "email": "5@old"}])
+        + expected(D2, mail([3])))
+    # Again: the carried values stay (they are the warehouse's history, not MySQL's).
+    h.wh.load(t, [batch(t, D1, people([1], " v2") + people([2, 4, 5]))], D1, D1, "upsert")
+    assert [r["email"] for r in h.rows("members") if r[PARTITION_COLUMN] == D1] == [
+        "1@old", "2@old", None, "5@old"]
+    # Replace by day (a snapshot with a key): each key of the day keeps its own value.
+    h.wh.load(t, [batch(t, D2, people([3], " v3"))], D2, D2, "replace")
+    assert [r for r in h.rows("members") if r[PARTITION_COLUMN] == D2] == expected(
+        D2, [{**people([3], " v3")[0], "email": "3@old"}])
+    # Without a primary key a replaced row has no successor: the reloaded day holds NULL there.
+    k2 = TargetTable(h.dataset, "nokey", (ID, NAME, EMAIL))
+    h.wh.load(k2, [batch(k2, D1, mail([1]))], D1, D1)
+    k = TargetTable(h.dataset, "nokey", (ID, NAME))
+    assert h.wh.load(k, [batch(k, D1, people([1]))], D1, D1).retired_columns == ("email",)
+    assert h.rows("nokey") == expected(D1, [{**people([1])[0], "email": None}])
+    assert h.staging_leftovers() == []
+
+
 def scenario_partition_out_of_range(h: Harness) -> None:
     t = three_partitions(h, "visits")
     before = h.rows("visits", loaded_at=True)
@@ -501,6 +537,7 @@ SCENARIOS = [
     scenario_upsert,
     scenario_failure_mid_stream,
     scenario_schema_evolution,
+    scenario_retired_column_keeps_its_history,
     scenario_partition_out_of_range,
     scenario_types_round_trip,
     scenario_counts_retention_views,

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from plex_etl.catalog.model import Catalog, Column, Index, Relationship, Table
 from plex_etl.catalog.naming import asset_names, warehouse_names
 from plex_etl.catalog.relationships import infer_relationships, quote
+from plex_etl.mysql import Run, runner, text_literal, text_value
 from plex_etl.typemap import TypeMappingError, map_column
 
 
@@ -45,21 +46,67 @@ def _selected(name: str, include: Sequence[str], exclude: Sequence[str]) -> bool
     return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
 
 
-def _json_columns(connection: sa.Connection, database: str) -> set[tuple[str, str]]:
+def _json_columns(run: Run, database: str, tables: Sequence[str] | None = None) -> set[tuple[str, str]]:
     """MariaDB stores JSON as LONGTEXT plus a json_valid() check named after the column."""
     try:
-        rows = connection.execute(
-            sa.text(
-                "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                "WHERE CONSTRAINT_SCHEMA = :db"
-            ),
-            {"db": database},
-        ).all()
-    except sa.exc.DBAPIError:  # MySQL < 8.0.16 has no CHECK_CONSTRAINTS
+        rows = run(
+            "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+            f"WHERE CONSTRAINT_SCHEMA = {text_literal(database)}{_only(tables)}"
+        )
+    except Exception as exc:  # MySQL < 8.0.16 has no CHECK_CONSTRAINTS (1109 unknown table)
+        if "CHECK_CONSTRAINTS" not in str(exc).upper():
+            raise
         return set()
-    return {
-        (t, c) for t, c, clause in rows if clause and clause.replace(" ", "").lower().startswith("json_valid(")
-    }
+    found = set()
+    for table, column, clause in rows:
+        clause = text_value(clause) or ""
+        if clause.replace(" ", "").lower().startswith("json_valid("):
+            found.add((text_value(table), text_value(column)))
+    return found
+
+
+def _only(tables: Sequence[str] | None) -> str:
+    return f" AND TABLE_NAME IN ({', '.join(text_literal(t) for t in tables)})" if tables is not None else ""
+
+
+def read_columns(run: Run, database: str, tables: Sequence[str] | None = None) -> dict[str, list[Column]]:
+    """The columns of every table of `database` (or of `tables` only: a few lookups in the data
+    dictionary, cheap enough before every load), in MySQL's order, as the catalog records them
+    before mapping. A table that does not exist has no entry. `run`: mysql.runner of a
+    SQLAlchemy or a raw mysqlclient connection."""
+    if tables is not None and not tables:
+        return {}
+    rows = [
+        tuple(text_value(v) if not isinstance(v, int) else v for v in row)
+        for row in run(
+            "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, "
+            "COLUMN_DEFAULT, CHARACTER_SET_NAME, COLLATION_NAME, EXTRA, IS_GENERATED "
+            f"FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {text_literal(database)}{_only(tables)} "
+            "ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        )
+    ]
+    # MariaDB's JSON is a LONGTEXT with a check: look the checks up only where there is one.
+    longtext = sorted({row[0] for row in rows if str(row[4]).lower() == "longtext"})
+    json_columns = _json_columns(run, database, longtext if tables is not None else None) if longtext else set()
+    columns: dict[str, list[Column]] = defaultdict(list)
+    for (table, name, ordinal, column_type, data_type, nullable, default, charset, collation, extra,
+         generated) in rows:
+        is_json = (table, name) in json_columns
+        columns[table].append(
+            Column(
+                name=name,
+                ordinal=int(ordinal),
+                column_type="json" if is_json else column_type,
+                data_type="json" if is_json else data_type,
+                nullable=nullable == "YES",
+                default=None if default in (None, "NULL") else str(default),
+                charset=charset,
+                collation=collation,
+                generated=(generated or "NEVER") != "NEVER",
+                extra=extra or None,
+            )
+        )
+    return dict(columns)
 
 
 def read_structure(
@@ -87,34 +134,8 @@ def read_structure(
     names = [r[0] for r in table_rows if _selected(r[0], include, exclude)]
     wanted = set(names)
 
-    json_columns = _json_columns(connection, database)
-    columns: dict[str, list[Column]] = defaultdict(list)
-    for row in connection.execute(
-        sa.text(
-            "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_TYPE, DATA_TYPE, IS_NULLABLE, "
-            "COLUMN_DEFAULT, CHARACTER_SET_NAME, COLLATION_NAME, EXTRA, IS_GENERATED "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :db "
-            "ORDER BY TABLE_NAME, ORDINAL_POSITION"
-        ),
-        params,
-    ):
-        if row.TABLE_NAME not in wanted:
-            continue
-        is_json = (row.TABLE_NAME, row.COLUMN_NAME) in json_columns
-        columns[row.TABLE_NAME].append(
-            Column(
-                name=row.COLUMN_NAME,
-                ordinal=int(row.ORDINAL_POSITION),
-                column_type="json" if is_json else row.COLUMN_TYPE,
-                data_type="json" if is_json else row.DATA_TYPE,
-                nullable=row.IS_NULLABLE == "YES",
-                default=None if row.COLUMN_DEFAULT in (None, "NULL") else str(row.COLUMN_DEFAULT),
-                charset=row.CHARACTER_SET_NAME,
-                collation=row.COLLATION_NAME,
-                generated=(row.IS_GENERATED or "NEVER") != "NEVER",
-                extra=row.EXTRA or None,
-            )
-        )
+    every = read_columns(runner(connection), database)
+    columns = {name: every.get(name, []) for name in names}
 
     index_columns: dict[tuple[str, str], list[str]] = defaultdict(list)
     index_unique: dict[tuple[str, str], bool] = {}

@@ -229,5 +229,15 @@ def dump_catalog(catalog: Catalog, path: Path) -> None:
     )
 
 
+class CatalogError(ValueError):
+    """A catalog file that is not a catalog; the message names the file."""
+
+
 def load_catalog(path: Path) -> Catalog:
-    return catalog_from_dict(load_file(path))
+    """The catalog in `path`; YamlFileError (file, line) or CatalogError (file) when it is broken."""
+    data = load_file(path)
+    try:
+        return catalog_from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CatalogError(f"{path}: not a catalog written by `plex-etl discover` "
+                           f"({type(exc).__name__}: {exc}); run it again or restore the file") from None

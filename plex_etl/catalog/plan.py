@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import yaml
 from plex_etl.catalog.model import Catalog, Column, Table
 from plex_etl.catalog.profile import DATE_TYPES, DateProfile
 from plex_etl.typemap import TypeMappingError, map_column
-from plex_etl.yamlio import load_file
+from plex_etl.yamlio import YamlFileError, load_file, safe_load, yaml_error_message
 
 STRATEGIES = ("event", "child", "upsert", "snapshot")
 # How changes reach the warehouse: `poll` (the tier's reloads of recent days) or `binlog`
@@ -99,6 +99,9 @@ class SourcePlan:
     # Reconciliation hashes every value of a table every day up to this many rows (catalog
     # estimate); a larger table's values rotate through its days (plex_etl/reconcile.py).
     value_check_rows: int = 20_000_000
+    # Entries that could not be read (YAML error inside the entry, unknown keys, a value of the
+    # wrong kind): table -> why, naming the file and line. They do not load; the others do.
+    broken: dict[str, str] = field(default_factory=dict)
 
     @property
     def captured(self) -> list[str]:
@@ -152,103 +155,258 @@ _TABLE_KEYS = {
 
 def _table_plan(name: str, raw: dict[str, Any], where: str) -> TablePlan:
     raw = raw or {}
+    if not isinstance(raw, dict):
+        raise PlanError(f"{where}: table {name}: expected a mapping of settings, got {raw!r}")
     unknown = set(raw) - _TABLE_KEYS
     if unknown:
         raise PlanError(f"{where}: table {name}: unknown keys {sorted(unknown)}")
     dates = raw.get("date_columns") or ()
-    return TablePlan(
-        table=name,
-        include=bool(raw.get("include", True)),
-        strategy=str(raw.get("strategy", "snapshot")),
-        date_columns=(dates,) if isinstance(dates, str) else tuple(dates),
-        parent=raw.get("parent"),
-        created_column=raw.get("created_column"),
-        modified_column=raw.get("modified_column"),
-        tier=str(raw.get("tier", "master_daily")),
-        chunk_rows=int(raw.get("chunk_rows", 200_000)),
-        lookback_days=raw.get("lookback_days"),
-        type_overrides=dict(raw.get("type_overrides") or {}),
-        proposed=bool(raw.get("proposed", False)),
-        key_bounds=None if raw.get("key_bounds") is None else bool(raw["key_bounds"]),
-        note=raw.get("note"),
-        capture=str(raw.get("capture", "poll")),
-    )
+    try:
+        return TablePlan(
+            table=name,
+            include=bool(raw.get("include", True)),
+            strategy=str(raw.get("strategy", "snapshot")),
+            date_columns=(dates,) if isinstance(dates, str) else tuple(dates),
+            parent=raw.get("parent"),
+            created_column=raw.get("created_column"),
+            modified_column=raw.get("modified_column"),
+            tier=str(raw.get("tier", "master_daily")),
+            chunk_rows=int(raw.get("chunk_rows", 200_000)),
+            lookback_days=None if raw.get("lookback_days") is None else int(raw["lookback_days"]),
+            type_overrides=dict(raw.get("type_overrides") or {}),
+            proposed=bool(raw.get("proposed", False)),
+            key_bounds=None if raw.get("key_bounds") is None else bool(raw["key_bounds"]),
+            note=raw.get("note"),
+            capture=str(raw.get("capture", "poll")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise PlanError(f"{where}: table {name}: {exc}") from None
+
+
+_TABLES_LINE = re.compile(r"^tables\s*:")
+_TOP_LEVEL = re.compile(r"^[^\s#]")
+
+
+def _blank_except(lines: list[str], keep: range | set[int]) -> str:
+    """The text with every line outside `keep` emptied: YAML errors keep the file's line numbers."""
+    return "".join(line if i in keep else "\n" for i, line in enumerate(lines))
+
+
+def _salvage(path: Path, text: str, error: YamlFileError) -> tuple[dict[str, Any], dict[str, str]]:
+    """A plan file that is not valid YAML as a whole, read entry by entry: (the parsed plan
+    with every table entry that is valid YAML on its own, {table: YAML error of its entry}).
+
+    A mistake inside one table's entry (a missing bracket, a bad indentation) then isolates that
+    table instead of the whole source. Anything else that does not parse (the defaults, the
+    top-level structure, a line between entries) raises `error`'s message: the source cannot
+    be read. Each entry is parsed with the file's other lines emptied, so the line numbers in
+    the messages are the file's."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if _TABLES_LINE.match(line)), None)
+    if start is None:
+        raise error
+    end = next((i for i in range(start + 1, len(lines)) if _TOP_LEVEL.match(lines[i])), len(lines))
+    entries = [i for i in range(start + 1, end) if _ENTRY.match(lines[i])]
+    if not entries:
+        raise error
+    blocks = [range(a, b) for a, b in zip(entries, [*entries[1:], end], strict=True)]
+    in_entries = {i for block in blocks for i in block}
+    try:
+        raw = safe_load(_blank_except(lines, set(range(len(lines))) - in_entries)) or {}
+    except yaml.YAMLError as exc:
+        raise YamlFileError(yaml_error_message(path, exc)) from None
+    if not isinstance(raw, dict):
+        raise error
+    tables: dict[str, Any] = {}
+    broken: dict[str, str] = {}
+    for block in blocks:
+        try:
+            parsed = safe_load(_blank_except(lines, {start, *block})) or {}
+        except yaml.YAMLError as exc:
+            name = _ENTRY.match(lines[block.start])["name"].strip().strip("'\"")  # type: ignore[index]
+            broken[name] = f"{yaml_error_message(path, exc)} (in the entry of table {name}, line {block.start + 1})"
+            continue
+        tables.update(parsed.get("tables") or {})
+    raw["tables"] = tables
+    return raw, broken
 
 
 def load_plan(path: Path, source: str) -> SourcePlan:
+    """The plan file of `source`. An entry that cannot be read (not valid YAML on its own, unknown
+    keys, a wrong value) is kept out of `tables` and named in `broken` (file and line): only that
+    table is affected. PlanError or YamlFileError (file, line) when the file as a whole cannot be
+    read: its defaults or its structure."""
     if not path.exists():
         return SourcePlan(source=source, tables={})
-    raw = load_file(path) or {}
+    broken: dict[str, str] = {}
+    try:
+        raw = load_file(path) or {}
+    except YamlFileError as exc:
+        raw, broken = _salvage(path, path.read_text(), exc)
+    if not isinstance(raw, dict):
+        raise PlanError(f"{path}: expected `defaults:` and `tables:` mappings, got {type(raw).__name__}")
     defaults = raw.get("defaults") or {}
-    tables = {n: _table_plan(n, body, str(path)) for n, body in (raw.get("tables") or {}).items()}
+    entries = raw.get("tables") or {}
+    if not isinstance(defaults, dict) or not isinstance(entries, dict):
+        raise PlanError(f"{path}: `defaults:` and `tables:` must be mappings (name: settings)")
+    tables = {}
+    for name, body in entries.items():
+        try:
+            tables[str(name)] = _table_plan(str(name), body, str(path))
+        except PlanError as exc:
+            broken[str(name)] = str(exc)
+    def default(key: str, parse: Any, fallback: Any) -> Any:
+        value = defaults.get(key, fallback)
+        try:
+            return parse(value)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise PlanError(f"{path}: defaults.{key}: {value!r} is not valid ({exc})") from None
+
     return SourcePlan(
         source=source,
         tables=tables,
-        lookback_days=int(defaults.get("lookback_days", 3)),
-        weekly_catchup_days=int(defaults.get("weekly_catchup_days", 7)),
-        gap_fill_days=int(defaults.get("gap_fill_days", 30)),
-        key_bounds=bool(defaults.get("key_bounds", True)),
-        snapshot_retention_days=int(defaults.get("snapshot_retention_days", 90)),
-        tier_lookback_days={str(k): int(v) for k, v in (defaults.get("tier_lookback_days") or {}).items()},
-        first_day=dt.date.fromisoformat(str(defaults.get("first_day", "2020-01-01"))),
-        window_days=int(defaults.get("window_days", DEFAULT_WINDOW_DAYS)),
-        value_check_rows=int(defaults.get("value_check_rows", 20_000_000)),
+        lookback_days=default("lookback_days", int, 3),
+        weekly_catchup_days=default("weekly_catchup_days", int, 7),
+        gap_fill_days=default("gap_fill_days", int, 30),
+        key_bounds=default("key_bounds", bool, True),
+        snapshot_retention_days=default("snapshot_retention_days", int, 90),
+        tier_lookback_days=default("tier_lookback_days", lambda v: {str(k): int(n) for k, n in (v or {}).items()}, {}),
+        first_day=default("first_day", lambda v: dt.date.fromisoformat(str(v)), "2020-01-01"),
+        window_days=default("window_days", int, DEFAULT_WINDOW_DAYS),
+        value_check_rows=default("value_check_rows", int, 20_000_000),
+        broken=broken,
     )
 
 
-def validate(plan: SourcePlan, catalog: Catalog) -> None:
-    """Raise PlanError listing every inconsistency between plan and catalog."""
-    errors: list[str] = []
+@dataclass(frozen=True)
+class PlanProblems:
+    """What keeps a plan from loading: problems of the whole source (its defaults), and of each
+    table's entry (which only keep that table out)."""
+
+    source: list[str]
+    tables: dict[str, list[str]]
+
+    def messages(self) -> list[str]:
+        return [*self.source, *(m for problems in self.tables.values() for m in problems)]
+
+
+def plan_problems(plan: SourcePlan, catalog: Catalog) -> PlanProblems:
+    """Every inconsistency of the plan, in itself and against the catalog, by table."""
+    source: list[str] = []
+    tables: dict[str, list[str]] = {name: [why] for name, why in plan.broken.items()}
+
+    def table_error(name: str, message: str) -> None:
+        tables.setdefault(name, []).append(message)
+
     if plan.window_days < 2:
-        errors.append(f"{plan.source}.plan: defaults.window_days must be at least 2, not {plan.window_days}")
+        source.append(f"{plan.source}.plan: defaults.window_days must be at least 2, not {plan.window_days}")
     for name, days in plan.automatic_windows().items():
         if days < 1 or days >= plan.window_days:
-            errors.append(f"{plan.source}.plan: {name} is {days}: it must be between 1 and window_days - 1 "
-                          f"({plan.window_days - 1}), or the automation would reload the first partition, "
-                          "which holds the whole history")
+            message = (f"{plan.source}.plan: {name} is {days}: it must be between 1 and window_days - 1 "
+                       f"({plan.window_days - 1}), or the automation would reload the first partition, "
+                       "which holds the whole history")
+            if name.startswith("tables."):
+                table = name.removeprefix("tables.").removesuffix(".lookback_days")
+                if plan.tables[table].include:  # an excluded table's window never runs
+                    table_error(table, message)
+            else:
+                source.append(message)
     for p in plan.tables.values():
         where = f"{plan.source}.plan: table {p.table}"
         if p.table not in catalog.tables:
             if p.include:
-                errors.append(f"{where}: not in the catalog (dropped from MySQL? set include: false)")
+                table_error(p.table, f"{where}: not in the catalog: renamed or dropped in MySQL? Rename the "
+                                     "entry to the table's new name (after `plex-etl discover`), or set "
+                                     "`include: false`")
             continue
         if not p.include:
             continue
-        table = catalog.tables[p.table]
-        if p.strategy not in STRATEGIES:
-            errors.append(f"{where}: strategy {p.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if p.tier not in TIERS:
-            errors.append(f"{where}: tier {p.tier!r} is not one of {', '.join(TIERS)}")
-        if p.chunk_rows <= 0:
-            errors.append(f"{where}: chunk_rows must be positive")
-        for column in (*p.partition_columns, *p.type_overrides):
-            if column not in table.column_names:
-                errors.append(f"{where}: column {column!r} does not exist")
-        for column, override in p.type_overrides.items():
-            if column in table.column_names:
-                try:
-                    map_column(table.column(column), override)
-                except TypeMappingError as exc:
-                    errors.append(f"{where}: type_overrides: {exc}")
-        if p.strategy == "event" and not p.date_columns:
-            errors.append(f"{where}: strategy event needs date_columns")
-        if p.strategy == "upsert":
-            if not p.partition_columns:
-                errors.append(f"{where}: strategy upsert needs created_column and/or modified_column")
-            if not table.primary_key:
-                errors.append(f"{where}: strategy upsert needs a primary key")
-        for column in p.partition_columns:
-            if column in table.column_names and table.column(column).data_type not in DATE_TYPES:
-                errors.append(f"{where}: column {column!r} is {table.column(column).column_type}, not a date")
-        if p.strategy == "child":
-            errors.extend(_child_errors(plan, catalog, p, where))
-        if p.capture not in CAPTURES:
-            errors.append(f"{where}: capture {p.capture!r} is not one of {', '.join(CAPTURES)}")
-        elif p.capture == "binlog" and (p.strategy == "snapshot" or not table.primary_key):
-            errors.append(f"{where}: capture binlog needs a primary key and a dated strategy (event, child, "
-                          f"upsert), not {p.strategy}{'' if table.primary_key else ' without a primary key'}")
+        for message in _table_errors(plan, catalog, p, where):
+            table_error(p.table, message)
+    return PlanProblems(source, tables)
+
+
+def validate(plan: SourcePlan, catalog: Catalog) -> None:
+    """Raise PlanError listing every inconsistency between plan and catalog."""
+    errors = plan_problems(plan, catalog).messages()
     if errors:
         raise PlanError("invalid plan:\n  " + "\n  ".join(errors))
+
+
+def isolate(plan: SourcePlan, catalog: Catalog) -> tuple[SourcePlan, dict[str, str]]:
+    """The plan without the tables that cannot load, and why each does not: its own entry's
+    problems, or those of the table its days come from (a child table is read through its
+    parent). PlanError when the source as a whole cannot load (its defaults)."""
+    problems = plan_problems(plan, catalog)
+    if problems.source:
+        raise PlanError("invalid plan:\n  " + "\n  ".join(problems.source))
+    out = {t: "; ".join(messages) for t, messages in problems.tables.items()}
+    roots = dict(out)
+
+    def chain(p: TablePlan) -> list[str]:
+        """The tables its days come through, parent first, up to the first that does not load."""
+        tables: list[str] = []
+        while p.strategy == "child" and p.parent and len(tables) <= len(plan.tables):
+            try:
+                parent = catalog.relationship(p.parent).referenced_table
+            except KeyError:
+                break
+            tables.append(parent)
+            if parent in roots or parent not in plan.tables:
+                break
+            p = plan.tables[parent]
+        return tables
+
+    for p in plan.tables.values():
+        if p.table in out or not p.include:
+            continue
+        through = chain(p)
+        if through and through[-1] in roots:
+            root = through[-1]
+            via = f" (through {', '.join(through[:-1])})" if len(through) > 1 else ""
+            out[p.table] = (f"{plan.source}.plan: table {p.table}: its days come from table {root}{via}, "
+                            f"which does not load: {roots[root]}")
+    tables = {name: p for name, p in plan.tables.items() if name not in out}
+    return replace(plan, tables=tables, broken={}), out
+
+
+def _table_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) -> list[str]:
+    """The problems of one included entry whose table is in the catalog."""
+    errors: list[str] = []
+    table = catalog.tables[p.table]
+    if p.strategy not in STRATEGIES:
+        errors.append(f"{where}: strategy {p.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if p.tier not in TIERS:
+        errors.append(f"{where}: tier {p.tier!r} is not one of {', '.join(TIERS)}")
+    if p.chunk_rows <= 0:
+        errors.append(f"{where}: chunk_rows must be positive")
+    for column in (*p.partition_columns, *p.type_overrides):
+        if column not in table.column_names:
+            errors.append(f"{where}: column {column!r} does not exist")
+    for column, override in p.type_overrides.items():
+        if column in table.column_names:
+            try:
+                map_column(table.column(column), override)
+            except TypeMappingError as exc:
+                errors.append(f"{where}: type_overrides: {exc}")
+    if p.strategy == "event" and not p.date_columns:
+        errors.append(f"{where}: strategy event needs date_columns")
+    if p.strategy == "upsert":
+        if not p.partition_columns:
+            errors.append(f"{where}: strategy upsert needs created_column and/or modified_column")
+        if not table.primary_key:
+            errors.append(f"{where}: strategy upsert needs a primary key")
+    for column in p.partition_columns:
+        if column in table.column_names and table.column(column).data_type not in DATE_TYPES:
+            errors.append(f"{where}: column {column!r} is {table.column(column).column_type}, not a date")
+    if p.strategy == "child":
+        errors.extend(_child_errors(plan, catalog, p, where))
+    if p.capture not in CAPTURES:
+        errors.append(f"{where}: capture {p.capture!r} is not one of {', '.join(CAPTURES)}")
+    elif p.capture == "binlog" and (p.strategy == "snapshot" or not table.primary_key):
+        errors.append(f"{where}: capture binlog needs a primary key and a dated strategy (event, child, "
+                      f"upsert), not {p.strategy}{'' if table.primary_key else ' without a primary key'}")
+    return errors
 
 
 def _child_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) -> list[str]:
@@ -261,6 +419,8 @@ def _child_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) 
     if rel.table != p.table:
         return [f"{where}: relationship {p.parent} belongs to {rel.table}, not {p.table}"]
     parent_plan = plan.tables.get(rel.referenced_table)
+    if rel.referenced_table in plan.broken or (parent_plan is not None and parent_plan.strategy not in STRATEGIES):
+        return []  # the parent's entry is reported; this table does not load with it (isolate)
     if parent_plan is None or parent_plan.strategy not in ("event", "child", "upsert"):
         return [f"{where}: parent table {rel.referenced_table} must be planned as event, child or upsert"]
     parent = catalog.tables.get(rel.referenced_table)
@@ -275,8 +435,10 @@ def _child_errors(plan: SourcePlan, catalog: Catalog, p: TablePlan, where: str) 
         if current.table in seen:
             return [f"{where}: parent chain loops back to {current.table}"]
         seen.add(current.table)
-        nxt = catalog.relationship(current.parent or "").referenced_table
-        current = plan.tables[nxt]
+        try:
+            current = plan.tables[catalog.relationship(current.parent or "").referenced_table]
+        except KeyError:
+            break  # a broken ancestor: its own entry is reported
     return []
 
 
@@ -482,7 +644,8 @@ def propose_missing(
     profiles = profiles or {}
     planned = dict(plan.tables)
     proposals: list[TablePlan] = []
-    pending = [t for n, t in sorted(catalog.tables.items()) if n not in planned]
+    # A broken entry is still the user's: never proposed again (the file would hold the key twice).
+    pending = [t for n, t in sorted(catalog.tables.items()) if n not in planned and n not in plan.broken]
     # Tables with their own dates first, so children can attach to parents proposed in this run.
     for _ in range(len(pending) + 1):
         progress = False

@@ -12,11 +12,11 @@ from plex_etl.catalog.plan import (
     PlanError,
     SourcePlan,
     append_proposals,
+    isolate,
     load_plan,
     oldest_partition_day,
     pending_review_message,
     propose_missing,
-    validate,
 )
 from plex_etl.catalog.profile import DateProfile, date_columns, profile_dates
 from plex_etl.catalog.report import catalog_markdown, diff_catalogs
@@ -34,8 +34,20 @@ def plan_path(source: str, directory: Path | None = None) -> Path:
     return (directory or config_dir()) / f"{source}.plan.yaml"
 
 
-def load_source_catalog(source: str, directory: Path | None = None) -> tuple[Catalog, SourcePlan]:
-    """The committed catalog and plan of a source, checked against each other."""
+@dataclass(frozen=True)
+class SourceConfig:
+    """A source's committed catalog and the part of its plan that loads."""
+
+    catalog: Catalog
+    plan: SourcePlan  # only the tables that load
+    problems: dict[str, str]  # table -> why it does not load (the plan file and entry named)
+
+
+def load_source(source: str, directory: Path | None = None) -> SourceConfig:
+    """The catalog and plan of a source, each table's entry checked on its own: a table whose
+    entry is broken (or whose table left the catalog) stays out with its reason, and so do the
+    child tables read through it; the others load. Raises (YamlFileError, CatalogError,
+    PlanError, naming the file) only when the source as a whole cannot be read."""
     path = catalog_path(source, directory)
     if not path.exists():
         raise FileNotFoundError(
@@ -45,10 +57,25 @@ def load_source_catalog(source: str, directory: Path | None = None) -> tuple[Cat
     plans = plan_path(source, directory)
     plan = load_plan(plans, source)
     try:
-        validate(plan, catalog)
+        plan, problems = isolate(plan, catalog)
     except PlanError as exc:
         raise PlanError(f"{plans} (catalog {path.name}): {exc}") from None
-    return catalog, plan
+    return SourceConfig(catalog, plan, {t: _in_file(why, plans) for t, why in problems.items()})
+
+
+def _in_file(message: str, plans: Path) -> str:
+    """A table's problem, naming the plan file (YAML errors name it already, with the line)."""
+    return message if str(plans) in message else f"{plans}: {message}"
+
+
+def load_source_catalog(source: str, directory: Path | None = None) -> tuple[Catalog, SourcePlan]:
+    """The committed catalog and plan of a source, checked against each other: any problem, of
+    the source or of one table, raises PlanError naming the file (for commands that act on the
+    whole source; the code location isolates tables instead, see `load_source`)."""
+    config = load_source(source, directory)
+    if config.problems:
+        raise PlanError("invalid plan:\n  " + "\n  ".join(config.problems.values()))
+    return config.catalog, config.plan
 
 
 @dataclass(frozen=True)

@@ -5,24 +5,25 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from plex_etl.catalog.drift import ColumnDrift, SchemaDriftError
 from plex_etl.catalog.model import Catalog, Relationship
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.defs.automation import RECONCILE_CRON, reconcile_condition
 from plex_etl.defs.dagster_private import AUTOMATION_RUN_TAG, BACKFILL_RUN_TAG, run_event_records
-from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS, within
+from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS, SCHEMA_DRIFT, within
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
-from plex_etl.extract.spec import ReplicatedTable, replicated_table, warehouse_table_name
+from plex_etl.extract.spec import ReplicatedTable, live_replicated_table, replicated_table, warehouse_table_name
 from plex_etl.extract.stream import describe_days
 from plex_etl.reconcile import error_text, reconcile_table, value_coverage
 from plex_etl.sources import Source
-from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
+from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
 from plex_etl.warehouse.queries import latest_partition, orphan_query
 
 SCHEMA_CHECK = "schema_matches_catalog"
@@ -40,7 +41,7 @@ def expected_columns(spec: ReplicatedTable, kind: str) -> dict[str, str]:
 
 
 def schema_problems(warehouse: Warehouse, spec: ReplicatedTable) -> tuple[list[str], list[str], list[str]]:
-    """Missing, extra and retyped columns of the warehouse table against the catalog.
+    """Missing, extra (retired) and retyped columns of the warehouse table against `spec`.
 
     Strict: both sides are spelled by the warehouse's own `normalize_type` and must be equal
     (INTEGER is not BIGINT, FLOAT is not DOUBLE).
@@ -57,56 +58,55 @@ def schema_problems(warehouse: Warehouse, spec: ReplicatedTable) -> tuple[list[s
     return missing, extra, retyped
 
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def retired_columns(warehouse: Warehouse, spec: ReplicatedTable, extra: list[str],
-                    figures: "LoadFigures | None") -> list[str]:
-    """Extra columns that the last load left NULL in every row: dropped in MySQL (and in the
-    catalog by `discover`), kept in the warehouse with their history (see docs/design-notes.md)."""
-    if figures is None or not extra:
-        return []
-    target = spec.target
-    plain = [c for c in extra if _PLAIN_NAME.match(c)]
-    if not plain:
-        return []
-    counts = ", ".join(f"COUNT({c}) AS {c}" for c in plain)
-    where = day_range(PARTITION_COLUMN, figures.start, figures.end)
-    row = warehouse.query(f"SELECT {counts} FROM {target.dataset}.{target.name} WHERE {where}").to_pylist()
-    values = row[0] if row else {}
-    return [c for c in plain if not values.get(c)]
-
-
-def schema_check(warehouse: Warehouse, spec: ReplicatedTable, key: dg.AssetKey,
-                 figures: "LoadFigures | None" = None) -> dg.AssetCheckResult:
-    """The warehouse table has exactly the catalog's mapped columns and types; a column dropped
-    in MySQL may stay (retired) as long as the last load wrote only NULLs into it."""
-    missing, extra, retyped = schema_problems(warehouse, spec)
-    retired = retired_columns(warehouse, spec, extra, figures)
-    extra = [c for c in extra if c not in retired]
+def schema_check(warehouse: Warehouse, spec: ReplicatedTable, key: dg.AssetKey) -> dg.AssetCheckResult:
+    """The warehouse table has exactly the columns and types the last load replicated: the
+    catalog's mapped columns, as MySQL had them at that load (`spec.drift`: new columns added,
+    dropped ones no longer written). A column the loads no longer write stays with its history
+    (retired) and is named. Fails (ERROR) on a missing or retyped column; fails as a WARN when a
+    new MySQL column could not be replicated (type not supported) or a column's type changed in
+    MySQL (the catalog's type is still read); passes otherwise, naming what `discover` should
+    record."""
+    missing, retired, retyped = schema_problems(warehouse, spec)
+    drift = spec.drift
     problems = []
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
-    if extra:
-        problems.append(
-            f"extra columns: {', '.join(extra)} (not in the catalog and not NULL in the last load; "
-            "see docs/design-notes.md, schema evolution)"
-        )
     if retyped:
         problems.append(f"retyped columns: {'; '.join(retyped)}")
+    warnings = []
+    if drift.skipped:
+        warnings.append("new in MySQL, NOT replicated (type not supported): " + "; ".join(
+            f"{c.name} ({c.column_type}): {c.reason}" for c in drift.skipped))
+    if drift.retyped:
+        warnings.append("type changed in MySQL, still loaded as the catalog maps it: " + "; ".join(drift.retyped)
+                        + ". After `discover` the load refuses the new type until the warehouse column is renamed "
+                        "or dropped (docs/design-notes.md, schema evolution)")
+    notes = []
+    if drift.added:
+        notes.append("new in MySQL, replicated since (earlier rows NULL until their days reload): "
+                     + ", ".join(f"{c.name} ({c.column_type})" for c in drift.added))
+    if retired:
+        dropped = [c for c in retired if c in drift.dropped]
+        notes.append(f"retired (not written by loads any more, history kept): {', '.join(retired)}"
+                     + (f"; dropped in MySQL: {', '.join(dropped)}" if dropped else ""))
+    if not drift.empty:
+        notes.append(f"run `plex-etl discover --source {spec.source}` so the committed catalog records it")
     expected = len(spec.target.columns) + 2
-    note = f"; retired (dropped in MySQL, history kept): {', '.join(retired)}" if retired else ""
+    severity = dg.AssetCheckSeverity.ERROR if problems or not warnings else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=SCHEMA_CHECK,
-        passed=not problems,
-        description="; ".join(problems) or f"{expected} columns as in the catalog{note}",
+        passed=not problems and not warnings,
+        severity=severity,
+        description="; ".join(problems + warnings + notes) if problems or warnings else
+        "; ".join([f"{expected} columns as replicated", *notes]),
         metadata={
             "missing_columns": dg.IntMetadataValue(len(missing)),
-            "extra_columns": dg.IntMetadataValue(len(extra)),
             "retyped_columns": dg.IntMetadataValue(len(retyped)),
+            "new_columns": dg.TextMetadataValue(", ".join(c.name for c in drift.added) or "none"),
             "retired_columns": dg.TextMetadataValue(", ".join(retired) or "none"),
-            "problems": dg.TextMetadataValue("\n".join(problems) or "none"),
+            "skipped_columns": dg.TextMetadataValue(", ".join(c.name for c in drift.skipped) or "none"),
+            "problems": dg.TextMetadataValue("\n".join(problems + warnings) or "none"),
         },
     )
 
@@ -118,6 +118,7 @@ class LoadFigures:
     mysql_counts: dict[dt.date, int]
     start: dt.date | None
     end: dt.date | None
+    drift: ColumnDrift = field(default_factory=ColumnDrift)  # MySQL's columns against the catalog's, then
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> "LoadFigures | None":
@@ -129,8 +130,9 @@ class LoadFigures:
             return dt.date.fromisoformat(text) if text else None
 
         counts = metadata[MYSQL_COUNTS].value or {}
+        drift = ColumnDrift.from_json(metadata[SCHEMA_DRIFT].value if SCHEMA_DRIFT in metadata else None)
         return cls({dt.date.fromisoformat(d): int(n) for d, n in counts.items()}, day(LOAD_FIRST_DAY),
-                   day(LOAD_LAST_DAY))
+                   day(LOAD_LAST_DAY), drift)
 
 
 def row_count_check(warehouse: Warehouse, spec: ReplicatedTable, figures: LoadFigures, key: dg.AssetKey,
@@ -207,12 +209,14 @@ def build_table_checks(source: str, catalog: Catalog, plan: SourcePlan, table: s
     )
     def _table_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         store = warehouse.get()
-        spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
         selected = {k.name for k in context.selected_asset_check_keys}
         materialization = run_materialization(context, key)
         figures = LoadFigures.from_metadata(materialization.metadata) if materialization else None
+        # The table as the last load replicated it (its columns as MySQL had them then).
+        drift = figures.drift if figures else None
+        spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset, drift=drift)
         if SCHEMA_CHECK in selected:
-            yield schema_check(store, spec, key, figures)
+            yield schema_check(store, spec, key)
         if ROW_COUNT_CHECK in selected:
             if figures is None:
                 yield dg.AssetCheckResult(
@@ -353,9 +357,13 @@ def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -
         with mysql.connect(source.name) as connection:
             for check_key in sorted(selected, key=lambda k: k.asset_key.to_user_string()):
                 table = by_key[check_key]
-                spec = replicated_table(catalog, plan, table, dataset=warehouse.dataset)
-                try:
+                try:  # the columns MySQL has now, as the loads read them (catalog/drift.py)
+                    spec = live_replicated_table(connection, catalog, plan, table, dataset=warehouse.dataset)
                     evaluation = reconcile_result(connection, store, spec, plan, check_key, today)
+                except SchemaDriftError as exc:
+                    yield dg.AssetCheckResult(asset_key=check_key.asset_key, check_name=check_key.name, passed=False,
+                                              description=str(exc)[:2000])
+                    continue
                 except Exception as exc:  # one table that cannot be compared must not hide the others
                     with contextlib.suppress(Exception):
                         connection.rollback()  # the next table's queries start clean

@@ -22,6 +22,7 @@ LOAD_FIRST_DAY = "load_first_day"  # ISO day, or "" when the range is open (firs
 LOAD_LAST_DAY = "load_last_day"  # ISO day, or "" when the range is open (today)
 # Rows read for their new keys but dated outside the loaded days: merged by key into their day.
 MERGED_ELSEWHERE = "new_rows_merged_into_other_days"
+SCHEMA_DRIFT = "schema_drift"  # JSON of catalog.drift.ColumnDrift: MySQL's columns against the catalog's
 
 
 def within(day: dt.date, start: dt.date | None, end: dt.date | None) -> bool:
@@ -84,6 +85,18 @@ def load_metadata(load: PartitionLoad, kind: str) -> dict:
         metadata[MERGED_ELSEWHERE] = dg.IntMetadataValue(elsewhere)
     if result.added_columns:
         metadata["added_columns"] = dg.TextMetadataValue(", ".join(result.added_columns))
+    drift = load.drift
+    if not drift.empty:
+        metadata[SCHEMA_DRIFT] = dg.JsonMetadataValue(drift.to_json())
+        for name, columns in (("new_columns", [c.name for c in drift.added]), ("dropped_columns", drift.dropped),
+                              ("skipped_columns", [c.name for c in drift.skipped])):
+            if columns:
+                metadata[name] = dg.TextMetadataValue(", ".join(columns))
+    if result.retired_columns:
+        metadata["retired_columns"] = dg.TextMetadataValue(", ".join(result.retired_columns))
+        metadata["retired_history"] = dg.TextMetadataValue(
+            "kept: each reloaded row keeps its values (matched by primary key)" if load.primary_key else
+            "not kept for the reloaded days (no primary key to match rows by): they hold NULL there")
     if load.snapshot_rows_expired is not None:
         metadata["snapshot_rows_expired"] = dg.IntMetadataValue(load.snapshot_rows_expired)
     for fix in sorted(FIXES):

@@ -10,6 +10,7 @@ import dagster as dg
 
 from plex_etl.defs.assets import WAREHOUSE_KINDS
 from plex_etl.defs.automation import view_condition
+from plex_etl.defs.problems import Problem
 from plex_etl.defs.resources import WarehouseResource
 from plex_etl.views import View, load_views
 
@@ -56,3 +57,32 @@ def build_view_assets(
         for v in load_views()
         if all(t in keys_by_warehouse_table for t in v.tables)
     ]
+
+
+def view_problems(
+    loaded: dict[str, dg.AssetKey], problems: dict[str, Problem], skipped: dict[str, str]
+) -> list[Problem]:
+    """A problem for every view that reads a table that does not load (its plan entry is broken,
+    or its source is skipped): the view does not refresh, and says why where it would be. Views
+    over tables nobody replicates here (a source not configured) are left out, as before."""
+    found = []
+    for view in load_views():
+        missing, reasons, deps = [], [], []
+        for table in view.tables:
+            if table in loaded:
+                deps.append(loaded[table])
+            elif table in problems:
+                deps.append(problems[table].key)
+                missing.append(table)
+                reasons.append(problems[table].message)
+            elif source := next((s for s in sorted(skipped) if table.startswith(f"{s}_")), None):
+                missing.append(table)
+                reasons.append(f"source {source} is not loaded: {skipped[source]}")
+        if missing:
+            found.append(Problem(
+                dg.AssetKey(["views", view.name]),
+                f"view {view.name} is not refreshed: it reads {', '.join(missing)}, which "
+                f"do{'es' if len(missing) == 1 else ''} not load: {reasons[0]}",
+                deps=tuple(deps),
+            ))
+    return found

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ from plex_etl.catalog.model import Table
 from plex_etl.catalog.relationships import quote
 from plex_etl.extract.spec import INTEGER_TYPES, ReplicatedTable
 from plex_etl.extract.sql import KeyRange, PartitionQuery, key_columns, partition_query
+from plex_etl.mysql import Run, runner
 
 KEY_BOUNDS_ENV = "PLEX_ETL_KEY_BOUNDS"  # "off" reads every partition with today's query
 SAMPLE_POINTS = 32
@@ -56,31 +57,6 @@ SAMPLE_ROWS = 8
 SAMPLE_TAIL = 256  # the newest keys: where rows entered late (back-dated) are while they are new
 MAX_DISORDER_DAYS = 7
 
-# A statement -> its rows. Works on a SQLAlchemy connection and on the raw mysqlclient
-# connection of the stream (see runner).
-Run = Callable[[str], Sequence[tuple[Any, ...]]]
-
-
-def runner(connection: Any) -> Run:
-    """`Run` over a SQLAlchemy connection or a raw mysqlclient (`MySQLdb._mysql`) connection."""
-    if hasattr(connection, "exec_driver_sql"):  # SQLAlchemy: its DB-API cursor, SQL passed as is
-
-        def execute(sql: str) -> Sequence[tuple[Any, ...]]:
-            cursor = connection.connection.cursor()
-            try:
-                cursor.execute(sql)
-                return [tuple(r) for r in cursor.fetchall()]
-            finally:
-                cursor.close()
-
-        return execute
-
-    def run(sql: str) -> Sequence[tuple[Any, ...]]:
-        connection.query(sql)
-        result = connection.store_result()
-        return result.fetch_row(maxrows=0, how=0) if result is not None else ()
-
-    return run
 
 
 def key_bounds_enabled(spec: ReplicatedTable) -> bool:

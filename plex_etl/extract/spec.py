@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
+from plex_etl.catalog.drift import ColumnDrift, SchemaDriftError, column_drift, drifted_table, read_live_columns
 from plex_etl.catalog.model import Catalog, Column, Relationship, Table
 from plex_etl.catalog.naming import DEFAULT_DATASET, warehouse_table
 from plex_etl.catalog.plan import SourcePlan, TablePlan
+from plex_etl.mysql import runner
 from plex_etl.typemap import MappedType, map_column
 from plex_etl.warehouse.base import TargetTable, WarehouseColumn
 
@@ -34,6 +37,9 @@ class ReplicatedTable:
     retention_days: int  # snapshots: days of history kept in the warehouse
     first_day: dt.date  # the history floor: undated rows and rows dated before it land on this day
     key_bounds: bool = False  # reads may be bounded by a key range (extract/access.py)
+    # How MySQL's columns differ from the catalog's at this load (catalog/drift.py): `table` is
+    # the catalog's table with it applied (dropped columns out, new ones in).
+    drift: ColumnDrift = field(default_factory=ColumnDrift)
 
     @property
     def name(self) -> str:
@@ -81,9 +87,11 @@ def warehouse_table_name(source: str, table: Table) -> str:
 
 
 def replicated_table(
-    catalog: Catalog, plan: SourcePlan, name: str, dataset: str = DEFAULT_DATASET
+    catalog: Catalog, plan: SourcePlan, name: str, dataset: str = DEFAULT_DATASET, drift: ColumnDrift | None = None,
 ) -> ReplicatedTable:
-    table = catalog.table(name)
+    """A table as the catalog describes it, or, with `drift`, as MySQL has it now."""
+    drift = drift or ColumnDrift()
+    table = drifted_table(catalog.table(name), drift)
     table_plan = plan.tables[name]
     mapped = tuple(map_column(c, table_plan.type_overrides.get(c.name)) for c in table.columns)
     hops: list[Hop] = []
@@ -98,7 +106,52 @@ def replicated_table(
         primary_key=tuple(pk[c] for c in table.primary_key),
         retention_days=plan.snapshot_retention_days, first_day=plan.first_day,
         key_bounds=plan.key_bounds if table_plan.key_bounds is None else table_plan.key_bounds,
+        drift=drift,
     )
+
+
+def live_replicated_table(
+    connection: Any, catalog: Catalog, plan: SourcePlan, name: str, dataset: str = DEFAULT_DATASET,
+) -> ReplicatedTable:
+    """The table as MySQL has it now (the catalog's columns that still exist, then the new ones
+    the type map can load), read from INFORMATION_SCHEMA on `connection` (SQLAlchemy or raw
+    mysqlclient) just before a load.
+
+    SchemaDriftError when the read cannot happen: the table, a table it is read through, or a
+    column its plan needs (primary key, date columns, parent relationship) is gone."""
+    spec = replicated_table(catalog, plan, name, dataset)
+    live = read_live_columns(runner(connection), [spec.table.name, *(h.table.name for h in spec.hops)])
+    where = f"{spec.source}.{name}"
+    fix = (f"run `plex-etl discover --source {spec.source}`, then fix the plan entry of {name} "
+           "(rename it to the table's new name, or `include: false`)")
+    if name not in live:
+        raise SchemaDriftError(f"{where}: MySQL table {name} no longer exists (renamed or dropped?): {fix}")
+    for table, columns in _needed_columns(spec).items():
+        if table not in live:
+            raise SchemaDriftError(f"{where}: MySQL table {table}, which its days come from, no longer exists: {fix}")
+        gone = [c for c in columns if c not in {col.name for col in live[table]}]
+        if gone:
+            raise SchemaDriftError(
+                f"{where}: column(s) {', '.join(f'{table}.{c}' for c in gone)} no longer exist in MySQL, and its "
+                f"read needs them (primary key, date column or parent relationship): {fix}")
+    drift = column_drift(catalog.table(name), live[name], spec.plan.type_overrides)
+    return replicated_table(catalog, plan, name, dataset, drift)
+
+
+def _needed_columns(spec: ReplicatedTable) -> dict[str, list[str]]:
+    """The columns a table's read names besides its data columns, by MySQL table: its primary
+    key, the relationships it is read through, and the date columns that decide the day."""
+    needed: dict[str, list[str]] = {spec.table.name: list(spec.table.primary_key)}
+    child = spec.table.name
+    for hop in spec.hops:
+        needed.setdefault(child, []).extend(hop.relationship.columns)
+        needed.setdefault(hop.table.name, []).extend(hop.relationship.referenced_columns)
+        child = hop.table.name
+    if spec.hops:
+        needed[child].extend(spec.hops[-1].table.primary_key)  # the key range of its reads (extract/access.py)
+    if spec.plan.strategy != "snapshot":
+        needed.setdefault(child, []).extend(spec.dated.partition_columns)
+    return needed
 
 
 def read_bounds(

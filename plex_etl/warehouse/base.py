@@ -25,6 +25,13 @@ existing column is never applied automatically: the load raises WarehouseError.
 (BigQuery cannot add columns inside a transaction: there the columns are added just
 before it, and stay if the transaction then fails; they only hold NULLs.)
 
+Columns the warehouse table has but the TargetTable lacks are *retired* (dropped in MySQL, or
+from the catalog): a load never writes them, and keeps their history. Where the table has a
+primary key, a row the load replaces (same key, in the days it replaces or, for upsert, in any
+day) hands its retired values to the row that replaces it, in the same atomic step: a reload of
+a past day keeps them; a new row holds NULL. Without a primary key a replaced row has no
+successor to hand them to: the reloaded days hold NULL there (`LoadResult.retired_columns`).
+
 Every batch must carry partition dates within [start, end] (unless `merge_outside`); otherwise the load raises
 WarehouseError naming the table and the date, and the target is not touched. `start` or
 `end` None leaves that side of the range open: the load of the first partition replaces
@@ -114,6 +121,9 @@ class LoadResult:
     seconds: float
     rows_by_partition: Mapping[dt.date, int] = field(default_factory=dict)  # from the batches
     added_columns: tuple[str, ...] = ()  # columns added to the warehouse table by this load
+    # Columns the table has but the load does not write (dropped in MySQL: retired). Each replaced
+    # row keeps its value there, matched by primary key (see `retired_columns`).
+    retired_columns: tuple[str, ...] = ()
 
 
 class Warehouse(Protocol):
@@ -212,6 +222,12 @@ def day_range(column: str, start: dt.date | None, end: dt.date | None) -> str:
     if end is not None:
         parts.append(f"{column} <= DATE '{end.isoformat()}'")
     return " AND ".join(parts) or "TRUE"
+
+
+def retired_columns(existing: Iterable[str], target: TargetTable) -> tuple[str, ...]:
+    """The columns of an existing warehouse table that a load of `target` does not write."""
+    written = {c.name for c in target.columns} | {PARTITION_COLUMN, LOADED_AT_COLUMN}
+    return tuple(c for c in existing if c not in written)
 
 
 def check_mode(target: TargetTable, mode: str, merge_outside: bool = False) -> None:

@@ -66,6 +66,7 @@ from plex_etl.warehouse.base import (
     cdc_staging_table,
     check_mode,
     day_range,
+    retired_columns,
     stage_array,
 )
 from plex_etl.warehouse.local import spool
@@ -291,6 +292,7 @@ class BigQueryWarehouse:
                 raise WarehouseError(f"{name}: column {c.name}: {e}") from e
         try:
             existing = self._get_table(target.dataset, target.name)
+            retired = retired_columns([f.name for f in existing.schema], target) if existing is not None else ()
             if existing is not None:
                 _check_types(target, existing)  # fail before staging anything
             self._ensure_dataset(target.dataset)
@@ -317,7 +319,7 @@ class BigQueryWarehouse:
                     self._load_staging(target, staging, path, nbytes, stream.rows)
             added = self._ensure_target(target)
             try:
-                self._replace(target, staging_name, start, end, mode)
+                self._replace(target, staging_name, start, end, mode, retired)
             except BaseException:
                 if existing is None:  # created by this load: leave no empty table behind
                     self._drop_if_empty(target)
@@ -336,6 +338,7 @@ class BigQueryWarehouse:
             seconds=time.monotonic() - t0,
             rows_by_partition=dict(sorted(stream.rows_by_partition.items())),
             added_columns=added,
+            retired_columns=retired,
         )
 
     def _load_staging(
@@ -414,11 +417,11 @@ class BigQueryWarehouse:
 
     def _replace(
         self, target: TargetTable, staging_name: str, start: dt.date | None, end: dt.date | None,
-        mode: str,
+        mode: str, retired: tuple[str, ...] = (),
     ) -> None:
         sql = replace_script(
             self._ref(target.dataset, target.name), self._ref(target.dataset, staging_name),
-            target, start, end, mode,
+            target, start, end, mode, retired,
         )
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
@@ -792,8 +795,12 @@ def _staged_arrow_types(target: TargetTable) -> dict[str, pa.DataType]:
     return {c.name: pa.string() for c in target.columns if _staged_as_text(c.bigquery_type)}
 
 
+CARRIED = "_plex_etl_carried"  # the retired values of the rows a load replaces (a temporary table)
+
+
 def replace_script(
-    ref: str, stg: str, target: TargetTable, start: dt.date | None, end: dt.date | None, mode: str
+    ref: str, stg: str, target: TargetTable, start: dt.date | None, end: dt.date | None, mode: str,
+    retired: tuple[str, ...] = (),
 ) -> str:
     """The swap: one multi-statement transaction from the staging table `stg` into `ref`.
 
@@ -801,38 +808,59 @@ def replace_script(
     - upsert: the partitions outside that range that hold a staged key are found first
       (a read of the key and partition columns only; the table is clustered by the key),
       and only those partitions are searched for the staged keys to delete;
-    - the staged rows are inserted, a key staged twice once (its latest partition).
+    - the staged rows are inserted, a key staged twice once (its latest partition);
+    - `retired` (columns of `ref` the load does not write), with a primary key: before the
+      deletes, the retired values of the rows about to be replaced go to a temporary table
+      (only rows holding one), and each inserted row takes those of its key.
     """
     cols = [_q(c.name) for c in target.columns]
     part = _q(PARTITION_COLUMN)
-    declare = ""
-    deletes = [f"DELETE FROM {ref} t WHERE {day_range('t.' + part, start, end)};"]
-    source = stg
+    keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
+    pk = ", ".join(_q(k) for k in target.primary_key)
+    carried = retired if target.primary_key else ()
+    moved_days = (f"SET moved_days = (SELECT ARRAY_AGG(DISTINCT t.{part}) FROM {ref} t "
+                  f"INNER JOIN (SELECT DISTINCT {pk} FROM {stg}) s ON {keys});")
+    declare, statements, source, joined = "", [], stg, f"{stg} s"
+    if carried:
+        # Before anything is deleted: every day that holds a staged key (upsert), then the
+        # retired values of the rows about to be replaced.
+        replaced = day_range("t." + part, start, end)
+        if mode == "upsert":
+            statements.append(moved_days)
+            replaced = f"t.{part} IN UNNEST(moved_days)"
+        holding = " OR ".join(f"t.{_q(r)} IS NOT NULL" for r in carried)
+        t_keys = ", ".join(f"t.{_q(k)}" for k in target.primary_key)
+        statements.append(
+            f"CREATE TEMP TABLE {CARRIED} AS SELECT {t_keys}, {', '.join(f't.{_q(r)}' for r in carried)} "
+            f"FROM {ref} t WHERE ({replaced}) AND ({holding}) AND EXISTS (SELECT 1 FROM {stg} s WHERE {keys}) "
+            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {t_keys} ORDER BY t.{part} DESC) = 1;"
+        )
+    statements.append(f"DELETE FROM {ref} t WHERE {day_range('t.' + part, start, end)};")
     if mode == "upsert":
-        pk = ", ".join(_q(k) for k in target.primary_key)
-        keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
         # Variables must be declared at the start of a script, before BEGIN TRANSACTION.
         declare = "DECLARE moved_days ARRAY<DATE>;\n"
-        deletes += [
-            f"SET moved_days = (SELECT ARRAY_AGG(DISTINCT t.{part}) FROM {ref} t "
-            f"INNER JOIN (SELECT DISTINCT {pk} FROM {stg}) s ON {keys});",
-            f"DELETE FROM {ref} t WHERE t.{part} IN UNNEST(moved_days) "
-            f"AND EXISTS (SELECT 1 FROM {stg} s WHERE {keys});",
-        ]
+        if not carried:  # after the range's delete: only the days outside it that hold a staged key
+            statements.append(moved_days)
+        statements.append(f"DELETE FROM {ref} t WHERE t.{part} IN UNNEST(moved_days) "
+                          f"AND EXISTS (SELECT 1 FROM {stg} s WHERE {keys});")
         source = (
             f"(SELECT * FROM {stg} WHERE TRUE QUALIFY ROW_NUMBER() OVER "
             f"(PARTITION BY {pk} ORDER BY {part} DESC) = 1)"
         )
-    column_list = ", ".join([*cols, part])
-    select_list = ", ".join(
-        [*(_from_staging(_q(c.name), c.bigquery_type) for c in target.columns), part]
-    )
+        joined = f"{source} s"
+    if carried:
+        joined += f" LEFT JOIN {CARRIED} c ON " + " AND ".join(f"c.{_q(k)} = s.{_q(k)}" for k in target.primary_key)
+    column_list = ", ".join([*cols, part, _q(LOADED_AT_COLUMN), *(_q(r) for r in carried)])
+    select_list = ", ".join([
+        *(_from_staging(f"s.{_q(c.name)}", c.bigquery_type) for c in target.columns), f"s.{part}",
+        "CURRENT_TIMESTAMP()", *(f"c.{_q(r)}" for r in carried),
+    ])
     return (
         declare
         + "BEGIN TRANSACTION;\n"
-        + "\n".join(deletes) + "\n"
-        f"INSERT INTO {ref} ({column_list}, {_q(LOADED_AT_COLUMN)})\n"
-        f"SELECT {select_list}, CURRENT_TIMESTAMP() FROM {source};\n"
+        + "\n".join(statements) + "\n"
+        f"INSERT INTO {ref} ({column_list})\n"
+        f"SELECT {select_list} FROM {joined};\n"
         "COMMIT TRANSACTION;"
     )
 

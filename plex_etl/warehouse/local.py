@@ -45,6 +45,7 @@ from plex_etl.warehouse.base import (
     cdc_staging_table,
     check_mode,
     day_range,
+    retired_columns,
     stage_array,
 )
 
@@ -179,7 +180,7 @@ class LocalWarehouse:
         check_mode(target, mode, merge_outside)
         stream = BatchStream(target, batches, start, end, merge_outside)
         with spool(stream, _staging_type, self.staging_dir) as (staged, nbytes):
-            added = self._apply(target, staged, start, end, mode)
+            added, retired = self._apply(target, staged, start, end, mode)
         return LoadResult(
             rows=stream.rows,
             bytes=nbytes,
@@ -187,6 +188,7 @@ class LocalWarehouse:
             seconds=time.monotonic() - t0,
             rows_by_partition=dict(sorted(stream.rows_by_partition.items())),
             added_columns=added,
+            retired_columns=retired,
         )
 
     def _apply(
@@ -196,13 +198,19 @@ class LocalWarehouse:
         start: dt.date | None,
         end: dt.date | None,
         mode: LoadMode,
-    ) -> tuple[str, ...]:
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The swap, in one transaction; returns the columns added and the retired ones."""
         name = target.qualified_name
         ref = f"{quote(target.dataset)}.{quote(target.name)}"
         with self._transaction(name, "load failed") as con:
             added = _ensure_table(con, target)
+            retired = retired_columns(_columns(con, target.dataset, target.name) or {}, target)
             date_range = day_range(quote(PARTITION_COLUMN), start, end)
             source = f"read_parquet({_literal(str(staged))})" if staged else None
+            carried = bool(source and retired and target.primary_key)
+            if carried:
+                replaced = day_range(f"t.{quote(PARTITION_COLUMN)}", start, end) if mode == "replace" else "TRUE"
+                _carry_retired(con, ref, source, target, retired, replaced)
             con.execute(f"DELETE FROM {ref} WHERE {date_range}")
             if mode == "upsert" and source:
                 # Staged keys that live in another partition: the row moved to a loaded day.
@@ -213,27 +221,32 @@ class LocalWarehouse:
             if source:
                 cols = [c.name for c in target.columns]
                 insert_cols = ", ".join(
-                    quote(c) for c in [*cols, PARTITION_COLUMN, LOADED_AT_COLUMN]
+                    quote(c) for c in [*cols, PARTITION_COLUMN, LOADED_AT_COLUMN, *(retired if carried else ())]
                 )
                 select_cols = ", ".join(
                     [
-                        *(f"CAST({quote(c.name)} AS {c.local_type})" for c in target.columns),
-                        quote(PARTITION_COLUMN),
+                        *(f"CAST(s.{quote(c.name)} AS {c.local_type})" for c in target.columns),
+                        f"s.{quote(PARTITION_COLUMN)}",
                         "CURRENT_TIMESTAMP",
+                        *(f"c.{quote(r)}" for r in (retired if carried else ())),
                     ]
                 )
+                joined = f"{source} s"
+                if carried:
+                    on = " AND ".join(f"c.{quote(k)} = s.{quote(k)}" for k in target.primary_key)
+                    joined += f" LEFT JOIN {_CARRIED} c ON {on}"
                 dedup = ""
                 if mode == "upsert":
-                    pk = ", ".join(quote(k) for k in target.primary_key)
+                    pk = ", ".join(f"s.{quote(k)}" for k in target.primary_key)
                     dedup = (
                         f" QUALIFY row_number() OVER (PARTITION BY {pk} "
-                        f"ORDER BY {quote(PARTITION_COLUMN)} DESC) = 1"
+                        f"ORDER BY s.{quote(PARTITION_COLUMN)} DESC) = 1"
                     )
                 con.execute(
                     f"INSERT INTO {ref} ({insert_cols}) "
-                    f"SELECT {select_cols} FROM {source}{dedup}"
+                    f"SELECT {select_cols} FROM {joined}{dedup}"
                 )
-            return added
+            return added, retired
 
     # ------------------------------------------------------------------ reads
     def columns(self, dataset: str, table: str) -> dict[str, str] | None:
@@ -556,6 +569,28 @@ def _columns(con: duckdb.DuckDBPyConnection, dataset: str, table: str) -> dict[s
         [dataset, table],
     ).fetchall()
     return {name: str(type_) for name, type_ in rows} if rows else None
+
+
+_CARRIED = "_plex_etl_carried"  # the retired values of the rows a load replaces (a temporary table)
+
+
+def _carry_retired(con: duckdb.DuckDBPyConnection, ref: str, source: str, target: TargetTable,
+                   retired: tuple[str, ...], replaced: str) -> None:
+    """Inside the load's transaction, before its deletes: the retired columns of every row it is
+    about to replace (a staged key, where `replaced` holds: the loaded days, or any day for an
+    upsert, whose key delete reaches every day), one per key (the latest day), kept
+    to be handed to the rows that replace them. Only rows holding a value are kept."""
+    keys = [quote(k) for k in target.primary_key]
+    match = " AND ".join(f"s.{k} = t.{k}" for k in keys)
+    values = " OR ".join(f"t.{quote(r)} IS NOT NULL" for r in retired)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_CARRIED} AS SELECT {', '.join(f't.{k}' for k in keys)}, "
+        f"{', '.join(f't.{quote(r)}' for r in retired)} FROM {ref} t "
+        f"WHERE ({replaced}) AND ({values}) "
+        f"AND EXISTS (SELECT 1 FROM {source} s WHERE {match}) "
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(f't.{k}' for k in keys)} "
+        f"ORDER BY t.{quote(PARTITION_COLUMN)} DESC) = 1"
+    )
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection, target: TargetTable) -> tuple[str, ...]:
