@@ -25,7 +25,7 @@ from plex_etl.defs.automation import (
     tier_sensors,
     views_sensor,
 )
-from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
+from plex_etl.defs.cdc import capture_checks, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
 from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
@@ -46,7 +46,6 @@ class SourceDefinitions:
     assets: list[dg.AssetsDefinition]
     checks: list[dg.AssetChecksDefinition]
     schedules: list[dg.ScheduleDefinition]
-    sensors: list[dg.SensorDefinition]
     jobs: list[Any]  # asset jobs (define_asset_job)
     table_keys: dict[str, tuple[dg.AssetKey, str]]  # warehouse table -> (asset key, tier), for the views
 
@@ -54,7 +53,7 @@ class SourceDefinitions:
         """Raises what Dagster would raise when loading this source alone."""
         dg.Definitions.validate_loadable(
             dg.Definitions(assets=self.assets, asset_checks=self.checks, schedules=self.schedules,
-                           sensors=self.sensors, jobs=self.jobs, resources=resources)
+                           jobs=self.jobs, resources=resources)
         )
 
 
@@ -63,22 +62,23 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
     if pending := pending_review_message(plan, plan_path(source.name)):
         log.warning(pending)
     assets = without_polling(build_source_assets(source, catalog, plan, warehouse_kind), source, catalog, plan)
-    cdc_job = build_cdc_job(source, catalog, plan)  # tables with `capture: binlog`
-    sensors = [cdc_sensor(source, cdc_job)] if cdc_job else []
     reconciliation = build_reconcile_checks(source, catalog, plan)
     tables = sorted(p.table for p in plan.included)
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
-    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
+    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation,
+                           capture_checks(source, catalog, plan)) if c]
     jobs = [reconcile_job(source, reconciliation)] if reconciliation else []
     schedules = []
-    dated = [table_key(source.name, catalog, p.table) for p in plan.included if p.strategy != "snapshot"]
+    # Captured tables are kept current by the capture worker, their first partition too.
+    dated = [table_key(source.name, catalog, p.table) for p in plan.included
+             if p.strategy != "snapshot" and p.table not in plan.captured]
     if dated:
         schedules.append(first_partition_schedule(source, plan, dated))
     table_keys = {
         warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)
         for p in plan.included
     }
-    return SourceDefinitions(plan, assets, checks, schedules, sensors, jobs, table_keys)
+    return SourceDefinitions(plan, assets, checks, schedules, jobs, table_keys)
 
 
 def _skip(skipped: dict[str, str], source: str, exc: Exception) -> None:
@@ -102,7 +102,7 @@ def _combine(
         asset_checks=[c for b in parts for c in b.checks],
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
-            views_sensor(), run_failure_alert, check_and_freshness_alert, *(s for b in parts for s in b.sensors),
+            views_sensor(), run_failure_alert, check_and_freshness_alert,
         ],
         schedules=[s for b in parts for s in b.schedules],
         jobs=[j for b in parts for j in b.jobs],

@@ -246,6 +246,7 @@ class BinaryLog:
             # id): its map event need not be decoded again for every row event. Decoding it was
             # most of the reading time (column metadata rebuilt per event).
             freeze_schema=True,
+            enable_logging=False,  # its settings at INFO each time a log is opened
         )
         self._needed = watch.columns()
         self._images = KeyImages()
