@@ -103,7 +103,7 @@ class ChangeBatch:
     # Time (server clock, whole seconds: the binary log's) of the first and last change read.
     first_event_time: float | None = None
     last_event_time: float | None = None
-    caught_up: bool = False  # the read reached the end of the log
+    caught_up: bool = False  # the read reached the end of the log (or follows it live)
     schema_changes: dict[str, str] = field(default_factory=dict)  # table -> message (capture stops)
 
 
@@ -309,6 +309,7 @@ class BinaryLog:
                         break
                     if (self.follow and first_change is not None and now - first_change >= linger
                             and batch.last_event_time is not None and self._live(batch.last_event_time)):
+                        batch.caught_up = True  # following the log as it is written
                         break
                     continue
                 if isinstance(event, QueryEvent):

@@ -196,6 +196,7 @@ class Worker:
         self.failure: str | None = None
         self.caught_up = False
         self.applied = 0  # row changes applied since start
+        self.behind: tuple[float, int] | None = None  # catching up since (monotonic), row changes applied since
 
     def _hook(self, stage: str) -> None:
         if stage == "read" and self.lock is not None:
@@ -206,6 +207,7 @@ class Worker:
         resync = set(self.plan.captured if "all" in set(resync) else resync)
         delay = settings.retry_seconds[0]
         states_read = time.monotonic()
+        self.behind = (states_read, 0)  # a start catches up with what was written meanwhile
         log.info("capture of %s: %s", self.source.name, ", ".join(self.plan.captured) or "no captured table")
         try:
             while not stop.is_set():
@@ -215,6 +217,7 @@ class Worker:
                         self.lock.verify()
                     self.capture.reload()  # resync requests, states changed by hand
                     states_read = time.monotonic()
+                started = time.monotonic()
                 try:
                     result = self.capture.step(
                         max_events=settings.max_events, max_seconds=settings.max_seconds, resync=resync,
@@ -241,7 +244,7 @@ class Worker:
                 delay = settings.retry_seconds[0]
                 recovered = self.failure is not None
                 self.failure = None
-                self._account(result)
+                self._account(result, started)
                 self._report(force=recovered)
         finally:
             self.capture.close()
@@ -265,14 +268,25 @@ class Worker:
         stop.wait(delay)
         return min(delay * 2, self.settings.retry_seconds[1])
 
-    def _account(self, result: StepResult) -> None:
+    def _account(self, result: StepResult, started: float) -> None:
+        applied = sum(result.totals().values())
+        if not result.caught_up:
+            if self.behind is None:
+                self.behind = (started, 0)
+            self.behind = (self.behind[0], self.behind[1] + applied)
+        elif self.behind is not None:
+            since, changes = self.behind
+            changes += applied
+            seconds = time.monotonic() - since
+            log.info("%s caught up at %s: %s row changes in %.1f s (%s row changes/s)", self.source.name,
+                     result.end, f"{changes:,}", seconds, f"{changes / seconds:,.0f}" if seconds else "-")
+            self.behind = None
         self.caught_up = result.caught_up
         for table, rows in result.snapshots.items():
             report = self.pending[table]
             report.first_copy_rows = (report.first_copy_rows or 0) + rows
             report.batches += 1
             log.info("%s.%s: first copy, %s rows", self.source.name, table, f"{rows:,}")
-        applied = sum(result.totals().values())
         self.applied += applied
         for table in self.capture.specs:
             report = self.pending[table]
