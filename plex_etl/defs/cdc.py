@@ -30,6 +30,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
@@ -164,6 +165,7 @@ class DagsterReporter:
         self.worker = f"{socket.gethostname()} pid {os.getpid()}"
         self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE)
         self._backlog: list[Event] = []
+        self._deadline = float("inf")  # set by close: nothing is written after it
         self._keys_of_day: dict[str, tuple[str, list[str]]] = {}  # table -> (the day computed, its keys)
         self._thread = threading.Thread(target=self._run, name="plex-etl-dagster-reports", daemon=True)
         self._thread.start()
@@ -179,16 +181,17 @@ class DagsterReporter:
                     log.warning("Dagster reports are behind; dropped the report of %s", dropped.table)
 
     def close(self, timeout: float) -> None:
-        """Write what is queued (at most `timeout` seconds), then stop."""
+        """Write what is queued, for at most `timeout` seconds (the rest is dropped), then stop."""
+        self._deadline = time.monotonic() + timeout
         self._queue.put(None)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("Dagster reports not all written within %.0f s (%d queued, %d partition events)",
-                        timeout, self._queue.qsize(), len(self._backlog))
+        self._thread.join(timeout + 5.0)
 
     def _write(self, events: Sequence[Event], what: str) -> None:
         try:
-            for event in events:
+            for n, event in enumerate(events):
+                if time.monotonic() > self._deadline:
+                    log.warning("closing: %d Dagster events of %s not written", len(events) - n, what)
+                    return
                 self.instance.report_runless_asset_event(event)
         except Exception as exc:  # the instance's storage unreachable: the capture goes on
             log.warning("could not report %s to Dagster: %s", what, exc)
