@@ -403,7 +403,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if reporter is not None:
-            reporter.close(timeout=10.0)
+            reporter.close(timeout=3.0)
         lock.release()
     return 0
 

@@ -17,9 +17,10 @@ from plex_etl.catalog.store import load_source_catalog
 from plex_etl.cdc.worker import Worker, WorkerSettings
 from plex_etl.defs.cdc import CAPTURE_CHECK, CAPTURE_FRESHNESS, CAPTURE_TAG, DagsterReporter
 from plex_etl.defs.checks import RECONCILE_CHECK
+from plex_etl.demo.capture import BINLOG_PORT
 from plex_etl.mysql import create_engine
 from plex_etl.sources import PACKAGE_CONFIG_DIR
-from plex_etl_tests.cdc_support import APP_ORDERS, BINLOG_PORT, build_binlog_demo, execute
+from plex_etl_tests.cdc_support import APP_ORDERS, build_binlog_demo, execute
 from plex_etl_tests.replication import build_defs, materialize
 
 

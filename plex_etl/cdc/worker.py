@@ -270,6 +270,8 @@ class Worker:
 
     def _account(self, result: StepResult, started: float) -> None:
         applied = sum(result.totals().values())
+        if result.snapshots and self.behind is not None:
+            self.behind = (time.monotonic(), 0)  # what follows a first copy is caught up from there
         if not result.caught_up:
             if self.behind is None:
                 self.behind = (started, 0)

@@ -149,9 +149,10 @@ class DagsterReporter:
     """Hands the worker's reports to the Dagster instance from a thread of its own: a slow or
     unreachable instance storage never holds the capture back (reports wait in a bounded queue;
     the oldest are dropped, with a warning, when it is full; a failed write is logged and
-    dropped: the next report carries the current position). A first copy also marks the
-    partitions that Dagster does not know as materialized (the whole table landed), after the
-    reports waiting: one event per partition, the slow part on SQLite."""
+    dropped: the next report carries the current position). The first report of a table also
+    marks the partitions Dagster does not know as materialized (after a first copy the whole
+    table landed), after the reports waiting: one event per partition, the slow part on
+    SQLite, left to the next start when the worker stops first."""
 
     QUEUE = 1000
     BACKLOG_SLICE = 50  # partition events written between two looks at the queue
@@ -166,6 +167,7 @@ class DagsterReporter:
         self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE)
         self._backlog: list[Event] = []
         self._deadline = float("inf")  # set by close: nothing is written after it
+        self._completed: set[str] = set()  # tables whose partitions unknown to Dagster are marked
         self._keys_of_day: dict[str, tuple[str, list[str]]] = {}  # table -> (the day computed, its keys)
         self._thread = threading.Thread(target=self._run, name="plex-etl-dagster-reports", daemon=True)
         self._thread.start()
@@ -205,7 +207,8 @@ class DagsterReporter:
                 self._write(slice_, "the partitions of a first copy")
                 continue
             if report is None:
-                self._write(self._backlog, "the partitions of a first copy")
+                if self._backlog:
+                    log.info("%d partition events not written: the next start writes them", len(self._backlog))
                 return
             try:
                 events, backlog = self.events(report)
@@ -271,13 +274,16 @@ class DagsterReporter:
         ))
         later: list[Event] = []
         partitions_def = self.partitions.get(report.table)
-        if report.first_copy_rows is not None and partitions_def is not None:
+        if report.table not in self._completed and partitions_def is not None:
+            # The table is captured: every partition of it is current in the warehouse. Those that
+            # Dagster has not seen materialized (a first copy, a table never polled) are marked
+            # once per process, after the reports waiting.
+            self._completed.add(report.table)
             status = self.instance.get_status_by_partition(key, keys, partitions_def) or {}
-            copied = {"first_copy_rows": dg.IntMetadataValue(report.first_copy_rows),
-                      "position": dg.TextMetadataValue(report.position or "none")}
+            current = {"position": dg.TextMetadataValue(report.position or "none")}
             later = [
-                dg.AssetMaterialization(asset_key=key, partition=k, metadata=copied,
-                                        description="first copy of the whole table by change capture")
+                dg.AssetMaterialization(asset_key=key, partition=k, metadata=current,
+                                        description="current in the warehouse by change capture")
                 for k in keys if k not in partitions and status.get(k) != dg.AssetPartitionStatus.MATERIALIZED
             ]
         return now, later
