@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.cdc.apply import step
 from plex_etl.cdc.reader import CaptureError
+from plex_etl.flavor import parse_flavor
 from plex_etl.mysql import create_engine
 from plex_etl.warehouse.base import CDC_POSITIONS_TABLE
 from plex_etl.warehouse.local import LocalWarehouse
@@ -139,22 +141,30 @@ def test_killed_step_resumes_without_gap_or_duplicate(source, engine, catalog_pl
     assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
 
 
-def test_first_copy_under_concurrent_writes_has_no_gap(source, engine, catalog_plan, demo_end_date, tmp_path):
+# The server's own way (MariaDB: the snapshot's status variables), and Oracle MySQL's (a brief
+# LOCK TABLES ... READ on a second connection while the snapshot starts, then the log's status
+# statement), which MariaDB runs just as well: both must give a start position without a gap.
+MYSQL_8 = parse_flavor("8.0.36", "MySQL Community Server - GPL")
+
+
+@pytest.mark.parametrize("flavor", [None, MYSQL_8], ids=["server", "mysql-8.0-lock"])
+def test_first_copy_under_concurrent_writes_has_no_gap(source, engine, catalog_plan, demo_end_date, tmp_path, flavor):
     catalog, plan = catalog_plan
     warehouse = LocalWarehouse(tmp_path / "w.duckdb")
     stop = threading.Event()
     written = []
+    prefix = f"CDC-CONC-{flavor.product if flavor else 'server'}-"
 
     def writer() -> None:
         i = 0
         while not stop.is_set():
-            order = f"CDC-CONC-{i}"
+            order = f"{prefix}{i}"
             _new_order(engine, order, demo_end_date.isoformat())
             if i % 3 == 1:
-                execute(engine, f"UPDATE apppedidos SET Importe = {i} WHERE IDPedido = 'CDC-CONC-{i - 1}'")
+                execute(engine, f"UPDATE apppedidos SET Importe = {i} WHERE IDPedido = '{prefix}{i - 1}'")
             if i % 5 == 4:
-                execute(engine, f"DELETE FROM apppedidoslineas WHERE IDPedido = 'CDC-CONC-{i - 2}'",
-                        f"DELETE FROM apppedidos WHERE IDPedido = 'CDC-CONC-{i - 2}'")
+                execute(engine, f"DELETE FROM apppedidoslineas WHERE IDPedido = '{prefix}{i - 2}'",
+                        f"DELETE FROM apppedidos WHERE IDPedido = '{prefix}{i - 2}'")
             written.append(order)
             i += 1
 
@@ -162,7 +172,7 @@ def test_first_copy_under_concurrent_writes_has_no_gap(source, engine, catalog_p
     thread.start()
     try:
         time.sleep(0.3)
-        first = step(source, catalog, plan, warehouse, DATASET)
+        first = step(source, catalog, plan, warehouse, DATASET, flavor=flavor)
         assert set(first.snapshots) == set(APP_ORDERS)
         step(source, catalog, plan, warehouse, DATASET)
     finally:
@@ -171,6 +181,20 @@ def test_first_copy_under_concurrent_writes_has_no_gap(source, engine, catalog_p
     assert len(written) > 5
     _until_caught_up(source, catalog, plan, warehouse)
     assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
+
+
+def test_mysql_start_position_without_lock_privilege_says_what_to_grant(source, engine, catalog_plan, tmp_path):
+    catalog, plan = catalog_plan
+    user = f"{source.database[:20]}_nolock"
+    execute(engine, f"CREATE USER IF NOT EXISTS '{user}'@'%'", f"GRANT SELECT ON `{source.database}`.* TO '{user}'@'%'",
+            f"GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'")
+    try:
+        with pytest.raises(CaptureError, match=r"MySQL 8\.0\.36, which does not report the binary-log position.*"
+                           rf"GRANT LOCK TABLES ON `{source.database}`\.\* TO the capture user"):
+            step(dataclasses.replace(source, user=user), catalog, plan, LocalWarehouse(tmp_path / "w.duckdb"),
+                 DATASET, flavor=MYSQL_8)
+    finally:
+        execute(engine, f"DROP USER IF EXISTS '{user}'@'%'")
 
 
 def test_purged_position_stops_with_a_clear_message(source, catalog_plan, tmp_path):

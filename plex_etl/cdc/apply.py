@@ -27,7 +27,7 @@ from plex_etl.cdc.reader import (
 )
 from plex_etl.extract.spec import DEFAULT_DATASET, ReplicatedTable, replicated_table
 from plex_etl.extract.sql import partition_query
-from plex_etl.extract.stream import PartitionStream
+from plex_etl.extract.stream import ExtractionError, PartitionStream
 from plex_etl.flavor import ServerFlavor
 from plex_etl.mysql import raw_connection
 from plex_etl.sources import Source
@@ -265,7 +265,12 @@ def copy_table(
     tables = list(dict.fromkeys([spec.table.name, *(h.table.name for h in spec.hops)]))
     snapshot = _SnapshotPosition(flavor, tables)
     stream = PartitionStream(source, spec, None, None, connect=snapshot.connect, progress=progress)
-    result = warehouse.load(spec.target, stream, None, None, mode="replace")
+    try:
+        result = warehouse.load(spec.target, stream, None, None, mode="replace")
+    except ExtractionError as exc:
+        if isinstance(exc.__cause__, CaptureError):  # the start position's own message
+            raise exc.__cause__ from None
+        raise
     if snapshot.position is None:
         raise CaptureError(f"{source.name}.{spec.name}: the snapshot's binary-log position is unknown")
     return snapshot.position, result.rows
