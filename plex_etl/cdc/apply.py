@@ -55,6 +55,7 @@ class StepResult:
     lag_seconds: float = 0.0
     caught_up: bool = True
     events: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: copy, read, reread, commit
 
     def totals(self) -> Counter:
         total: Counter = Counter()
@@ -384,10 +385,13 @@ class Capture:
             self.server = check_server(self.source)
             self.flavor = self.flavor or self.server.flavor
         states = self.states
+        clock = time.monotonic()
         for table in self.specs:
             if table not in states or table in set(resync) or table in self.requested:
                 self.close()  # the positions change: the log is opened again after the copies
                 self._copy(table, stop, result)
+        if result.snapshots:
+            result.seconds["copy"] = time.monotonic() - clock
         result.stopped = {t: s.stopped for t, s in states.items() if s.stopped}
         active = {t: self.specs[t] for t in self.specs if not states[t].stopped}
         if not active:
@@ -400,8 +404,11 @@ class Capture:
             self.close()
             log = self.log = BinaryLog(self.source, watch, start, follow=follow, server=self.server)
         try:
+            clock = time.monotonic()
             batch = log.read(after, max_events=max_events, max_seconds=max_seconds, linger=linger, stop=stop)
+            result.seconds["read"], clock = time.monotonic() - clock, time.monotonic()
             changes = reread(self.source, active, batch)
+            result.seconds["reread"], clock = time.monotonic() - clock, time.monotonic()
             if self.hook:
                 self.hook("read")
             positions = {}
@@ -415,6 +422,7 @@ class Capture:
             if positions or changes:
                 expected = {t: self.stored_text.get(t) for t in positions}
                 self.store.apply_changes(self.dataset, self.source.name, list(changes.values()), positions, expected)
+                result.seconds["commit"] = time.monotonic() - clock
                 self.stored_text.update(positions)
                 states.update({t: TableState.parse(text) for t, text in positions.items()})
         except BaseException:

@@ -308,8 +308,8 @@ class Worker:
             report.days |= result.days.get(table, set())
             report.lag_seconds = max(report.lag_seconds or 0.0, result.lag_seconds)
         if applied:
-            log.debug("%s: %s row changes up to %s, lag %.1f s", self.source.name, applied, result.end,
-                      result.lag_seconds)
+            log.debug("%s: %s row changes up to %s, lag %.1f s (%s)", self.source.name, applied, result.end,
+                      result.lag_seconds, ", ".join(f"{k} {v:.2f} s" for k, v in result.seconds.items()))
 
     def _due(self, report: TableReport, now: float, force: bool, final: bool) -> bool:
         settings = self.settings
