@@ -288,6 +288,7 @@ class BinaryLog:
         self.continues = False  # until the read ends where the next one can go on
         try:
             while True:
+                asked = time.monotonic()
                 event = stream.fetchone()
                 if event is None:  # not following: the end of the log
                     batch.caught_up = True
@@ -296,11 +297,18 @@ class BinaryLog:
                         batch.end = Position(stream.log_file, stream.log_pos)
                     break
                 here = Position(stream.log_file, stream.log_pos)
-                if isinstance(event, HeartbeatLogEvent):  # following, nothing more to send: caught up
-                    batch.caught_up = True
+                if isinstance(event, HeartbeatLogEvent):
+                    # The server had nothing more to send when it sent this. Waited for, it says the
+                    # read is at the end of the log now; read from the socket's buffer at once, it
+                    # is news from a pause of the writers somewhere in a backlog still to read.
+                    at_end = time.monotonic() - asked >= HEARTBEAT_SECONDS / 2
+                    live = batch.last_event_time is not None and self._live(batch.last_event_time)
                     if not in_transaction and batch.end < here:
                         batch.end = here
-                    break
+                    if at_end or live or not batch.events:
+                        batch.caught_up = at_end or live
+                        break
+                    continue
                 if isinstance(event, XidEvent):
                     batch.end = here
                     in_transaction = False
