@@ -270,19 +270,18 @@ class Worker:
 
     def _account(self, result: StepResult, started: float) -> None:
         applied = sum(result.totals().values())
-        if result.snapshots and self.behind is not None:
-            self.behind = (time.monotonic(), 0)  # what follows a first copy is caught up from there
-        if not result.caught_up:
-            if self.behind is None:
-                self.behind = (started, 0)
-            self.behind = (self.behind[0], self.behind[1] + applied)
-        elif self.behind is not None:
-            since, changes = self.behind
-            changes += applied
-            seconds = time.monotonic() - since
-            log.info("%s caught up at %s: %s row changes in %.1f s (%s row changes/s)", self.source.name,
-                     result.end, f"{changes:,}", seconds, f"{changes / seconds:,.0f}" if seconds else "-")
-            self.behind = None
+        if result.snapshots:  # a catch-up is timed from the end of the first copies
+            self.behind = (started + result.seconds.get("copy", 0.0), 0)
+        if self.behind is None and not result.caught_up:
+            self.behind = (started, 0)
+        if self.behind is not None:
+            since, changes = self.behind[0], self.behind[1] + applied
+            self.behind = (since, changes)
+            if result.caught_up:
+                seconds = time.monotonic() - since
+                log.info("%s caught up at %s: %s row changes in %.1f s (%s row changes/s)", self.source.name,
+                         result.end, f"{changes:,}", seconds, f"{changes / seconds:,.0f}" if seconds else "-")
+                self.behind = None
         self.caught_up = result.caught_up
         for table, rows in result.snapshots.items():
             report = self.pending[table]
