@@ -97,9 +97,10 @@ def test_inserts_updates_deletes_are_applied(source, engine, catalog_plan, demo_
         f"SELECT COUNT(*) FROM {DATASET}.plex_apppedidos WHERE IDPedido IN ('{victim}', 'CDC-INS-2')"
     ).column(0)[0].as_py() == 0
     assert_equal_to_polling(source, catalog, plan, warehouse, tmp_path, demo_end_date)
-    # Nothing new: a step applies nothing and keeps the position.
+    # Nothing new: a step applies nothing (the position may move past other databases' writes
+    # on the shared server).
     again = step(source, catalog, plan, warehouse, DATASET)
-    assert again.events == 0 and again.end == result.end
+    assert again.events == 0 and again.end >= result.end and not again.rows_merged
 
 
 class Crash(Exception):

@@ -316,6 +316,7 @@ class Capture:
         self.states: dict[str, TableState] | None = None
         self.requested: set[str] = set()  # tables whose stored state asks for a resync
         self.stored_text: dict[str, str] = {}  # table -> its state as stored (what a commit expects)
+        self.committed_at = 0.0  # monotonic time of the last commit of a batch
         self.server: ServerInfo | None = None
         self.log: BinaryLog | None = None
 
@@ -372,6 +373,7 @@ class Capture:
         follow: bool = False,
         linger: float = 0.25,
         stop: threading.Event | None = None,
+        position_seconds: float = 0.0,
     ) -> StepResult:
         """One step (see the class): first copies, then one batch of the binary log."""
         result = StepResult()
@@ -411,20 +413,26 @@ class Capture:
             result.seconds["reread"], clock = time.monotonic() - clock, time.monotonic()
             if self.hook:
                 self.hook("read")
-            positions = {}
+            reached = {}
             for table in active:
-                reached = max(after[table], batch.end)
+                position = max(after[table], batch.end)
                 if table in batch.schema_changes:
-                    positions[table] = TableState(reached, batch.schema_changes[table]).text()
+                    reached[table] = TableState(position, batch.schema_changes[table]).text()
                     result.stopped[table] = batch.schema_changes[table]
-                elif reached != after[table] or table in changes:
-                    positions[table] = str(reached)
-            if positions or changes:
+                else:
+                    reached[table] = str(position)
+            positions = {t: text for t, text in reached.items() if text != self.stored_text.get(t)}
+            # A position that only moved past other tables' transactions is stored at most every
+            # `position_seconds` (it only shortens the re-read after a restart); rows, deletes and
+            # stops at once.
+            due = time.monotonic() - self.committed_at >= position_seconds
+            if changes or batch.schema_changes or (positions and due):
                 expected = {t: self.stored_text.get(t) for t in positions}
                 self.store.apply_changes(self.dataset, self.source.name, list(changes.values()), positions, expected)
                 result.seconds["commit"] = time.monotonic() - clock
+                self.committed_at = time.monotonic()
                 self.stored_text.update(positions)
-                states.update({t: TableState.parse(text) for t, text in positions.items()})
+            states.update({t: TableState.parse(text) for t, text in reached.items()})
         except BaseException:
             self.close()  # the batch was read but may not be committed: read it again from the states
             raise

@@ -176,6 +176,7 @@ class WorkerSettings:
     state_seconds: float = 30.0  # while idle, the stored states are read again this often (resync requests)
     retry_seconds: tuple[float, float] = (5.0, 60.0)  # the first and the longest wait after a failure
     lag_warn_seconds: float = 300.0  # the capture check warns above this lag
+    position_seconds: float = 30.0  # a position moved only by other tables' transactions is stored this often
 
 
 class Worker:
@@ -221,7 +222,7 @@ class Worker:
                 try:
                     result = self.capture.step(
                         max_events=settings.max_events, max_seconds=settings.max_seconds, resync=resync,
-                        follow=True, linger=settings.linger, stop=stop,
+                        follow=True, linger=settings.linger, stop=stop, position_seconds=settings.position_seconds,
                     )
                 except PositionConflict as exc:
                     log.warning("%s; reading the stored states again", exc)
