@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import statistics
@@ -94,19 +95,30 @@ def positions(warehouse: Any) -> dict[str, str]:
 
 
 def measure_lag(engine: Any, rate: float, seconds: float, poll: float, observe: Callable[[str], dict]) -> dict:
-    writer = Writer(engine, rate, seconds, f"LAG{int(rate)}-{int(time.time())}-")
+    """Writers at `rate` changes/s in all (one per 40/s: a commit waits for the server's log
+    flush), the warehouse read every `poll` seconds."""
+    count = max(1, math.ceil(rate / 40))
+    stamp = int(time.time())
+    writers = [Writer(engine, rate / count, seconds, f"LAG{int(rate)}-{stamp}-{i}-") for i in range(count)]
+    prefix = f"LAG{int(rate)}-{stamp}-"
     lags: list[float] = []
-    writer.start()
+    for writer in writers:
+        writer.start()
     deadline = time.monotonic() + seconds + 300
-    while (writer.is_alive() or writer.pending) and time.monotonic() < deadline:
+    while any(w.is_alive() or w.pending for w in writers) and time.monotonic() < deadline:
         at = time.time()  # the read shows the table as it is from now on
-        lags += writer.seen(observe(writer.prefix), at)
+        landed = observe(prefix)
+        for writer in writers:
+            lags += writer.seen(landed, at)
         time.sleep(max(0.0, poll - (time.time() - at)))
-    writer.join()
+    for writer in writers:
+        writer.join()
+    written = sum(w.changes for w in writers)
+    elapsed = max(w.elapsed for w in writers)
     return {
-        "rate_per_s": rate, "seconds": seconds, "changes_written": writer.changes,
-        "write_rate_per_s": round(writer.changes / writer.elapsed, 1) if writer.elapsed else None,
-        "changes_seen": len(lags), "unseen": len(writer.pending),
+        "rate_per_s": rate, "seconds": seconds, "writers": count, "changes_written": written,
+        "write_rate_per_s": round(written / elapsed, 1) if elapsed else None,
+        "changes_seen": len(lags), "unseen": sum(len(w.pending) for w in writers),
         "lag_median_s": round(statistics.median(lags), 2) if lags else None,
         "lag_p95_s": round(statistics.quantiles(lags, n=20)[-1], 2) if len(lags) > 20 else None,
         "lag_max_s": round(max(lags), 2) if lags else None,

@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -111,6 +112,7 @@ class Writer(threading.Thread):
         self.lock = threading.Lock()
         self.changes = 0
         self.elapsed = 0.0
+        self.template: dict[str, Any] | None = None
 
     def change(self, connection: sa.Connection, n: int, kind: str | None = None) -> tuple[str, float | None, str]:
         """One change in `connection`'s transaction, of `kind` (insert, update, delete; by default
@@ -120,13 +122,20 @@ class Writer(threading.Thread):
             roll = {"insert": 0.0, "update": 0.7, "delete": 0.95}[kind]
         if not self.live or (kind is None and (roll < 0.6 or len(self.live) < 10)) or roll < 0.6:
             order = f"{self.prefix}{n}"
+            if self.template is None:  # an existing order's references, read once (an INSERT ... SELECT
+                # per change would lock the row read, and writers in parallel deadlock on it)
+                order_row = connection.execute(sa.text(
+                    "SELECT IDPedidoOrigen, IDOrigen, IDRed, IdEstado FROM apppedidos ORDER BY IDPedido LIMIT 1")).one()
+                product = connection.execute(sa.text(
+                    "SELECT IdProducto FROM apppedidoslineas ORDER BY IdRegistro LIMIT 1")).scalar()
+                self.template = {**order_row._asdict(), "IdProducto": product}
             connection.execute(sa.text(
                 "INSERT INTO apppedidos (IDPedido, IDPedidoOrigen, IDOrigen, IDRed, Fecha, IdEstado, FechaEstado, "
-                f"cli_nombre, Importe) SELECT '{order}', IDPedidoOrigen, IDOrigen, IDRed, NOW(), IdEstado, NULL, "
-                "'writer', 10 FROM apppedidos ORDER BY IDPedido LIMIT 1"))
+                "cli_nombre, Importe) VALUES (:order, :IDPedidoOrigen, :IDOrigen, :IDRed, NOW(), :IdEstado, NULL, "
+                "'writer', 10)"), {"order": order, **self.template})
             connection.execute(sa.text(
-                f"INSERT INTO apppedidoslineas (IDPedido, IdProducto, Cantidad) SELECT '{order}', IdProducto, 1 "
-                "FROM apppedidoslineas ORDER BY IdRegistro LIMIT 1"))
+                "INSERT INTO apppedidoslineas (IDPedido, IdProducto, Cantidad) VALUES (:order, :IdProducto, 1)"),
+                {"order": order, "IdProducto": self.template["IdProducto"]})
             self.live.append(order)
             return order, 10.0, "new order with a line"
         order = random.choice(self.live)
