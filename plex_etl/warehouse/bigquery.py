@@ -667,14 +667,12 @@ class BigQueryWarehouse:
                     part, "CURRENT_TIMESTAMP()",
                 ])
                 statements.append(f"INSERT INTO {ref} ({columns}) SELECT {select} FROM {item.rows};")
-        for table, position in positions.items():
-            statements.append(
-                f"DELETE FROM {pos_ref} WHERE stream = {_text(stream)} AND table_name = {_text(table)};"
-            )
-            statements.append(
-                f"INSERT INTO {pos_ref} (stream, table_name, position, updated_at) VALUES "
-                f"({_text(stream)}, {_text(table)}, {_text(position)}, CURRENT_TIMESTAMP());"
-            )
+        if positions:  # two statements whatever the number of tables: each DML statement takes a while
+            tables = ", ".join(_text(t) for t in sorted(positions))
+            statements.append(f"DELETE FROM {pos_ref} WHERE stream = {_text(stream)} AND table_name IN ({tables});")
+            values = ", ".join(f"({_text(stream)}, {_text(t)}, {_text(p)}, CURRENT_TIMESTAMP())"
+                               for t, p in sorted(positions.items()))
+            statements.append(f"INSERT INTO {pos_ref} (stream, table_name, position, updated_at) VALUES {values};")
         try:
             if dataset not in self._cdc_ready:
                 self._ensure_dataset(dataset)
