@@ -198,6 +198,7 @@ class Worker:
         self.caught_up = False
         self.applied = 0  # row changes applied since start
         self.behind: tuple[float, int] | None = None  # catching up since (monotonic), row changes applied since
+        self.ready = False  # caught up once since the start
 
     def _hook(self, stage: str) -> None:
         if stage == "read" and self.lock is not None:
@@ -278,10 +279,12 @@ class Worker:
         if self.behind is not None:
             since, changes = self.behind[0], self.behind[1] + applied
             self.behind = (since, changes)
-            if result.caught_up:
+            if result.caught_up and (changes or not self.ready):
+                self.ready = True  # the first such line says the worker follows the log
                 seconds = time.monotonic() - since
                 log.info("%s caught up at %s: %s row changes in %.1f s (%s row changes/s)", self.source.name,
                          result.end, f"{changes:,}", seconds, f"{changes / seconds:,.0f}" if seconds else "-")
+            if result.caught_up:
                 self.behind = None
         self.caught_up = result.caught_up
         for table, rows in result.snapshots.items():
