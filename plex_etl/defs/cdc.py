@@ -15,10 +15,11 @@ server has it. Per captured table and report (see the worker for when):
   change's commit in MySQL to its commit in the warehouse), `inserts`/`updates`/`deletes`
   (row changes read), `rows_merged`, `keys_deleted`, `position` (binary-log file:offset),
   `first_copy_rows`, `worker`. The table's freshness policy (`CAPTURE_FRESHNESS`) sees it.
-- the **check** `binlog_capture`: fails (severity ERROR, so the alert sensor posts it) when the
-  table's capture stopped (schema change) or the worker fails (the message says how to
-  recover), warns when the lag exceeds the worker's `lag_warn_seconds`. Executed by hand
-  it reads the stored state from the warehouse.
+- the **check** `binlog_capture`: fails (severity ERROR) when the table's capture stopped
+  (schema change) or the worker fails (the message says how to recover), warns when the lag
+  exceeds the worker's `lag_warn_seconds`. Executed by hand it reads the stored state from the
+  warehouse. A stopped table is no longer materialized: its freshness fails after an hour, and
+  the alert sensor posts that.
 
 Captured tables keep their asset, their checks and the daily reconciliation, but leave the
 polling automation (`without_polling`) and say what they are in their description.
