@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 DEMO_SCALE ?= 0.001
 
-.PHONY: venv demo test lint mysql dev clean lock pools
+.PHONY: venv demo demo-capture test lint mysql dev clean lock pools
 
 # requirements.lock pins every package (dev and deploy extras included) for Python 3.11 on
 # linux x86_64; regenerate it with `make lock` after changing pyproject.toml.
@@ -32,6 +32,11 @@ demo: venv mysql pools
 	$(BIN)/plex-etl demo-db --scale $(DEMO_SCALE) --source all
 	$(BIN)/plex-etl replicate --days 7
 	$(BIN)/plex-etl compare --days 7
+
+# Change capture: the binlog MariaDB (port 3407), capture on for the app orders, the worker
+# running, the lag of a few writes printed (plex_etl/demo/capture.py).
+demo-capture: venv
+	$(BIN)/python -m plex_etl.demo.capture
 
 test: venv mysql
 	./scripts/setup-bq-emulator.sh

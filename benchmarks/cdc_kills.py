@@ -1,12 +1,14 @@
-"""Change capture survives SIGKILLs: `python -m benchmarks.cdc_kills [--kills 5] [--rate 30]`.
+"""The capture worker survives SIGKILLs: `python -m benchmarks.cdc_kills [--kills 10] [--rate 30]`.
 
 On the binlog MariaDB (scripts/ensure-mariadb-binlog.sh) with the Plex demo at scale 0.001
-and the app orders captured, into a local warehouse: a writer commits orders (inserts,
-updates, deletes; see benchmarks.cdc_lag.Writer) while a capture process runs its steps
-back to back and is SIGKILLed at a random moment, `--kills` times, each time restarted.
-Then the writer stops, the capture catches up, and every captured table is compared with
-MySQL: whole-table reconciliation, and row for row with what the polling path loads from
-the same data. Prints one JSON line.
+and the app orders captured, into a local warehouse: a writer commits changes of orders
+(inserts, updates, deletes; plex_etl.demo.capture.Writer) while the worker (`plex-etl capture
+--source plex`, its own process, reporting to a Dagster instance) is SIGKILLed at a random
+moment 0.2-4 s after it holds its lock and captures, and started again, `--kills` times (its
+MySQL lock is released with its connection: the next start takes it, waiting up to 60 s). Then the writer
+stops, the worker runs until it has caught up and stops on SIGTERM, and every captured table is
+compared with MySQL: whole-table reconciliation, and row for row, every column, with what the
+polling path loads from the same data. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -16,31 +18,33 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from benchmarks.cdc_lag import APP_ORDERS, DATASET, REPO, Writer, binlog_source, captured_plan
-from plex_etl.cdc.apply import step
+from plex_etl.catalog.store import load_source_catalog
 from plex_etl.demo.builder import build_demo
+from plex_etl.demo.capture import (
+    APP_ORDERS,
+    DATASET,
+    Writer,
+    binlog_source,
+    capture_config,
+    ensure_binlog_server,
+    start_worker,
+    stop_worker,
+    wait_for,
+    worker_environment,
+)
 from plex_etl.extract.spec import load_mode, read_bounds, replicated_table
 from plex_etl.extract.stream import PartitionStream
 from plex_etl.mysql import create_engine
 from plex_etl.reconcile import reconcile_table
 from plex_etl.warehouse.local import LocalWarehouse
 
-
-def worker(database: str, warehouse: str) -> None:
-    """The capture process: steps back to back until killed."""
-    source = binlog_source(database)
-    catalog, plan = captured_plan()
-    store = LocalWarehouse(warehouse)
-    while True:
-        step(source, catalog, plan, store, DATASET, max_seconds=1.0)
+RUNNING = "INFO capture of plex: "  # the worker's first line once it holds its lock
 
 
 def rows(warehouse: LocalWarehouse, table: str) -> list[str]:
@@ -50,39 +54,47 @@ def rows(warehouse: LocalWarehouse, table: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--database", default="plexetl_bench_cdc")
-    parser.add_argument("--worker", metavar="WAREHOUSE", help=argparse.SUPPRESS)
+    prefix = os.environ.get("PLEX_ETL_BENCH_DB_PREFIX", "plexetl_bench")
+    parser.add_argument("--database", default=f"{prefix}_cdc")
     args = parser.parse_args()
-    if args.worker:
-        worker(args.database, args.worker)
-        return
 
-    subprocess.run([str(REPO / "scripts" / "ensure-mariadb-binlog.sh")], check=True, timeout=300)
+    ensure_binlog_server()
     source = binlog_source(args.database)
     today = datetime.now(ZoneInfo(source.time_zone)).date()
     build_demo(source, scale=0.001, days=30, seed=7, force=True, end_date=today, log=lambda _m: None)
-    catalog, plan = captured_plan()
     engine = create_engine(source)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="plexetl_cdc_kills_") as tmp:
+        config = capture_config(Path(tmp))
         path = Path(tmp) / "cdc.duckdb"
+        env = worker_environment(config, args.database, {"PLEX_ETL_WAREHOUSE": "local",
+                                                         "PLEX_ETL_LOCAL_WAREHOUSE": str(path)},
+                                 Path(tmp) / "dagster_home")
+        log = Path(tmp) / "worker.log"
         warehouse = LocalWarehouse(path)
-        step(source, catalog, plan, warehouse, DATASET)  # first copy and start position
         writer = Writer(engine, args.rate, float("inf"), f"KILL-{int(time.time())}-")
         writer.start()
         started = time.monotonic()
         for _ in range(args.kills):
-            proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cdc_kills", "--database", args.database,
-                                     "--worker", str(path)], cwd=REPO, env=os.environ.copy())
-            time.sleep(random.uniform(1.0, 5.0))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+            starts = log.read_text().count(RUNNING) if log.exists() else 0
+            worker = start_worker(env, "--lock-wait", "60", log=log)
+            wait_for(lambda n=starts, w=worker: log.read_text().count(RUNNING) > n or w.poll() is not None, 120,
+                     "the worker's start")
+            time.sleep(random.uniform(0.2, 4.0))  # then killed at any moment of its work
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(30)
         writer.seconds = 0.0  # the writer stops after its current change
-        writer.join(timeout=30)
-        for _ in range(50):
-            if step(source, catalog, plan, warehouse, DATASET, max_events=50_000, max_seconds=30.0).caught_up:
-                break
+        writer.join(30)
+        end = log.read_text().count("caught up at") if log.exists() else 0
+        worker = start_worker(env, "--lock-wait", "60", log=log)
+        try:
+            wait_for(lambda: log.read_text().count("caught up at") > end or worker.poll() is not None, 300,
+                     "the last worker's catch-up")
+            time.sleep(2.0)  # a heartbeat or two: whatever the writer's last commit was, it is in
+        finally:
+            code = stop_worker(worker)
+        catalog, plan = load_source_catalog("plex")  # the same selects and day rules as the worker's plan
         polled = LocalWarehouse(Path(tmp) / "polled.duckdb")
         results = {}
         with engine.connect() as connection:
@@ -95,7 +107,8 @@ def main() -> None:
                 results[table] = {"reconciled": reconciled, "row_for_row": same}
     engine.dispose()
     print(json.dumps({
-        "kills": args.kills, "seconds": round(time.monotonic() - started, 1), "changes_written": writer.changes,
+        "date": str(today), "kills": args.kills, "seconds": round(time.monotonic() - started, 1),
+        "changes_written": writer.changes, "last_stop_exit_code": code,
         "tables": results, "all_equal": all(r["reconciled"] and r["row_for_row"] for r in results.values()),
     }))
 

@@ -484,6 +484,117 @@ def _cmd_pools(args: argparse.Namespace) -> int:
     return 0
 
 
+CAPTURE_STOP_GRACE_SECONDS = 20.0  # after SIGTERM, how long the worker may take to commit its batch
+EXIT_WORKER_RUNNING = 3
+
+
+class _Abandoned(BaseException):
+    """A second signal, or the stop grace over: the batch under way is abandoned (nothing of it
+    is committed; the next start reads it again)."""
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    """Run the change-capture worker of one source until SIGTERM or SIGINT (plex_etl/cdc/worker.py).
+
+    The first signal ends the batch being read at its next commit, commits it and exits 0; a
+    first copy under way is abandoned (it rolls back). A second signal, or
+    CAPTURE_STOP_GRACE_SECONDS without an end, abandons the batch at once (exit 128 + signal):
+    nothing of it is committed, the next start reads it again. With --resync while another
+    worker runs, the request is stored for that worker and the command exits 0.
+    """
+    import logging
+    import os
+    import signal
+    import threading
+
+    from plex_etl.catalog.store import load_source_catalog, plan_path
+    from plex_etl.cdc.apply import Capture
+    from plex_etl.cdc.worker import CaptureLock, Worker, WorkerRunning, WorkerSettings, lock_name, request_resync
+    from plex_etl.defs.resources import warehouse_from_environment
+    from plex_etl.sources import get_source
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("plex_etl").setLevel(args.log_level)
+    source = get_source(args.source)
+    catalog, plan = load_source_catalog(source.name)
+    if not plan.captured:
+        print(f"plex-etl capture: no table of {source.name} is captured: add `capture: binlog` to a table's "
+              f"entry in {plan_path(source.name)}", file=sys.stderr)
+        return 2
+    resync = list(plan.captured) if "all" in (args.resync or ()) else list(args.resync or ())
+    if unknown := sorted(set(resync) - set(plan.captured)):
+        print(f"plex-etl capture: --resync {', '.join(unknown)}: not captured tables of {source.name} "
+              f"({', '.join(plan.captured)})", file=sys.stderr)
+        return 2
+    resource = warehouse_from_environment()
+    warehouse = resource.get()
+    place = resource.project if resource.resolved_kind == "bigquery" else os.path.abspath(resource.local_path)
+    lock = CaptureLock(source, lock_name(source, f"{resource.resolved_kind}:{place}:{resource.dataset}"))
+    try:
+        lock.acquire(args.lock_wait)
+    except WorkerRunning as exc:
+        if not resync:
+            print(f"plex-etl capture: {exc}", file=sys.stderr)
+            return EXIT_WORKER_RUNNING
+        requested = request_resync(Capture(source, catalog, plan, warehouse, resource.dataset), resync)
+        print(f"resync of {', '.join(requested)} requested from the running worker of {source.name}: it copies "
+              "them again within a minute (its log says when)")
+        return 0
+    settings = WorkerSettings()
+    reporter = None if args.no_report else _capture_reporter(source, catalog, plan, settings)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if len(received) > 1 or signum == signal.SIGALRM:
+            raise _Abandoned()
+        logging.getLogger("plex_etl.capture").info(
+            "signal %d: stopping after the batch under way (a second signal abandons it)", signum)
+        stop.set()
+        signal.alarm(int(CAPTURE_STOP_GRACE_SECONDS))
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    try:
+        Worker(source, catalog, plan, warehouse, resource.dataset, reporter=reporter, lock=lock,
+               settings=settings).run(stop, resync)
+    except _Abandoned:
+        print(f"plex-etl capture: stopped by signal {received[0]}: the batch under way was abandoned (nothing "
+              "of it committed; read again at the next start)", file=sys.stderr)
+        return 128 + received[0]
+    finally:
+        signal.alarm(0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if reporter is not None:
+            reporter.close(timeout=3.0)
+        lock.release()
+    return 0
+
+
+def _capture_reporter(source: Any, catalog: Any, plan: Any, settings: Any) -> Any:
+    """The Dagster instance of $DAGSTER_HOME as the worker's reporter, with each captured table's
+    partitions as the code location defines them."""
+    import os
+
+    import dagster as dg
+
+    from plex_etl.defs.cdc import DagsterReporter
+    from plex_etl.defs.keys import table_key
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit(
+            "plex-etl capture: DAGSTER_HOME is not set: the worker reports each table's changes, lag and "
+            "position to the Dagster instance the UI reads (the Makefile's is .dagster_home; in Kubernetes the "
+            "chart's instance configuration). Set it, or pass --no-report."
+        )
+    from plex_etl.definitions import defs  # the code location, as the UI loads it
+
+    partitions = {t: defs.resolve_assets_def(table_key(source.name, catalog, t)).partitions_def
+                  for t in plan.captured}
+    return DagsterReporter(dg.DagsterInstance.get(), source, catalog, plan, partitions, settings.lag_warn_seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plex-etl", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks (also PLEX_ETL_DEBUG=1)")
@@ -546,6 +657,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     pools = commands.add_parser("pools", help="set each source's Dagster pool to its sources.yaml pool_limit")
     pools.set_defaults(func=_cmd_pools)
+
+    capture = commands.add_parser(
+        "capture", help="run the change-capture worker of a source (its `capture: binlog` tables) until stopped"
+    )
+    capture.add_argument("--source", required=True)
+    capture.add_argument("--resync", action="append", metavar="TABLE",
+                         help="copy this table again first (repeatable; `all`); asks the running worker, if any")
+    capture.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                         help="wait this long for another worker of the source to stop (default: refuse at once)")
+    capture.add_argument("--no-report", action="store_true", help="do not report to the Dagster instance")
+    capture.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING"], default="INFO")
+    capture.set_defaults(func=_cmd_capture)
     return parser
 
 
@@ -554,6 +677,7 @@ def _project_errors() -> tuple[type[Exception], ...]:
     from plex_etl.catalog.drift import SchemaDriftError
     from plex_etl.catalog.model import CatalogError
     from plex_etl.catalog.plan import PlanError
+    from plex_etl.cdc.reader import CaptureError
     from plex_etl.extract.stream import ExtractionError
     from plex_etl.mysql import SourceConnectionError
     from plex_etl.sources import SourceConfigError
@@ -563,7 +687,7 @@ def _project_errors() -> tuple[type[Exception], ...]:
 
     return (PlanError, ExtractionError, SourceConnectionError, SourceConfigError, TypeMappingError,
             ValueConversionError, WarehouseError, FileNotFoundError, CommandError, YamlFileError, CatalogError,
-            SchemaDriftError)
+            SchemaDriftError, CaptureError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from plex_etl.catalog.store import catalog_path, load_source, plan_path
 from plex_etl.defs.alerts import alerts_sensor
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import reconcile_job, tier_interval, tier_sensors, views_sensor
-from plex_etl.defs.cdc import build_cdc_job, cdc_sensor, without_polling
+from plex_etl.defs.cdc import capture_checks, without_polling
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
 from plex_etl.defs.dead_runs import dead_runs_sensor
 from plex_etl.defs.io_manager import warehouse_io_manager
@@ -44,7 +44,6 @@ class SourceDefinitions:
     plan: SourcePlan
     assets: list[dg.AssetsDefinition]
     checks: list[dg.AssetChecksDefinition]
-    sensors: list[dg.SensorDefinition]
     jobs: list[Any]  # asset jobs (define_asset_job)
     table_keys: dict[str, tuple[dg.AssetKey, str]]  # warehouse table -> (asset key, tier), for the views
     problems: dict[str, Problem]  # warehouse table -> why it does not load (a stand-in asset shows it)
@@ -52,7 +51,7 @@ class SourceDefinitions:
     def validate(self, resources: dict[str, Any]) -> None:
         """Raises what Dagster would raise when loading this source alone."""
         dg.Definitions.validate_loadable(
-            dg.Definitions(assets=self.assets, asset_checks=self.checks, sensors=self.sensors, jobs=self.jobs,
+            dg.Definitions(assets=self.assets, asset_checks=self.checks, jobs=self.jobs,
                            resources=resources)
         )
 
@@ -81,18 +80,17 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
         name, key = _problem_key(source.name, catalog, plan, table)
         problems[name] = Problem(key, why, source.name)
     assets = without_polling(build_source_assets(source, catalog, plan, warehouse_kind), source, catalog, plan)
-    cdc_job = build_cdc_job(source, catalog, plan)  # tables with `capture: binlog`
-    sensors = [cdc_sensor(source, cdc_job)] if cdc_job else []
     reconciliation = build_reconcile_checks(source, catalog, plan)
     tables = sorted(p.table for p in plan.included)
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
-    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
+    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation,
+                           capture_checks(source, catalog, plan)) if c]
     jobs = [reconcile_job(source, reconciliation)] if reconciliation else []
     table_keys = {
         warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)
         for p in plan.included
     }
-    return SourceDefinitions(plan, assets, checks, sensors, jobs, table_keys, problems)
+    return SourceDefinitions(plan, assets, checks, jobs, table_keys, problems)
 
 
 def _skip(skipped: dict[str, str], source: str, exc: Exception) -> None:
@@ -123,7 +121,6 @@ def _combine(
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
             views_sensor(), alerts_sensor, dead_runs_sensor, problems_sensor(problems),
-            *(s for b in parts for s in b.sensors),
         ],
         jobs=[j for b in parts for j in b.jobs],
         resources=resources,

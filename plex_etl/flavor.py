@@ -10,9 +10,12 @@ step asks the detected `ServerFlavor` instead of assuming one server:
 - **Binary-log position of a consistent snapshot** (the first copy of a captured table):
   MariaDB (and Percona Server) report it as the status variables
   `Binlog_snapshot_file`/`Binlog_snapshot_position` of the session that ran
-  `START TRANSACTION WITH CONSISTENT SNAPSHOT`; Oracle MySQL has no such variables, and the
-  documented way (mysqldump's `--single-transaction --source-data`) reads the position under a
-  brief global read lock while the snapshot starts.
+  `START TRANSACTION WITH CONSISTENT SNAPSHOT`; Oracle MySQL has no such variables, and a
+  position read beside the snapshot (also `performance_schema.log_status`'s) can count a
+  transaction the snapshot misses (logged before InnoDB commits it). There the position is
+  read while a second connection holds a brief read lock on the copied tables as the snapshot
+  starts (plex_etl.cdc.apply; mysqldump's `--single-transaction --source-data` takes a global
+  read lock for the same moment).
 - **The binary log's status statement**: `SHOW BINARY LOG STATUS` from MySQL 8.2 (where
   `SHOW MASTER STATUS` is deprecated), `SHOW MASTER STATUS` before and on MariaDB.
 

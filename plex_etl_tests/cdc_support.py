@@ -7,18 +7,24 @@ import dataclasses
 import datetime as dt
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from plex_etl.catalog.plan import SourcePlan
-from plex_etl.sources import Source, get_source
+from plex_etl.demo.capture import APP_ORDERS, DATASET, binlog_source
+from plex_etl.extract.spec import load_mode, read_bounds, replicated_table
+from plex_etl.extract.stream import PartitionStream
+from plex_etl.mysql import create_engine
+from plex_etl.reconcile import reconcile_table
+from plex_etl.sources import Source
+from plex_etl.warehouse.local import LocalWarehouse
+from plex_etl_tests.replication import sorted_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "ensure-mariadb-binlog.sh"
-BINLOG_PORT = int(os.environ.get("PLEX_ETL_BINLOG_PORT", "3407"))
-APP_ORDERS = ("apppedidos", "apppedidoslineas", "apppedidosmovimientos", "apppedidospagos", "apppedidoslineasfact")
 
 
 def ensure_binlog_server() -> None:
@@ -29,10 +35,6 @@ def ensure_binlog_server() -> None:
         pytest.fail(f"{SCRIPT} could not run: {e}", pytrace=False)
     if proc.returncode != 0:
         pytest.fail(f"{SCRIPT} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}", pytrace=False)
-
-
-def binlog_source(database: str) -> Source:
-    return dataclasses.replace(get_source("plex"), database=database, port=BINLOG_PORT)
 
 
 def build_binlog_demo(end_date: dt.date) -> Source:
@@ -56,3 +58,19 @@ def execute(engine: sa.Engine, *statements: str) -> None:
     with engine.begin() as connection:
         for sql in statements:
             connection.execute(sa.text(sql))
+
+
+def assert_equal_to_polling(source, catalog, plan, warehouse: LocalWarehouse, tmp_path: Path, today: dt.date):
+    """Every captured table equals MySQL (reconciliation) and equals, row for row and value for
+    value, what the polling path loads from the same data."""
+    polled = LocalWarehouse(tmp_path / f"polled_{time.monotonic_ns()}.duckdb")
+    with create_engine(source).connect() as connection:
+        for table in APP_ORDERS:
+            spec = replicated_table(catalog, plan, table, DATASET)
+            result = reconcile_table(connection, warehouse, spec, today)
+            assert result.equal, result.describe()
+            lo, hi = read_bounds(spec, plan.first_day, today, today, plan.first_partition(today))
+            polled.load(spec.target, PartitionStream(source, spec, lo, hi), lo, hi, load_mode(spec))
+            ref = f"{DATASET}.{spec.target.name}"
+            assert sorted_rows(warehouse.query(f"SELECT * FROM {ref}")) == sorted_rows(
+                polled.query(f"SELECT * FROM {ref}")), table

@@ -44,3 +44,55 @@ def test_each_server_takes_its_documented_path(version, comment, product, found_
 def test_unknown_or_too_old_servers_are_refused_by_name(version):
     with pytest.raises(UnsupportedServerError, match=version):
         parse_flavor(version, "")
+
+
+class _Recorder:
+    """A raw connection that records its statements and answers the status queries."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        self.name, self.log = name, log
+
+    def query(self, sql: str) -> None:
+        self.log.append((self.name, sql))
+
+    def store_result(self):
+        rows = {"SHOW BINARY LOG STATUS": ((b"binlog.000042", b"4711"),),
+                "SHOW MASTER STATUS": ((b"binlog.000042", b"4711"),),
+                "SHOW STATUS LIKE 'binlog_snapshot_%'": ((b"Binlog_snapshot_file", b"binlog.000042"),
+                                                          (b"Binlog_snapshot_position", b"4711"))}[self.log[-1][1]]
+
+        class _Result:
+            def fetch_row(self, maxrows: int = 0, how: int = 0):
+                return rows
+
+        return _Result()
+
+    def close(self) -> None:
+        self.log.append((self.name, "close"))
+
+
+@pytest.mark.parametrize(("version", "comment", "expected"), [
+    ("10.11.19-MariaDB", "", [("snapshot", "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"),
+                              ("snapshot", "SHOW STATUS LIKE 'binlog_snapshot_%'")]),
+    ("8.4.3", "MySQL Community Server - GPL", [
+        ("lock", "SET SESSION lock_wait_timeout = 10"),
+        ("lock", "LOCK TABLES `apppedidoslineas` READ, `apppedidos` READ"),
+        ("snapshot", "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"),
+        ("lock", "SHOW BINARY LOG STATUS"),
+        ("lock", "close"),
+    ]),
+])
+def test_each_flavour_takes_its_snapshot_position_path(monkeypatch, version, comment, expected):
+    """The statements of a first copy's start position, by flavour: MariaDB's status variables;
+    Oracle MySQL 8.4's read lock on the copied table and its day's parent, on a second connection,
+    around the snapshot's start (run for real on MariaDB in test_cdc.py, with MySQL 8.0's
+    statement)."""
+    import plex_etl.cdc.apply as apply
+
+    log: list[tuple[str, str]] = []
+    connections = iter([_Recorder("snapshot", log), _Recorder("lock", log)])
+    monkeypatch.setattr(apply, "raw_connection", lambda _source: next(connections))
+    snapshot = apply._SnapshotPosition(parse_flavor(version, comment), ["apppedidoslineas", "apppedidos"])
+    snapshot.connect(None).query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    assert log == expected
+    assert str(snapshot.position) == "binlog.000042:4711"

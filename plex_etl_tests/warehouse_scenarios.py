@@ -317,35 +317,26 @@ def type_columns(h: Harness) -> tuple[WarehouseColumn, ...]:
     )
 
 
-def scenario_types_round_trip(h: Harness) -> None:
-    cols = type_columns(h)
-    t = TargetTable(h.dataset, "typed", cols, ("id",), "every type")
-    full = {
+def typed_row(h: Harness) -> dict[str, Any]:
+    """A row of `type_columns` with a demanding value in every column."""
+    return {
         "id": 1,
         "u64": Decimal("18446744073709551615"),
         "price": Decimal("12345678901.2345"),
         "big": h.bignumeric_value,
         "ratio": 0.1 + 0.2,
         "flag": True,
-        "label": "Apotheke Müller – crème brûlée 😀 \u00a0end",
+        "label": "Apotheke Müller – crème brûlée 😀 \u00a0end, it's a \\ \"quote\"\n\t\x01",
         "raw": b"\x00\xff\x00binary\xfe",
         "day": dt.date(1999, 12, 31),
         "at_local": dt.datetime(2025, 3, 1, 23, 59, 59, 123456),
         "at_utc": dt.datetime(2025, 3, 1, 22, 0, 0, 654321, tzinfo=UTC),
         "doc": json.dumps({"name": "Zoë", "tags": ["a", 1, None], "n": 1.5}),
     }
-    empty = {c.name: None for c in cols} | {"id": 2}
-    h.wh.load(t, [batch(t, D1, [full, empty])], D1, D1)
 
-    reported = h.wh.columns(h.dataset, "typed")
-    assert reported is not None
-    assert {c.name: reported[c.name] for c in cols} == {c.name: h.type_of(c) for c in cols}
 
-    got = {r["id"]: r for r in h.rows("typed")}
-    assert set(got) == {1, 2}
-    assert all(v is None for k, v in got[2].items() if k not in ("id", PARTITION_COLUMN))
-    row = got[1]
-    assert row[PARTITION_COLUMN] == D1
+def assert_typed_row(row: dict[str, Any], full: dict[str, Any]) -> None:
+    """`row`, read back from the warehouse, holds `full`'s values with their Python types."""
     for name, want in full.items():
         have = row[name]
         if name == "doc":
@@ -358,6 +349,67 @@ def scenario_types_round_trip(h: Harness) -> None:
         else:
             assert have == want, f"{name}: {have!r} != {want!r}"
             assert type(have) is type(want), f"{name}: {type(have)} != {type(want)}"
+
+
+def scenario_types_round_trip(h: Harness) -> None:
+    cols = type_columns(h)
+    t = TargetTable(h.dataset, "typed", cols, ("id",), "every type")
+    full = typed_row(h)
+    empty = {c.name: None for c in cols} | {"id": 2}
+    h.wh.load(t, [batch(t, D1, [full, empty])], D1, D1)
+
+    reported = h.wh.columns(h.dataset, "typed")
+    assert reported is not None
+    assert {c.name: reported[c.name] for c in cols} == {c.name: h.type_of(c) for c in cols}
+
+    got = {r["id"]: r for r in h.rows("typed")}
+    assert set(got) == {1, 2}
+    assert all(v is None for k, v in got[2].items() if k not in ("id", PARTITION_COLUMN))
+    row = got[1]
+    assert row[PARTITION_COLUMN] == D1
+    assert_typed_row(row, full)
+    assert h.staging_leftovers() == []
+
+
+def scenario_change_batches(h: Harness) -> None:
+    """Change capture's batches (plex_etl.cdc): rows merged by key and keys deleted with the
+    positions in one transaction, every type read back as a load writes it; a batch against
+    positions another writer moved writes nothing. Both ways a warehouse has of staging a batch
+    (BigQuery: literals in the commit's script, or staging tables)."""
+    from plex_etl.warehouse.base import PositionConflict, TableChanges
+
+    cols = type_columns(h)
+    full = typed_row(h)
+    ways = {"inline": None, "staged": 0} if hasattr(h.wh, "cdc_inline_bytes") else {"": None}
+    for way, inline_bytes in ways.items():
+        name = f"changed_{way}".rstrip("_")
+        t = TargetTable(h.dataset, name, cols, ("id",), "change batches")
+        h.wh.load(t, [batch(t, D1, [{"id": 0, "label": "loaded"}])], D1, D1)
+        saved = getattr(h.wh, "cdc_inline_bytes", None)
+        if inline_bytes is not None:
+            h.wh.cdc_inline_bytes = inline_bytes  # type: ignore[attr-defined]
+        try:
+            def changes(day: dt.date, rows: list[dict[str, Any]], deleted: list[int],
+                        table: TargetTable = t) -> list[TableChanges]:
+                upserts = pa.Table.from_batches([batch(table, day, rows)], table.arrow_schema)
+                return [TableChanges(table, upserts, pa.table({"id": pa.array(deleted, pa.int64())}))]
+
+            h.wh.apply_changes(h.dataset, name, changes(D1, [full, {"id": 2}, {"id": 3, "label": "new"}], []),
+                               {name: "log.1:10"}, {name: None})
+            h.wh.apply_changes(h.dataset, name, changes(D2, [{"id": 3, "label": "moved"}], [0, 2]),
+                               {name: "log.1:20"}, {name: "log.1:10"})
+            with pytest.raises(PositionConflict):
+                h.wh.apply_changes(h.dataset, name, changes(D2, [{"id": 9}], [1]), {name: "log.1:30"},
+                                   {name: "log.1:10"})
+        finally:
+            if inline_bytes is not None:
+                h.wh.cdc_inline_bytes = saved  # type: ignore[attr-defined]
+        got = {r["id"]: r for r in h.rows(name)}
+        assert set(got) == {1, 3}, (way, sorted(got))
+        assert got[1][PARTITION_COLUMN] == D1
+        assert_typed_row(got[1], full)
+        assert (got[3]["label"], got[3][PARTITION_COLUMN]) == ("moved", D2)
+        assert h.wh.cdc_positions(h.dataset, name) == {name: "log.1:20"}  # type: ignore[attr-defined]
     assert h.staging_leftovers() == []
 
 
@@ -540,6 +592,7 @@ SCENARIOS = [
     scenario_retired_column_keeps_its_history,
     scenario_partition_out_of_range,
     scenario_types_round_trip,
+    scenario_change_batches,
     scenario_counts_retention_views,
     scenario_every_mapped_type_loads,
     scenario_latest_view_and_orphans,

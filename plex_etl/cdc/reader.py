@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import threading
 import time
 import zlib
 from collections import Counter
@@ -15,9 +16,10 @@ from typing import Any
 import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.constants import FIELD_TYPE
-from pymysqlreplication.event import QueryEvent, XidEvent
+from pymysqlreplication.event import HeartbeatLogEvent, QueryEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from plex_etl.flavor import ServerFlavor, detect_flavor
 from plex_etl.mysql import tls_context
 from plex_etl.sources import Source, resolve_credentials
 
@@ -98,8 +100,10 @@ class ChangeBatch:
     ancestor_values: dict[tuple[str, int], set[tuple]] = field(default_factory=dict)
     counts: dict[str, Counter] = field(default_factory=dict)  # table -> insert/update/delete rows
     events: int = 0
-    last_event_time: float | None = None  # commit time (server clock) of the last change read
-    caught_up: bool = False  # the read reached the end of the log
+    # Time (server clock, whole seconds: the binary log's) of the first and last change read.
+    first_event_time: float | None = None
+    last_event_time: float | None = None
+    caught_up: bool = False  # the read reached the end of the log (or follows it live)
     schema_changes: dict[str, str] = field(default_factory=dict)  # table -> message (capture stops)
 
 
@@ -138,8 +142,8 @@ def describe_error(source: Source, exc: BaseException, start: Position) -> str:
         return (
             f"{source.describe()}: binary-log position {start} is no longer available ({text}). "
             "The log was purged (expire_logs_days / binlog_expire_logs_seconds) or the position is "
-            "invalid. Recovery: resync the source's captured tables (Dagster: launch the "
-            f"`{source.name}_cdc` job with config resync: all; Python: plex_etl.cdc.apply.resync), "
+            "invalid. Recovery: copy the source's captured tables again "
+            f"(`plex-etl capture --source {source.name} --resync all`), "
             "and keep the log longer than the longest pause of change capture."
         )
     if code in _PRIVILEGE:
@@ -151,21 +155,45 @@ def describe_error(source: Source, exc: BaseException, start: Position) -> str:
     return f"{source.describe()}: reading the binary log from {start} failed: {exc}"
 
 
-def server_status(source: Source) -> dict[str, str]:
-    """log_bin, binlog_format, binlog_row_image of the source: capture needs ON, ROW, FULL."""
+@dataclass(frozen=True)
+class ServerInfo:
+    """What capture needs to know of the source's server: its flavour (each version-specific
+    step asks it) and how far its clock is ahead of this process's (binary-log timestamps are
+    the server's)."""
+
+    flavor: ServerFlavor
+    clock_offset: float  # server clock - local clock, seconds
+
+    def local_time(self, server_timestamp: float) -> float:
+        """A server timestamp (a binary-log event's) on this process's clock."""
+        return server_timestamp - self.clock_offset
+
+
+def _pymysql_run(cursor: Any) -> Callable[[str], list[tuple]]:
+    def run(sql: str) -> list[tuple]:
+        cursor.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()]
+
+    return run
+
+
+def check_server(source: Source) -> ServerInfo:
+    """The server's flavour and clock; raise CaptureError naming what it lacks for change capture
+    (log_bin ON, binlog_format ROW, binlog_row_image FULL)."""
     connection = pymysql.connect(**connection_settings(source))
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN "
-                           "('log_bin', 'binlog_format', 'binlog_row_image')")
-            return {k: str(v) for k, v in cursor.fetchall()}
+            run = _pymysql_run(cursor)
+            flavor = detect_flavor(run)
+            status = {k: str(v) for k, v in run("SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                                                "('log_bin', 'binlog_format', 'binlog_row_image')")}
+            before = time.time()
+            ((server_now,),) = run("SELECT UNIX_TIMESTAMP(NOW(6))")
+            offset = float(server_now) - (before + time.time()) / 2
+    except pymysql.MySQLError as exc:
+        raise CaptureError(describe_error(source, exc, Position("?", 0))) from exc
     finally:
         connection.close()
-
-
-def check_server(source: Source) -> None:
-    """Raise CaptureError naming what the server lacks for change capture."""
-    status = server_status(source)
     wrong = [f"{k}={status.get(k)} (needs {want})" for k, want in
              (("log_bin", "ON"), ("binlog_format", "ROW"), ("binlog_row_image", "FULL"))
              if (status.get(k) or "").upper() != want]
@@ -174,6 +202,160 @@ def check_server(source: Source) -> None:
             f"{source.describe()}: the binary log is not usable for change capture: {', '.join(wrong)}. "
             "Set log_bin, binlog_format=ROW and binlog_row_image=FULL in the server's configuration."
         )
+    return ServerInfo(flavor, offset)
+
+
+HEARTBEAT_SECONDS = 0.1  # while idle, the server says so this often on a followed log (a 50-byte packet)
+FOLLOW_READ_TIMEOUT = 30.0  # a followed log silent this long (no heartbeat either) is reconnected
+LIVE_SECONDS = 2.0  # a change committed at most this long ago: the reader is following, not catching up
+
+
+class BinaryLog:
+    """The source's binary log read through one replication connection from `start` (a commit
+    boundary), batch after batch.
+
+    Without `follow`, a read ends at the end of the log and the connection is closed with the
+    log (`read_changes`). With `follow`, the connection stays open: the server sends each
+    transaction as it commits and a heartbeat every HEARTBEAT_SECONDS while there is nothing
+    to send. A read then ends at a commit once it has collected changes for `linger` seconds
+    while live (so a busy log gives batches of a fraction of a second, not one per commit), at
+    the first heartbeat (caught up), or, catching up, after `max_events` row changes or
+    `max_seconds`; and at the next commit once `stop` is set. `continues` says whether the
+    connection still stands exactly at the end of the last batch (false after a DDL stop or a
+    failure: the log must be opened again from the stored positions).
+    """
+
+    def __init__(self, source: Source, watch: Watch, start: Position, *, follow: bool = False,
+                 server: ServerInfo | None = None) -> None:
+        self.source, self.watch, self.follow, self.server = source, watch, follow, server
+        self.position = start
+        self.continues = True
+        settings = connection_settings(source)
+        only_events: list[type] = [WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent]
+        if follow:
+            settings["read_timeout"] = FOLLOW_READ_TIMEOUT
+            only_events.append(HeartbeatLogEvent)
+        self._stream = BinLogStreamReader(
+            connection_settings=settings,
+            server_id=replica_server_id(source),
+            resume_stream=True, log_file=start.file, log_pos=start.pos, blocking=follow,
+            slave_heartbeat=HEARTBEAT_SECONDS if follow else None,
+            only_events=only_events, only_tables=sorted(watch.tables), only_schemas=[watch.schema],
+            # A table id names one table definition until the server restarts (a restart starts
+            # a new log file, where the library forgets its map) or the table is altered (new
+            # id): its map event need not be decoded again for every row event. Decoding it was
+            # most of the reading time (column metadata rebuilt per event).
+            freeze_schema=True,
+            enable_logging=False,  # its settings at INFO each time a log is opened
+        )
+        self._needed = watch.columns()
+        self._images = KeyImages()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> BinaryLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _live(self, event_time: float) -> bool:
+        now = time.time() + (self.server.clock_offset if self.server else 0.0)
+        return now - event_time <= LIVE_SECONDS
+
+    def read(
+        self,
+        after: dict[str, Position],
+        *,
+        max_events: int = 20_000,
+        max_seconds: float = 10.0,
+        linger: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> ChangeBatch:
+        """The changes from `self.position` to the batch's end (see the class). A row change at
+        or before `after[table]` (that table's own position) is skipped for it. A DDL statement
+        on a watched table ends the batch before it and is reported in `schema_changes` for the
+        captured tables it concerns."""
+        source, watch, stream = self.source, self.watch, self._stream
+        start = self.position
+        batch = ChangeBatch(start=start, end=start)
+        if stop is not None and stop.is_set():
+            return batch
+        deadline = time.monotonic() + max_seconds
+        first_change: float | None = None  # when this read saw its first row change
+        in_transaction = False
+        self.continues = False  # until the read ends where the next one can go on
+        try:
+            while True:
+                asked = time.monotonic()
+                event = stream.fetchone()
+                if event is None:  # not following: the end of the log
+                    batch.caught_up = True
+                    if not in_transaction and batch.end < Position(stream.log_file or start.file,
+                                                                   stream.log_pos or start.pos):
+                        batch.end = Position(stream.log_file, stream.log_pos)
+                    break
+                here = Position(stream.log_file, stream.log_pos)
+                if isinstance(event, HeartbeatLogEvent):
+                    # The server had nothing more to send when it sent this. Waited for, it says the
+                    # read is at the end of the log now; read from the socket's buffer at once, it
+                    # is news from a pause of the writers somewhere in a backlog still to read.
+                    at_end = time.monotonic() - asked >= HEARTBEAT_SECONDS / 2
+                    live = batch.last_event_time is not None and self._live(batch.last_event_time)
+                    if not in_transaction and batch.end < here:
+                        batch.end = here
+                    if at_end or live or not batch.events:
+                        batch.caught_up = at_end or live
+                        break
+                    continue
+                if isinstance(event, XidEvent):
+                    batch.end = here
+                    in_transaction = False
+                    now = time.monotonic()
+                    if batch.events >= max_events or now > deadline or (stop is not None and stop.is_set()):
+                        break
+                    if (self.follow and first_change is not None and now - first_change >= linger
+                            and batch.last_event_time is not None and self._live(batch.last_event_time)):
+                        batch.caught_up = True  # following the log as it is written
+                        break
+                    continue
+                if isinstance(event, QueryEvent):
+                    query = event.query if isinstance(event.query, str) else event.query.decode(errors="replace")
+                    if not _DDL.match(query):
+                        continue  # BEGIN, COMMIT of non-transactional tables...
+                    schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
+                    # A table whose own position is past the statement (copied after it) is not concerned.
+                    touched = [t for t in _ddl_tables(query, schema, watch) if here > after.get(t, Position("", 0))]
+                    if touched:
+                        for table in touched:
+                            batch.schema_changes[table] = (
+                                f"schema change of {source.name}.{table} in the binary log at {batch.end}: "
+                                f"`{' '.join(query.split())[:300]}`. Change capture of the table stopped before it. "
+                                "Recovery: `plex-etl discover --source "
+                                f"{source.name}` and deploy the updated catalog, then resync the table "
+                                f"(`plex-etl capture --source {source.name} --resync {table}`)"
+                            )
+                        return batch  # the connection is past the statement: `continues` stays false
+                    batch.end = here
+                    continue
+                if event.schema != watch.schema or event.table not in watch.tables:
+                    continue
+                in_transaction = True
+                if first_change is None:
+                    first_change = time.monotonic()
+                kind = {WriteRowsEvent: "inserts", UpdateRowsEvent: "updates", DeleteRowsEvent: "deletes"}[type(event)]
+                rows, images = self._images.read(event, self._needed[event.table])
+                batch.events += rows
+                batch.last_event_time = float(event.timestamp)
+                if batch.first_event_time is None:
+                    batch.first_event_time = float(event.timestamp)
+                _collect(batch, watch, event.table, rows, images, kind, here, after)
+        except pymysql.MySQLError as exc:
+            raise CaptureError(describe_error(source, exc, start)) from exc
+        self.position = batch.end
+        self.continues = not in_transaction
+        return batch
 
 
 def read_changes(
@@ -185,72 +367,10 @@ def read_changes(
     max_events: int = 20_000,
     max_seconds: float = 10.0,
 ) -> ChangeBatch:
-    """Read from `start` up to the end of the log, or to the first commit after `max_events`
-    row changes or `max_seconds`. A row change at or before `after[table]` (that table's own
-    position) is skipped for it. A DDL statement on a watched table ends the batch before it
-    and is reported in `schema_changes` for the captured tables it concerns."""
-    batch = ChangeBatch(start=start, end=start)
-    settings = connection_settings(source)
-    stream = BinLogStreamReader(
-        connection_settings=settings,
-        server_id=replica_server_id(source),
-        resume_stream=True, log_file=start.file, log_pos=start.pos, blocking=False,
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, QueryEvent],
-        only_tables=sorted(watch.tables), only_schemas=[watch.schema],
-        # A table id names one table definition until the server restarts (a restart starts
-        # a new log file, where the library forgets its map) or the table is altered (new
-        # id): its map event need not be decoded again for every row event. Decoding it was
-        # most of the reading time (column metadata rebuilt per event).
-        freeze_schema=True,
-    )
-    needed = watch.columns()
-    images_reader = KeyImages()
-    deadline = time.monotonic() + max_seconds
-    try:
-        while True:
-            event = stream.fetchone()
-            if event is None:
-                batch.caught_up = True
-                if batch.end < Position(stream.log_file or start.file, stream.log_pos or start.pos):
-                    batch.end = Position(stream.log_file, stream.log_pos)
-                break
-            here = Position(stream.log_file, stream.log_pos)
-            if isinstance(event, XidEvent):
-                batch.end = here
-                if batch.events >= max_events or time.monotonic() > deadline:
-                    break
-                continue
-            if isinstance(event, QueryEvent):
-                query = event.query if isinstance(event.query, str) else event.query.decode(errors="replace")
-                if not _DDL.match(query):
-                    continue  # BEGIN, COMMIT of non-transactional tables...
-                schema = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema)
-                # A table whose own position is past the statement (copied after it) is not concerned.
-                touched = [t for t in _ddl_tables(query, schema, watch) if here > after.get(t, Position("", 0))]
-                if touched:
-                    for table in touched:
-                        batch.schema_changes[table] = (
-                            f"schema change of {source.name}.{table} in the binary log at {batch.end}: "
-                            f"`{' '.join(query.split())[:300]}`. Change capture of the table stopped before it. "
-                            "Recovery: `plex-etl discover --source "
-                            f"{source.name}` and deploy the updated catalog, then resync the table (Dagster: "
-                            f"launch `{source.name}_cdc` with config resync: [{table}])"
-                        )
-                    break
-                batch.end = here
-                continue
-            if event.schema != watch.schema or event.table not in watch.tables:
-                continue
-            kind = {WriteRowsEvent: "inserts", UpdateRowsEvent: "updates", DeleteRowsEvent: "deletes"}[type(event)]
-            rows, images = images_reader.read(event, needed[event.table])
-            batch.events += rows
-            batch.last_event_time = float(event.timestamp)
-            _collect(batch, watch, event.table, rows, images, kind, here, after)
-    except pymysql.MySQLError as exc:
-        raise CaptureError(describe_error(source, exc, start)) from exc
-    finally:
-        stream.close()
-    return batch
+    """One read from `start` to the end of the log, or to the first commit after `max_events`
+    row changes or `max_seconds` (see BinaryLog.read)."""
+    with BinaryLog(source, watch, start) as log:
+        return log.read(after, max_events=max_events, max_seconds=max_seconds)
 
 
 def _images(rows: list[dict]) -> list[dict]:
@@ -422,16 +542,16 @@ def _ddl_tables(query: str, schema: str, watch: Watch) -> list[str]:
 
 
 def current_position(source: Source) -> Position:
-    """The end of the source's binary log now (SHOW MASTER STATUS)."""
+    """The end of the source's binary log now (its flavour's status statement)."""
     connection = pymysql.connect(**connection_settings(source))
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SHOW MASTER STATUS")
-            row = cursor.fetchone()
+            run = _pymysql_run(cursor)
+            rows = run(detect_flavor(run).binary_log_status_statement)
     except pymysql.MySQLError as exc:
         raise CaptureError(describe_error(source, exc, Position("?", 0))) from exc
     finally:
         connection.close()
-    if not row:
-        raise CaptureError(f"{source.describe()}: the binary log is off (SHOW MASTER STATUS is empty)")
-    return Position(row[0], int(row[1]))
+    if not rows:
+        raise CaptureError(f"{source.describe()}: the binary log is off (its status statement shows nothing)")
+    return Position(rows[0][0], int(rows[0][1]))

@@ -388,8 +388,37 @@ class TableChanges:
     deletes: pa.Table
 
 
+@dataclass
+class StagedChanges:
+    """A change batch written to the warehouse's staging, not visible yet: `commit_changes`
+    makes it visible with the positions in one transaction, `discard_changes` drops it. A
+    batch can be staged while the previous one commits (the capture worker does)."""
+
+    dataset: str
+    changes: list[TableChanges]
+    staging: list[Any] = field(default_factory=list)  # the warehouse's own (BigQuery: staging tables)
+
+
 class ChangeWarehouse(Protocol):
     """What change capture needs of a warehouse besides `Warehouse`."""
+
+    def stage_changes(self, dataset: str, changes: list[TableChanges]) -> StagedChanges:
+        """Write the changes where `commit_changes` reads them; nothing is visible yet."""
+        ...
+
+    def commit_changes(
+        self, stream: str, staged: StagedChanges, positions: Mapping[str, str], expected: Mapping[str, str | None]
+    ) -> None:
+        """In one transaction: for each table delete the rows whose key is in `deletes` or
+        `upserts`, insert `upserts`, and store `positions` (table -> position text) for
+        `stream` in the dataset's CDC_POSITIONS_TABLE. Raises PositionConflict, writing nothing,
+        when a table's stored position is not `expected[table]` (None: no position). The
+        staging is dropped either way."""
+        ...
+
+    def discard_changes(self, staged: StagedChanges) -> None:
+        """Drop a staged batch that will not be committed."""
+        ...
 
     def apply_changes(
         self,
@@ -399,10 +428,7 @@ class ChangeWarehouse(Protocol):
         positions: Mapping[str, str],
         expected: Mapping[str, str | None],
     ) -> None:
-        """In one transaction: for each table delete the rows whose key is in `deletes` or
-        `upserts`, insert `upserts`, and store `positions` (table -> position text) for
-        `stream` in `dataset`.CDC_POSITIONS_TABLE. Raises PositionConflict, writing nothing,
-        when a table's stored position is not `expected[table]` (None: no position)."""
+        """`stage_changes` then `commit_changes`."""
         ...
 
     def cdc_positions(self, dataset: str, stream: str) -> dict[str, str]:

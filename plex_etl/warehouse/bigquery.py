@@ -27,6 +27,7 @@ The endpoint is the only thing that differs for tests (a local emulator): see
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import contextlib
 import datetime as dt
@@ -37,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ from plex_etl.warehouse.base import (
     LoadMode,
     LoadResult,
     PositionConflict,
+    StagedChanges,
     TableChanges,
     TargetTable,
     WarehouseError,
@@ -192,6 +195,9 @@ class BigQueryWarehouse:
         self.job_timeout = job_timeout
         self.staging_expiration = staging_expiration
         self.staging_dir = staging_dir
+        # Datasets and tables known to be ready for change batches (no lookup per batch).
+        self._cdc_ready: set[str] = set()
+        self.cdc_inline_bytes = CDC_INLINE_BYTES  # a change batch below this is inlined (see stage_changes)
 
     def __repr__(self) -> str:
         return f"BigQueryWarehouse(project={self.project!r}, location={self.location!r})"
@@ -576,94 +582,165 @@ class BigQueryWarehouse:
         positions: Mapping[str, str],
         expected: Mapping[str, str | None],
     ) -> None:
-        """Merge each table's changes and store the positions in one multi-statement
-        transaction (see base.ChangeWarehouse). Rows and keys are staged first (Parquet load
-        jobs into expiring staging tables, dropped afterwards)."""
+        self.commit_changes(stream, self.stage_changes(dataset, changes), positions, expected)
+
+    def stage_changes(self, dataset: str, changes: list[TableChanges]) -> StagedChanges:
+        """Each changed table's keys and rows where the commit reads them. A batch whose rows
+        render to less than `cdc_inline_bytes` of SQL is written into the commit's script
+        itself, as typed literals of the values that staging would load (no job: a batch then
+        waits for one job's latency, the commit's); a larger one (a catch-up) goes to expiring
+        staging tables through Parquet load jobs, run at once."""
         what = f"{dataset}.{CDC_POSITIONS_TABLE}"
-        staged: list[bigquery.Table] = []
+        staged = StagedChanges(dataset, changes)
         try:
-            self._ensure_dataset(dataset)
-            pos_ref = self._ensure_positions(dataset)
-            stored = self.cdc_positions(dataset, stream)
-            for table, want in expected.items():
-                if stored.get(table) != want:
-                    raise PositionConflict(
-                        f"{dataset}.{table}: change capture expected position {want}, found "
-                        f"{stored.get(table)}: another run applied changes meanwhile; nothing written"
-                    )
-            # The staging loads are independent jobs: run at once, a batch waits for one job's
-            # latency instead of two per table (seconds each on BigQuery).
-            stages: list[tuple[TargetTable, concurrent.futures.Future, concurrent.futures.Future | None]] = []
+            if dataset not in self._cdc_ready:  # once per process, again after a failure
+                self._ensure_dataset(dataset)
+                self._ensure_positions(dataset)
+            tables = []
+            for change in changes:
+                if change.target.qualified_name not in self._cdc_ready:
+                    self._ensure_target(change.target)
+                upserts = _staged_rows(change.target, cdc_staging_table(change.upserts, change.target))
+                pk = list(change.target.primary_key)
+                keys = pa.concat_tables([upserts.select(pk),
+                                         change.deletes.select(pk).cast(upserts.select(pk).schema)])
+                if keys.num_rows:
+                    tables.append((change.target, keys, upserts))
+            staged.staging = self._inline(tables) or self._stage_tables(dataset, tables)
+        except gexc.GoogleAPIError as e:
+            self._cdc_ready.clear()
+            raise WarehouseError(f"{what}: staging a change batch failed: {_message(e)}") from e
+        except BaseException:
+            self._cdc_ready.clear()
+            raise
+        self._cdc_ready.add(dataset)
+        self._cdc_ready.update(c.target.qualified_name for c in changes)
+        return staged
+
+    def _inline(self, tables: list[tuple[TargetTable, pa.Table, pa.Table]]) -> list[_Staged] | None:
+        """The keys and rows as UNNEST sources of typed literals, or None when they would be
+        more than `cdc_inline_bytes` of SQL or hold a type without a literal here."""
+        budget = self.cdc_inline_bytes
+        staged = []
+        for target, keys, upserts in tables:
+            fields = {f.name: f for f in _staging_fields(target)}
+            sources = []
+            for rows, names in ((keys, list(target.primary_key)),
+                                (upserts, [*(c.name for c in target.columns), PARTITION_COLUMN])):
+                if not rows.num_rows:
+                    sources.append(None)
+                    continue
+                types = [fields[n].field_type if n in fields else "DATE" for n in names]
+                source = _unnest(rows, names, types, budget)
+                if source is None:
+                    return None
+                budget -= len(source)
+                sources.append(source)
+            staged.append(_Staged(target, sources[0], sources[1]))  # type: ignore[arg-type]
+        return staged
+
+    def _stage_tables(self, dataset: str, tables: list[tuple[TargetTable, pa.Table, pa.Table]]) -> list[_Staged]:
+        """The keys and rows in staging tables (Parquet load jobs, run at once)."""
+        jobs: list[tuple[TargetTable, concurrent.futures.Future, concurrent.futures.Future | None]] = []
+        try:
             with concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="plex_etl_cdc") as pool:
-                for change in changes:
-                    target = change.target
-                    self._ensure_target(target)
-                    upserts = cdc_staging_table(change.upserts, target)
-                    pk = list(target.primary_key)
-                    keys = pa.concat_tables([upserts.select(pk),
-                                             change.deletes.select(pk).cast(upserts.select(pk).schema)])
-                    if not keys.num_rows:
-                        continue
+                for target, keys, upserts in tables:
                     fields = {f.name: f for f in _staging_fields(target)}
-                    keys_job = pool.submit(self._cdc_stage, target, [fields[k] for k in pk], keys)
+                    keys_job = pool.submit(self._cdc_stage, target, [fields[k] for k in target.primary_key], keys)
                     rows_job = pool.submit(self._cdc_stage, target, [
                         *_staging_fields(target), bigquery.SchemaField(PARTITION_COLUMN, "DATE")
                     ], upserts) if upserts.num_rows else None
-                    stages.append((target, keys_job, rows_job))
-            jobs = [job for _, *pair in stages for job in pair if job is not None]
-            staged += [job.result() for job in jobs if job.exception() is None]
-            for job in jobs:
-                job.result()  # the first failure, once every staging table is known for the cleanup
-            statements: list[str] = []
-            for target, keys_job, rows_job in stages:
-                ref = self._ref(target.dataset, target.name)
-                match = " AND ".join(f"k.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
-                statements.append(
-                    f"DELETE FROM {ref} t WHERE EXISTS (SELECT 1 FROM "
-                    f"{self._ref(dataset, keys_job.result().table_id)} k WHERE {match});"
-                )
-                if rows_job is not None:
-                    part = _q(PARTITION_COLUMN)
-                    columns = ", ".join([*(_q(c.name) for c in target.columns), part, _q(LOADED_AT_COLUMN)])
-                    select = ", ".join([
-                        *(_from_staging(_q(c.name), c.bigquery_type) for c in target.columns),
-                        part, "CURRENT_TIMESTAMP()",
-                    ])
-                    statements.append(
-                        f"INSERT INTO {ref} ({columns}) SELECT {select} "
-                        f"FROM {self._ref(dataset, rows_job.result().table_id)};"
-                    )
-            for table, position in positions.items():
-                statements.append(
-                    f"DELETE FROM {pos_ref} WHERE stream = {_text(stream)} AND table_name = {_text(table)};"
-                )
-                statements.append(
-                    f"INSERT INTO {pos_ref} (stream, table_name, position, updated_at) VALUES "
-                    f"({_text(stream)}, {_text(table)}, {_text(position)}, CURRENT_TIMESTAMP());"
-                )
+                    jobs.append((target, keys_job, rows_job))
+            for _, *pair in jobs:  # the first failure, once every job has ended
+                for job in pair:
+                    if job is not None and job.exception() is not None:
+                        raise job.exception()  # type: ignore[misc]
+        except BaseException:
+            created = [job.result().table_id for _, *pair in jobs for job in pair
+                       if job is not None and job.done() and job.exception() is None]
+            self._drop_staging(dataset, created, f"{dataset}.{CDC_POSITIONS_TABLE}")
+            raise
+        staged = []
+        for target, keys_job, rows_job in jobs:
+            names = [keys_job.result().table_id] + ([rows_job.result().table_id] if rows_job is not None else [])
+            staged.append(_Staged(target, *(self._ref(dataset, n) for n in names), *([None] if len(names) == 1 else []),
+                                  tables=tuple(names)))
+        return staged
+
+    def discard_changes(self, staged: StagedChanges) -> None:
+        """Drop the batch's staging tables (inlined batches have none)."""
+        names = [name for item in staged.staging for name in item.tables]
+        self._drop_staging(staged.dataset, names, f"{staged.dataset}.{CDC_POSITIONS_TABLE}")
+
+    def commit_changes(
+        self, stream: str, staged: StagedChanges, positions: Mapping[str, str], expected: Mapping[str, str | None]
+    ) -> None:
+        """Merge the staged changes and store the positions in one multi-statement transaction,
+        which first asserts the stored positions (see base.ChangeWarehouse)."""
+        dataset = staged.dataset
+        what = f"{dataset}.{CDC_POSITIONS_TABLE}"
+        pos_ref = self._ref(dataset, CDC_POSITIONS_TABLE)
+        statements: list[str] = []
+        if expected:
+            # Checked in the transaction itself: no job of its own, and a batch staged while the
+            # previous one committed is checked against what that commit stored.
+            conditions = " AND ".join(
+                f"(SELECT COUNT(*) FROM {pos_ref} WHERE stream = {_text(stream)} AND table_name = {_text(t)}"
+                + (") = 0" if want is None else f" AND position = {_text(want)}) = 1")
+                for t, want in sorted(expected.items())
+            )
+            statements.append(f"ASSERT {conditions} AS {_text(_POSITION_CONFLICT)};")
+        for item in staged.staging:
+            target = item.target
+            ref = self._ref(target.dataset, target.name)
+            match = " AND ".join(f"k.{_q(k)} = t.{_q(k)}" for k in target.primary_key)
+            statements.append(f"DELETE FROM {ref} t WHERE EXISTS (SELECT 1 FROM {item.keys} k WHERE {match});")
+            if item.rows is not None:
+                part = _q(PARTITION_COLUMN)
+                columns = ", ".join([*(_q(c.name) for c in target.columns), part, _q(LOADED_AT_COLUMN)])
+                select = ", ".join([
+                    *(_from_staging(_q(c.name), c.bigquery_type) for c in target.columns),
+                    part, "CURRENT_TIMESTAMP()",
+                ])
+                statements.append(f"INSERT INTO {ref} ({columns}) SELECT {select} FROM {item.rows};")
+        if positions:  # two statements whatever the number of tables: each DML statement takes a while
+            tables = ", ".join(_text(t) for t in sorted(positions))
+            statements.append(f"DELETE FROM {pos_ref} WHERE stream = {_text(stream)} AND table_name IN ({tables});")
+            values = ", ".join(f"({_text(stream)}, {_text(t)}, {_text(p)}, CURRENT_TIMESTAMP())"
+                               for t, p in sorted(positions.items()))
+            statements.append(f"INSERT INTO {pos_ref} (stream, table_name, position, updated_at) VALUES {values};")
+        try:
+            if dataset not in self._cdc_ready:
+                self._ensure_dataset(dataset)
+                self._ensure_positions(dataset)
+                self._cdc_ready.add(dataset)
             self._run("BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;", job_retry=None)
         except gexc.GoogleAPIError as e:
+            self._cdc_ready.clear()
+            if _POSITION_CONFLICT in str(e):
+                raise PositionConflict(
+                    f"{dataset}: change capture expected the stored positions {dict(expected)}, found others: "
+                    "another writer applied changes meanwhile; nothing written") from e
             raise WarehouseError(f"{what}: change batch failed: {_message(e)}") from e
         finally:
-            for table in staged:
-                try:
-                    self.client.delete_table(table, not_found_ok=True, retry=self.retry)
-                except Exception as e:  # the expiration removes it eventually
-                    log.warning("%s: could not drop staging table %s: %s", what, table.table_id, e)
+            self.discard_changes(staged)
+
+    def _drop_staging(self, dataset: str, names: Iterable[str], what: str) -> None:
+        for name in names:
+            try:
+                self.client.delete_table(self._table_id(dataset, name), not_found_ok=True, retry=self.retry)
+            except Exception as e:  # the expiration removes it eventually
+                log.warning("%s: could not drop staging table %s: %s", what, name, e)
 
     def _cdc_stage(
         self, target: TargetTable, fields: list[bigquery.SchemaField], rows: pa.Table
     ) -> bigquery.Table:
-        """A staging table holding `rows` (columns staged as text converted like a load's)."""
+        """A staging table holding `rows` (as `_staged_rows` gives them)."""
         name = f"{target.name}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
         table = bigquery.Table(self._table_id(target.dataset, name), schema=fields)
         table.expires = dt.datetime.now(dt.UTC) + self.staging_expiration
         table.description = f"plex_etl change-capture staging for {target.qualified_name}"
         table = self.client.create_table(table, retry=self.retry)
-        text = _staged_arrow_types(target)
-        rows = pa.table({
-            n: stage_array(rows[n].combine_chunks(), text[n]) if n in text else rows[n] for n in rows.column_names
-        })
         with tempfile.TemporaryDirectory(prefix=f"plex_etl_cdc_{target.name}_") as tmp:
             path = Path(tmp) / "changes.parquet"
             pq.write_table(rows, path, compression="snappy", coerce_timestamps="us")
@@ -709,6 +786,81 @@ class BigQueryWarehouse:
 
 # ---------------------------------------------------------------------- helpers
 POLL_SECONDS = 30.0
+_POSITION_CONFLICT = "plex_etl: the stored change-capture positions are not the expected ones"
+# A change batch below this many bytes of SQL is inlined. BigQuery takes up to 1 MB of query text;
+# the emulator parses literals at ~20 ms per row of 30 columns, a cost real BigQuery does not have.
+CDC_INLINE_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """One table's part of a staged change batch: the SQL sources (a staging table, or an
+    UNNEST of literals) of its keys and rows, and the staging tables to drop."""
+
+    target: TargetTable
+    keys: str
+    rows: str | None
+    tables: tuple[str, ...] = ()
+
+
+def _staged_rows(target: TargetTable, rows: pa.Table) -> pa.Table:
+    """`rows` as staged: the columns staged as text (JSON, BIGNUMERIC) converted like a load's."""
+    text = _staged_arrow_types(target)
+    return pa.table({
+        n: stage_array(rows[n].combine_chunks(), text[n]) if n in text else rows[n] for n in rows.column_names
+    })
+
+
+_STRING_ESCAPES = {ord("\\"): "\\\\", ord("'"): "\\'", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t",
+                   **{c: f"\\u{c:04x}" for c in [*range(0x20), 0x7F] if c not in (9, 10, 13)}}
+
+
+def _literal(value: Any, type_: str) -> str | None:
+    """`value` (a staged column's Python value) as a BigQuery literal of `type_` that reads back
+    exactly the value Parquet staging would load; None for a type without one here."""
+    if value is None:
+        return "NULL"
+    base = parse_type(type_)[0]
+    if base == "INT64":
+        return str(int(value))
+    if base == "BOOL":
+        return "TRUE" if value else "FALSE"
+    if base == "FLOAT64":
+        return f"CAST('{value!r}' AS FLOAT64)"  # repr round-trips; nan, inf and -inf too
+    if base in ("NUMERIC", "BIGNUMERIC"):
+        return f"{base} '{value:f}'"
+    if base == "STRING":
+        return "'" + value.translate(_STRING_ESCAPES) + "'"
+    if base == "BYTES":
+        return f"FROM_BASE64('{base64.b64encode(value).decode()}')"
+    if base == "DATE":
+        return f"DATE '{value.isoformat()}'"
+    if base == "DATETIME":
+        return f"DATETIME '{value.isoformat(sep=' ', timespec='microseconds')}'"
+    if base == "TIME":
+        return f"TIME '{value.isoformat(timespec='microseconds')}'"
+    if base == "TIMESTAMP":
+        return f"TIMESTAMP '{value.astimezone(dt.UTC).isoformat(sep=' ', timespec='microseconds')}'"
+    return None
+
+
+def _unnest(rows: pa.Table, names: list[str], types: list[str], budget: int) -> str | None:
+    """`UNNEST(ARRAY<STRUCT<...>>[...])` of `rows`' `names` columns of BigQuery `types`, or None
+    when longer than `budget` characters or a type has no literal."""
+    struct = ", ".join(f"{_q(n)} {parse_type(t)[0]}" for n, t in zip(names, types, strict=True))
+    head = f"UNNEST(ARRAY<STRUCT<{struct}>>["
+    parts, size = [], len(head) + 2
+    columns = [rows.column(n).to_pylist() for n in names]
+    for values in zip(*columns, strict=True):
+        literals = [_literal(v, t) for v, t in zip(values, types, strict=True)]
+        if None in literals:
+            return None
+        part = f"STRUCT({', '.join(literals)})"  # type: ignore[arg-type]
+        size += len(part) + 2
+        if size > budget:
+            return None
+        parts.append(part)
+    return head + ", ".join(parts) + "])"
 
 
 def _summary(sql: str) -> str:

@@ -38,6 +38,7 @@ from plex_etl.warehouse.base import (
     LoadMode,
     LoadResult,
     PositionConflict,
+    StagedChanges,
     TableChanges,
     TargetTable,
     WarehouseError,
@@ -339,6 +340,13 @@ class LocalWarehouse:
                 raise WarehouseError(f"{dataset}.{name}: cannot create view: {e}") from e
 
     # ------------------------------------------------------------------ change capture
+    def stage_changes(self, dataset: str, changes: list[TableChanges]) -> StagedChanges:
+        """The changes, kept in memory until the commit (see base.ChangeWarehouse)."""
+        return StagedChanges(dataset, changes)
+
+    def discard_changes(self, staged: StagedChanges) -> None:
+        """Nothing was written."""
+
     def apply_changes(
         self,
         dataset: str,
@@ -347,8 +355,14 @@ class LocalWarehouse:
         positions: Mapping[str, str],
         expected: Mapping[str, str | None],
     ) -> None:
+        self.commit_changes(stream, self.stage_changes(dataset, changes), positions, expected)
+
+    def commit_changes(
+        self, stream: str, staged: StagedChanges, positions: Mapping[str, str], expected: Mapping[str, str | None]
+    ) -> None:
         """Merge each table's changes and store the positions in one transaction (see
         base.ChangeWarehouse)."""
+        dataset = staged.dataset
         what = f"{dataset}.{CDC_POSITIONS_TABLE}"
         with self._transaction(what, "change batch failed") as con:
             pos_ref = _ensure_positions(con, dataset)
@@ -358,9 +372,9 @@ class LocalWarehouse:
                 if stored.get(table) != want:
                     raise PositionConflict(
                         f"{dataset}.{table}: change capture expected position {want}, found "
-                        f"{stored.get(table)}: another run applied changes meanwhile; nothing written"
+                        f"{stored.get(table)}: another writer applied changes meanwhile; nothing written"
                     )
-            for i, change in enumerate(changes):
+            for i, change in enumerate(staged.changes):
                 _merge_changes(con, change, f"_plex_etl_cdc_{i}")
             for table, position in positions.items():
                 con.execute(f"DELETE FROM {pos_ref} WHERE stream = ? AND table_name = ?", [stream, table])
