@@ -220,3 +220,38 @@ def test_small_batches_skip_nothing(instance):
         seen += [e.storage_id for e in batch]
         after = batch[-1].storage_id
     assert seen == everything
+
+
+def test_failures_reported_without_a_run_are_posted_once(instance, webhook, monkeypatch):
+    """A configuration problem (its sensor reports it without a run) and a table whose change
+    capture stopped (the worker reports it without a run) reach the webhook too: the run-based
+    stream never carries them."""
+    from dataclasses import replace
+
+    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.cdc.worker import TableReport
+    from plex_etl.defs.cdc import DagsterReporter
+    from plex_etl.defs.problems import Problem, problems_sensor
+    from plex_etl.sources import get_source
+
+    problem = Problem(dg.AssetKey(["plex", "ventas"]), "plex.plan.yaml, line 3: unknown key 'strategi'", "plex")
+    sensor = problems_sensor([problem])
+    result = sensor(dg.build_sensor_context(instance=instance))
+    assert result.cursor and webhook == [
+        "plex_etl: 1 configuration problem(s), not loaded:\n- plex/ventas: plex.plan.yaml, line 3: unknown key "
+        "'strategi'"]
+    again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
+    assert isinstance(again, dg.SkipReason) and len(webhook) == 1  # the same problems: nothing new
+
+    catalog, plan = load_source_catalog("plex")
+    tables = {**plan.tables, "apppedidos": replace(plan.tables["apppedidos"], capture="binlog")}
+    reporter = DagsterReporter(instance, get_source("plex"), catalog, replace(plan, tables=tables), {}, 300.0)
+    try:
+        stopped = TableReport("apppedidos", stopped="ALTER TABLE apppedidos in the binary log: run discover")
+        for _ in range(2):
+            events, _later = reporter.events(stopped)
+            assert events[0].passed is False
+    finally:
+        reporter.close(1.0)
+    assert len(webhook) == 2 and webhook[1].startswith("plex_etl: change capture of plex/apppedidos stopped (")
+    assert webhook[1].endswith("ALTER TABLE apppedidos in the binary log: run discover")

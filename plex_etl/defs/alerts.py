@@ -70,6 +70,19 @@ def post_webhook(url: str, text: str, timeout: float = ALERT_TIMEOUT_SECONDS) ->
         return response.status
 
 
+def post_alert(text: str, log: object | None = None) -> bool:
+    """Post one alert that no run carries (a configuration problem, a stopped change capture) to
+    the webhook; without PLEX_ETL_ALERT_WEBHOOK only log it. Errors raise: the caller, which
+    reported the failure without a run, decides whether to try again."""
+    url = os.getenv(ALERT_WEBHOOK_ENV)
+    if not url:
+        if log is not None:
+            log.warning(f"{ALERT_WEBHOOK_ENV} is not set; not posted: {text}")  # type: ignore[attr-defined]
+        return False
+    post_webhook(url, text[:TEXT_LIMIT * 4])
+    return True
+
+
 def run_header(run: dg.DagsterRun) -> list[str]:
     """The run's assets and partitions, for a run failure's message."""
     partition = run.tags.get("dagster/partition") or (

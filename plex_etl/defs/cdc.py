@@ -39,6 +39,7 @@ import dagster as dg
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.plan import SourcePlan
 from plex_etl.cdc.worker import TableReport, WorkerSettings
+from plex_etl.defs.alerts import post_alert
 from plex_etl.defs.automation import RECONCILE_CRON
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import WarehouseResource
@@ -169,6 +170,7 @@ class DagsterReporter:
         self._backlog: list[Event] = []
         self._deadline = float("inf")  # set by close: nothing is written after it
         self._completed: set[str] = set()  # tables whose partitions unknown to Dagster are marked
+        self._alerted: set[str] = set()  # tables whose stop was posted to the alert webhook
         self._keys_of_day: dict[str, tuple[str, list[str]]] = {}  # table -> (the day computed, its keys)
         self._thread = threading.Thread(target=self._run, name="plex-etl-dagster-reports", daemon=True)
         self._thread.start()
@@ -235,6 +237,13 @@ class DagsterReporter:
         (after a first copy, the partitions Dagster has not seen materialized)."""
         key = self.keys[report.table]
         if report.stopped is not None:
+            if report.table not in self._alerted:  # once per stop and worker process
+                try:
+                    post_alert(f"plex_etl: change capture of {key.to_user_string()} stopped ({self.worker}): "
+                               f"{report.stopped}", log)
+                    self._alerted.add(report.table)
+                except Exception as exc:  # the webhook down: the next report of the stop tries again
+                    log.warning("could not post the alert for %s: %s", report.table, exc)
             return [dg.AssetCheckEvaluation(
                 asset_key=key, check_name=CAPTURE_CHECK, passed=False, severity=dg.AssetCheckSeverity.ERROR,
                 description=report.stopped[:4000],

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from plex_etl.defs.alerts import post_alert
+
 CONFIGURATION_CHECK = "configuration_valid"
 ERRORS_GROUP = "configuration_errors"
 PROBLEMS_SENSOR = "plex_etl_configuration_problems"
@@ -114,6 +116,9 @@ def problems_sensor(problems: Sequence[Problem]) -> dg.SensorDefinition:
                                  if problems else "no configuration problem")
         for p in problems:
             context.log.error(f"{p.key.to_user_string()} does not load: {p.message}")
+        if problems:  # posted once per new set of problems; a failed post fails the tick, tried again
+            post_alert(f"plex_etl: {len(problems)} configuration problem(s), not loaded:\n"
+                       + "\n".join(f"- {p.key.to_user_string()}: {p.message}" for p in problems), context.log)
         return dg.SensorResult(asset_events=evaluations(problems), cursor=digest)
 
     return _sensor
