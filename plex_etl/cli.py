@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,8 +118,8 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     (killed after STOP_GRACE_SECONDS) and plex-etl exits with 128 + the signal number.
     """
     import os
-    import signal
-    import subprocess
+
+    from plex_etl.supervise import run_stoppable
 
     print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
     # A bulk load plans each table's range with one event, not one per day (Dagster's own switch,
@@ -131,40 +130,15 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     # launch keep Dagster's per-day planned events.
     env = {**os.environ}
     env.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
-    child = subprocess.Popen([*base, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
-    received: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        if not received:
-            print(f"plex-etl: signal {signum}: stopping the Dagster run (pid {child.pid})", file=sys.stderr,
-                  flush=True)
-        received.append(signum)
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        deadline = None
-        while True:
-            try:
-                stdout, stderr = child.communicate(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                if received and deadline is None:
-                    deadline = time.monotonic() + STOP_GRACE_SECONDS
-                if deadline is not None and time.monotonic() > deadline:
-                    child.kill()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if received:
-        print(f"plex-etl: stopped by signal {received[0]} (the run's exit code: {child.returncode})",
+    run = run_stoppable([*base, *arguments], env=env, capture=True, grace_seconds=STOP_GRACE_SECONDS,
+                        name="the Dagster run")
+    if run.stopped_by is not None:
+        print(f"plex-etl: stopped by signal {run.stopped_by} (the run's exit code: {run.returncode})",
               file=sys.stderr, flush=True)
-        return 128 + received[0]
-    if child.returncode != 0:
-        print(stdout[-5000:] + stderr[-5000:], file=sys.stderr)
-        return child.returncode
+        return 128 + run.stopped_by
+    if run.returncode != 0:
+        print(run.stdout[-5000:] + run.stderr[-5000:], file=sys.stderr)
+        return run.returncode
     print("  run succeeded", flush=True)
     return 0
 
@@ -339,6 +313,27 @@ def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
     return ranges
 
 
+DEV_STOP_SECONDS = 20.0  # `dagster dev` stops its webserver, daemon and code servers in this time, or is killed
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """`dagster dev` on the code location (webserver, daemon, code server), stopped by SIGTERM,
+    SIGINT or SIGHUP within seconds however it was started (plex_etl/supervise.py says why
+    `dagster dev` alone may ignore them)."""
+    import shutil
+    from pathlib import Path
+
+    from plex_etl.supervise import run_stoppable
+
+    dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+    argv = [dagster, "dev", "-m", "plex_etl.definitions", "--host", args.host, "--port", str(args.port)]
+    run = run_stoppable(argv, grace_seconds=DEV_STOP_SECONDS, name="dagster dev")
+    if run.stopped_by is not None:
+        print(f"plex-etl dev: stopped (signal {run.stopped_by})", file=sys.stderr, flush=True)
+        return 128 + run.stopped_by
+    return run.returncode
+
+
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     """Remove what killed loads left behind: local staging folders in the temp directory and,
     on BigQuery, staging tables of the dataset older than --hours."""
@@ -450,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     accept.add_argument("--source", required=True)
     accept.add_argument("--table", action="append", help="only this table (repeatable; default: all proposed)")
     accept.set_defaults(func=_cmd_accept)
+
+    dev = commands.add_parser("dev", help="the Dagster UI, daemon and code server (dagster dev); "
+                              "SIGTERM or SIGINT stops them all within seconds")
+    dev.add_argument("--host", default="127.0.0.1", help="the webserver's address")
+    dev.add_argument("--port", type=int, default=3000, help="the webserver's port")
+    dev.set_defaults(func=_cmd_dev)
 
     pools = commands.add_parser("pools", help="set each source's Dagster pool to its sources.yaml pool_limit")
     pools.set_defaults(func=_cmd_pools)
