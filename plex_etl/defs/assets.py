@@ -19,7 +19,7 @@ from plex_etl.catalog.graph import TableGraph, table_graph
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.naming import group_name, tag_value
 from plex_etl.catalog.plan import SourcePlan, TablePlan
-from plex_etl.defs.automation import freshness_policy, table_condition, tier_schedule_table
+from plex_etl.defs.automation import freshness_policy, table_condition, tier_cadence, tier_schedule
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.extract.spec import (
@@ -92,24 +92,28 @@ def column_schema(spec: ReplicatedTable, warehouse_kind: str) -> dg.TableSchema:
     )
 
 
-def describe_table(source: Source, plan: SourcePlan, table_plan: TablePlan, table: str) -> str:
-    """Markdown for the UI: what a partition holds, and when the table refreshes."""
-    strategy = {
-        "event": "by day of its date",
-        "child": "by day of its parent row",
-        "upsert": "by day of creation or modification, merged by primary key",
-        "snapshot": "as a whole-table snapshot per day (history kept in the warehouse)",
-    }[table_plan.strategy]
-    how = []
-    if table_plan.partition_columns:
-        how.append(f"date: {', '.join(table_plan.partition_columns)}")
-    if table_plan.parent:
-        how.append(f"parent relationship: {table_plan.parent}")
+def _dates(columns: tuple[str, ...]) -> str:
+    return ", else ".join(columns)
+
+
+def describe_table(source: Source, spec: ReplicatedTable) -> str:
+    """What the table is and when it refreshes, in plain sentences: Dagster shows a description
+    as Markdown on the asset's page, but as raw text in the asset list and only its first line in
+    the lineage graph. The schedule in detail is in the asset's metadata (`tier_schedule`)."""
+    table_plan = spec.plan
+    if table_plan.strategy == "child":
+        root = spec.hops[-1].table.name
+        how = f"by day of its {spec.hops[0].table.name} row ({root}.{_dates(spec.dated.partition_columns)})"
+    elif table_plan.strategy == "upsert":
+        how = f"by day of its last change ({_dates(table_plan.partition_columns)}), merged by key"
+    elif table_plan.strategy == "event":
+        how = f"by day of {_dates(table_plan.partition_columns)}"
+    else:
+        how = "whole, as a daily snapshot"
     return (
-        f"MySQL table **{source.name}.{table}**, replicated {strategy}"
-        + (f" ({'; '.join(how)})" if how else "")
-        + ".\n\n"
-        + tier_schedule_table(source, plan, table_plan)
+        f"MySQL table {source.name}.{spec.name}, loaded {how}.\n\n"
+        f"Tier {table_plan.tier}: refreshed {tier_cadence(table_plan.tier)} ({source.time_zone}); "
+        "the schedule, partitions and freshness are in the metadata."
     )
 
 
@@ -139,6 +143,7 @@ def build_table_asset(
         "tier": table_plan.tier,
         "chunk_rows": table_plan.chunk_rows,
         "warehouse_table": spec.warehouse_name,
+        **tier_schedule(source, plan, table_plan),
         "dagster/column_schema": column_schema(spec, warehouse_kind),
     }
     if not_drawn:
@@ -164,7 +169,7 @@ def build_table_asset(
         io_manager_key=IO_MANAGER_KEY,
         automation_condition=table_condition(source, plan, table_plan),
         freshness_policy=freshness_policy(table_plan),
-        description=describe_table(source, plan, table_plan, table),
+        description=describe_table(source, spec),
         metadata=metadata,
     )
     def _table_asset(context: dg.AssetExecutionContext, config: TableLoadConfig, mysql: MySQLResource,
