@@ -61,7 +61,7 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
     reconciliation = build_reconcile_checks(source, catalog, plan)
     tables = sorted(p.table for p in plan.included)
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
-    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation) if c]
+    checks += [c for c in (build_orphan_checks(source, catalog, plan), reconciliation) if c]
     jobs = [reconcile_job(source, reconciliation)] if reconciliation else []
     table_keys = {
         warehouse_table_name(source.name, catalog.table(p.table)): (table_key(source.name, catalog, p.table), p.tier)

@@ -131,9 +131,17 @@ def build_table_asset(
     partitioned = is_partitioned(table_plan)
     spec = replicated_table(catalog, plan, table)
     not_drawn = [f"{parent}: {why}" for child, parent, why in graph.broken if child == table]
+    chain = {hop.table.name for hop in spec.hops}  # the parents whose day is this table's day
     deps = []
     for parent in graph.parents[table]:
         mapping = None
+        if partitioned and is_partitioned(plan.tables[parent]) and parent not in chain:
+            # Its rows' days are not this table's: a day-to-day dependency would make the UI warn
+            # "upstream data missing" for any past day of this table whose day of the parent is not
+            # loaded, which says nothing about this table's rows. The orphan check judges it.
+            not_drawn.append(f"{parent}: a dated table whose days are not this table's days (its rows are "
+                             "referenced whatever their day); the orphan check judges the relationship")
+            continue
         if not partitioned and is_partitioned(plan.tables[parent]):
             mapping = dg.LastPartitionMapping()  # a snapshot follows its dated parent's latest day
         deps.append(dg.AssetDep(table_key(source.name, catalog, parent), partition_mapping=mapping))
@@ -148,7 +156,7 @@ def build_table_asset(
     }
     if not_drawn:
         metadata["foreign_keys_not_drawn"] = dg.MetadataValue.md(
-            "Relationships not drawn as graph edges (they would close a loop):\n\n"
+            "Relationships not drawn as graph edges:\n\n"
             + "\n".join(f"- {line}" for line in not_drawn)
         )
 

@@ -99,6 +99,37 @@ def key_columns(spec: ReplicatedTable) -> list[str]:
     return refs
 
 
+def _with_hops(spec: ReplicatedTable) -> tuple[str, str]:
+    """`table t LEFT JOIN parent p1 ... ` up to the dated ancestor, and the alias of that ancestor."""
+    joins = [f"{quote(spec.table.name)} t"]
+    alias = "t"
+    for i, hop in enumerate(spec.hops, start=1):
+        parent = f"p{i}"
+        on = " AND ".join(
+            f"{parent}.{quote(r)} = {alias}.{quote(c)}"
+            for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
+        )
+        # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
+        joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
+        alias = parent
+    return " ".join(joins), alias
+
+
+def rows_by_key_query(spec: ReplicatedTable, columns: tuple[str, ...], count: int) -> str:
+    """`columns` and the day (the partition expression; NULL for a snapshot) of the rows whose
+    `columns` equal one of `count` value tuples, bound as :k<i>_<j>. Index lookups when `columns`
+    are a key (the referenced columns of a relationship)."""
+    refs = ", ".join(f"t.{quote(c)}" for c in columns)
+    rows = [", ".join(f":k{i}_{j}" for j in range(len(columns))) for i in range(count)]
+    match = (f"{refs} IN ({', '.join(rows)})" if len(columns) == 1
+             else f"({refs}) IN ({', '.join(f'({row})' for row in rows)})")
+    if spec.plan.strategy == "snapshot":
+        return f"SELECT {refs}, NULL AS d FROM {quote(spec.table.name)} t WHERE {match}"
+    from_joins, alias = _with_hops(spec)
+    day, _ = _date_filter(alias, spec.dated.partition_columns, None, None, spec.first_day)
+    return f"SELECT {refs}, {day} AS d FROM {from_joins} WHERE {match}"
+
+
 def partition_query(
     spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None,
     above: tuple[str, int] | None = None,
@@ -130,17 +161,7 @@ def partition_query(
             raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
         day = f"DATE {_literal(start)}"
     else:
-        joins = []
-        alias = "t"
-        for i, hop in enumerate(spec.hops, start=1):
-            parent = f"p{i}"
-            on = " AND ".join(
-                f"{parent}.{quote(r)} = {alias}.{quote(c)}"
-                for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
-            )
-            # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
-            joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
-            alias = parent
+        from_joins, alias = _with_hops(spec)
         hi = end + dt.timedelta(days=1) if end is not None else None
         day, window = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
         where = window
@@ -149,7 +170,6 @@ def partition_query(
             bounds += [f"{ref} < {int(keys.hi)}" for ref in key_columns(spec) if keys.hi is not None]
             if bounds:
                 where = " AND ".join([*([f"({where})"] if where else []), *bounds])
-        from_joins = " ".join([body, *joins])
         body = " ".join([from_joins, *([f"WHERE {where}"] if where else [])])
         if above is not None and window is not None:
             column, value = above
