@@ -24,6 +24,7 @@ from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, bu
 from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
+from plex_etl.defs.status import build_status, status_tables
 from plex_etl.defs.views import build_view_assets
 from plex_etl.extract.spec import warehouse_table_name
 from plex_etl.sources import Source, load_sources
@@ -86,12 +87,17 @@ def _combine(
         {t: tier_interval(tier) for t, (_key, tier) in table_keys.items()},
         kind,
     )
+    tables = [a for b in parts for a in b.assets]
+    checks = [c for b in parts for c in b.checks]
+    status, status_sensor = build_status(
+        status_tables(tables, checks, {s.name: s.time_zone for s, _ in built.values()}))
     return dg.Definitions(
-        assets=[a for b in parts for a in b.assets] + views,
-        asset_checks=[c for b in parts for c in b.checks],
+        assets=[*tables, *views, status],
+        asset_checks=checks,
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
             views_sensor(), run_failure_alert, check_and_freshness_alert, *(s for b in parts for s in b.sensors),
+            status_sensor,
         ],
         jobs=[j for b in parts for j in b.jobs],
         resources=resources,

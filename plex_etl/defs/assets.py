@@ -169,6 +169,7 @@ def build_table_asset(
             "plex_etl/source": tag_value(source.name),
             "plex_etl/tier": tag_value(table_plan.tier),
             "plex_etl/strategy": tag_value(table_plan.strategy),
+            "plex_etl/capture": tag_value(table_plan.capture),  # poll, or binlog (change capture)
         },
         pool=pool_name(source),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),  # loads are idempotent
