@@ -345,7 +345,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     with dg.DagsterInstance.get() as instance:
         statuses = gather(instance, tables, now)
-    print(text_report(statuses, now), end="")
+    print(text_report(statuses), end="")
     return 1 if counts(statuses)["FAIL"] else 0
 
 

@@ -68,6 +68,7 @@ class TableStatus:
     failing_checks: tuple[str, ...]  # "name (SEVERITY)"
     next_refresh: dt.datetime | None  # None: kept current by change capture
     reasons: tuple[str, ...]  # why the state is not OK
+    as_of: dt.datetime
 
     @property
     def name(self) -> str:
@@ -105,18 +106,17 @@ def freshness(table: StatusTable, last_load: LastLoad | None, now: dt.datetime) 
     return "OK"
 
 
-def reconciliation(outcome: CheckOutcome | None, now: dt.datetime) -> str:
+def reconciliation(outcome: CheckOutcome | None) -> str:
     """The last whole-table comparison with MySQL in a few words."""
     if outcome is None:
         return "not run yet"
-    when = f", {ago(outcome.at, now)} ago"
     if outcome.passed:
-        return f"equal{when}"
+        return "equal"
     days = outcome.metadata.get("days_differing")
     if days is None:  # it could not compare: say why
-        return f"failed: {outcome.description.splitlines()[0][:80] if outcome.description else 'no reason given'}"
+        return f"failed: {outcome.description.splitlines()[0][:60] if outcome.description else 'no reason given'}"
     what = f"{days} day{'s' if days != 1 else ''} differ{'s' if days == 1 else ''}"
-    return what + (" (within the lookback)" if outcome.severity == "WARN" else "") + when
+    return what + (" (lookback)" if outcome.severity == "WARN" else "")
 
 
 def table_status(table: StatusTable, last_load: LastLoad | None, checks: Mapping[str, CheckOutcome],
@@ -129,7 +129,8 @@ def table_status(table: StatusTable, last_load: LastLoad | None, checks: Mapping
                        f"last load {ago(last_load.at, now)} ago, over {hours(table.fail_after)}")
     elif fresh == "WARN":
         reasons.append(f"last load {ago(last_load.at, now)} ago, over {hours(table.warn_after)}")
-    reasons += [f"{name} failed ({severity})" for name, severity in failing]
+    reasons += [f"{name} failed ({severity}, {ago(checks[name].at, now)} ago)" + _first_line(checks[name].description)
+                for name, severity in failing]
     errors = fresh in ("FAIL", "never loaded") or any(severity == "ERROR" for _, severity in failing)
     state = "FAIL" if errors else "WARN" if reasons else "OK"
     return TableStatus(
@@ -137,11 +138,17 @@ def table_status(table: StatusTable, last_load: LastLoad | None, checks: Mapping
         state=state,
         last_load=last_load,
         freshness=fresh,
-        reconciliation=reconciliation(checks.get(RECONCILE_CHECK), now),
+        reconciliation=reconciliation(checks.get(RECONCILE_CHECK)),
         failing_checks=tuple(f"{name} ({severity})" for name, severity in failing if name != RECONCILE_CHECK),
         next_refresh=None if table.cron is None else next_tick(table.cron, table.time_zone, now),
         reasons=tuple(reasons),
+        as_of=now,
     )
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return f": {line[:117]}..." if len(line) > 120 else f": {line}" if line else ""
 
 
 def ordered(statuses: Iterable[TableStatus]) -> list[TableStatus]:
@@ -169,37 +176,37 @@ def hours(delta: dt.timedelta | None) -> str:
 
 
 def local_time(when: dt.datetime, time_zone: str) -> str:
-    return when.astimezone(ZoneInfo(time_zone)).strftime("%Y-%m-%d %H:%M")
+    """Month, day and time in the source's time zone, short enough for a column: 'Dec 04 15:00'."""
+    return when.astimezone(ZoneInfo(time_zone)).strftime("%b %d %H:%M")
 
 
-def columns(status: TableStatus, now: dt.datetime) -> dict[str, Any]:
-    """One table's row: what the CLI prints and the UI's table shows (times in the source's zone)."""
+def columns(status: TableStatus) -> dict[str, Any]:
+    """One table's row, short cells: what the CLI prints and the UI's table shows (times in the
+    source's time zone; the reasons say more)."""
     table, load = status.table, status.last_load
-    if status.next_refresh is None:
-        refresh = "continuous (change capture)"
-    else:
-        until = ago(now, status.next_refresh)  # from now to then
-        refresh = f"{local_time(status.next_refresh, table.time_zone)} (in {until})"
-    lag = None if load is None or load.lag_seconds is None else round(load.lag_seconds, 1)
+    fresh = status.freshness
+    if load is not None and fresh != "OK":
+        fresh = f"{fresh}: {ago(load.at, status.as_of)}"
     return {
         "table": status.name,
         "state": status.state,
-        "strategy": table.strategy,
-        "tier": table.tier + (" (captured)" if table.captured else ""),
-        "last_load": "never" if load is None else f"{local_time(load.at, table.time_zone)} ({ago(load.at, now)} ago)",
+        "freshness": fresh,
+        "last_load": "never" if load is None else local_time(load.at, table.time_zone),
         "rows": None if load is None else load.rows,
-        "freshness": status.freshness,
         "reconciliation": status.reconciliation,
-        "failing_checks": ", ".join(status.failing_checks) or "none",
-        "next_refresh": refresh,
-        "capture_lag_seconds": lag,
+        "failing_checks": ", ".join(status.failing_checks),
+        "next_refresh": "captured" if status.next_refresh is None else local_time(status.next_refresh,
+                                                                                   table.time_zone),
+        "strategy": table.strategy,
+        "tier": table.tier,
+        "capture_lag_seconds": None if load is None or load.lag_seconds is None else round(load.lag_seconds, 1),
     }
 
 
-HEADERS = {
-    "table": "TABLE", "state": "STATE", "strategy": "STRATEGY", "tier": "TIER", "last_load": "LAST LOAD",
-    "rows": "ROWS", "freshness": "FRESHNESS", "reconciliation": "RECONCILIATION",
-    "failing_checks": "FAILING CHECKS", "next_refresh": "NEXT REFRESH", "capture_lag_seconds": "LAG (S)",
+HEADERS = {  # the columns, most telling first
+    "table": "TABLE", "state": "STATE", "freshness": "FRESHNESS", "last_load": "LAST LOAD", "rows": "ROWS",
+    "reconciliation": "RECONCILIATION", "failing_checks": "FAILING CHECKS", "next_refresh": "NEXT REFRESH",
+    "strategy": "STRATEGY", "tier": "TIER", "capture_lag_seconds": "LAG (S)",
 }
 
 
@@ -214,9 +221,9 @@ def summary(statuses: Sequence[TableStatus]) -> str:
             + (f" (times in {', '.join(zones)})" if zones else ""))
 
 
-def text_report(statuses: Sequence[TableStatus], now: dt.datetime) -> str:
+def text_report(statuses: Sequence[TableStatus]) -> str:
     """The table `plex-etl status` prints, worst first, then why each table is not OK."""
-    rows = [columns(s, now) for s in ordered(statuses)]
+    rows = [columns(s) for s in ordered(statuses)]
     cells = [[HEADERS[c] for c in HEADERS]] + [
         ["" if row[c] is None else f"{row[c]:,}" if isinstance(row[c], int) else str(row[c]) for c in HEADERS]
         for row in rows

@@ -108,15 +108,20 @@ SCHEMA = dg.TableSchema(columns=[
 ])
 
 
+def _unbroken(row: dict) -> dict:
+    """Short cells ("12-04 14:29", "WARN: 7h 00m") kept on one line in the UI's narrow table."""
+    return {k: v.replace(" ", "\u00a0") if isinstance(v, str) and len(v) <= 16 else v for k, v in row.items()}
+
+
 def status_metadata(statuses: Sequence[TableStatus], now: dt.datetime) -> dict[str, dg.MetadataValue]:
     """The materialization's metadata: the table, worst first; the counts, plotted over time; why
     each table that is not OK is not."""
     n = counts(statuses)
     problems = [f"- **{s.name}** ({s.state}): {'; '.join(s.reasons)}" for s in ordered(statuses) if s.reasons]
     return {
-        "tables": dg.MetadataValue.table(
-            records=[dg.TableRecord(data=columns(s, now)) for s in ordered(statuses)], schema=SCHEMA),
         "summary": dg.MetadataValue.text(summary(statuses)),
+        "tables": dg.MetadataValue.table(
+            records=[dg.TableRecord(data=_unbroken(columns(s))) for s in ordered(statuses)], schema=SCHEMA),
         "problems": dg.MetadataValue.md("\n".join(problems) if problems else "Every table is OK."),
         "tables_fail": dg.MetadataValue.int(n["FAIL"]),
         "tables_warn": dg.MetadataValue.int(n["WARN"]),
