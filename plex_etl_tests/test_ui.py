@@ -42,7 +42,7 @@ run_coordinator:
 
 # The screenshots docs/ui.md shows (PLEX_ETL_UI_SCREENSHOTS=docs/ui copies these only).
 DOC_SCREENSHOTS = ("asset-graph", "asset-list", "asset-factcabecera", "asset-factcabecera-metadata",
-                   "materialize-dialog", "materialize-past-day", "run", "check-schema_matches_catalog",
+                   "materialize-past-day", "run", "check-schema_matches_catalog",
                    "replication-status")
 
 pytestmark = pytest.mark.skipif(
@@ -263,6 +263,7 @@ def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo
             browser.close()
             target = os.environ.get("PLEX_ETL_UI_SCREENSHOTS")
             if target:
+                Path(target).mkdir(parents=True, exist_ok=True)
                 for name in DOC_SCREENSHOTS:
                     if (shots / f"{name}.png").exists():
                         shutil.copy(shots / f"{name}.png", Path(target) / f"{name}.png")
