@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,8 +119,8 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     (killed after STOP_GRACE_SECONDS) and plex-etl exits with 128 + the signal number.
     """
     import os
-
-    from plex_etl.supervise import run_stoppable
+    import signal
+    import subprocess
 
     print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
     # A bulk load plans each table's range with one event, not one per day (Dagster's own switch,
@@ -130,15 +131,40 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     # launch keep Dagster's per-day planned events.
     env = {**os.environ}
     env.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
-    run = run_stoppable([*base, *arguments], env=env, capture=True, grace_seconds=STOP_GRACE_SECONDS,
-                        name="the Dagster run")
-    if run.stopped_by is not None:
-        print(f"plex-etl: stopped by signal {run.stopped_by} (the run's exit code: {run.returncode})",
+    child = subprocess.Popen([*base, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if not received:
+            print(f"plex-etl: signal {signum}: stopping the Dagster run (pid {child.pid})", file=sys.stderr,
+                  flush=True)
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        deadline = None
+        while True:
+            try:
+                stdout, stderr = child.communicate(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if received and deadline is None:
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+                if deadline is not None and time.monotonic() > deadline:
+                    child.kill()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        print(f"plex-etl: stopped by signal {received[0]} (the run's exit code: {child.returncode})",
               file=sys.stderr, flush=True)
-        return 128 + run.stopped_by
-    if run.returncode != 0:
-        print(run.stdout[-5000:] + run.stderr[-5000:], file=sys.stderr)
-        return run.returncode
+        return 128 + received[0]
+    if child.returncode != 0:
+        print(stdout[-5000:] + stderr[-5000:], file=sys.stderr)
+        return child.returncode
     print("  run succeeded", flush=True)
     return 0
 

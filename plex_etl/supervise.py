@@ -1,8 +1,7 @@
-"""Child processes that stop when plex-etl is asked to stop.
+"""A child process that stops when plex-etl is asked to stop (`plex-etl dev` runs `dagster dev`
+through it).
 
-plex-etl runs Dagster's own commands as children (`dagster asset materialize` for `replicate`
-and `reconcile --repair`, `dagster dev` for `plex-etl dev`). A stop must reach them, in the order
-Dagster expects, whatever plex-etl inherited:
+A stop must reach the child, in the order Dagster expects, whatever plex-etl inherited:
 
 - A shell starts background commands with SIGINT ignored, and an ignored signal stays ignored
   across `exec`: Python then installs no KeyboardInterrupt handler, and `dagster dev`, which maps
@@ -22,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -33,8 +32,6 @@ LEFTOVER_GRACE_SECONDS = 5.0  # what outlived the child gets this long after SIG
 class Finished:
     returncode: int
     stopped_by: int | None  # the signal plex-etl received, if any
-    stdout: str = ""
-    stderr: str = ""
 
 
 def _default_signal_handlers() -> None:
@@ -71,19 +68,13 @@ def end_group(pgid: int, grace_seconds: float = LEFTOVER_GRACE_SECONDS) -> None:
 def run_stoppable(
     argv: Sequence[str],
     *,
-    env: Mapping[str, str] | None = None,
-    capture: bool = False,
     grace_seconds: float = 30.0,
     name: str = "child",
 ) -> Finished:
     """Runs `argv` until it exits. SIGTERM, SIGINT or SIGHUP to this process is passed on to the
     child as SIGTERM; a child still running `grace_seconds` later is killed with its process
-    group. `capture` keeps its output (returned) instead of passing it through."""
-    pipe = subprocess.PIPE if capture else None
-    child = subprocess.Popen(
-        list(argv), env=dict(env) if env is not None else None, stdout=pipe, stderr=pipe, text=True,
-        start_new_session=True, preexec_fn=_default_signal_handlers,
-    )
+    group. Its output goes where this process's goes."""
+    child = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=_default_signal_handlers)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -94,12 +85,11 @@ def run_stoppable(
             child.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
-    stdout = stderr = ""
     try:
         deadline = None
         while True:
             try:
-                stdout, stderr = child.communicate(timeout=0.5)
+                child.wait(timeout=0.5)
                 break
             except subprocess.TimeoutExpired:
                 if received and deadline is None:
@@ -115,4 +105,4 @@ def run_stoppable(
             child.kill()
             child.wait()
         end_group(child.pid)
-    return Finished(child.returncode, received[0] if received else None, stdout or "", stderr or "")
+    return Finished(child.returncode, received[0] if received else None)

@@ -57,8 +57,8 @@ def status_tables(assets: Iterable[dg.AssetsDefinition], checks: Iterable[dg.Ass
             continue
         for key in definition.keys:
             spec = definition.get_asset_spec(key)
-            if SOURCE_TAG not in spec.tags:
-                continue
+            if SOURCE_TAG not in spec.tags or "mysql_table" not in spec.metadata:
+                continue  # a view, this status, or anything else that is not a replicated table
             source, table = str(spec.metadata["mysql_table"]).split(".", 1)
             tier = spec.tags[TIER_TAG]
             captured = spec.tags.get(CAPTURE_TAG) == "binlog"
