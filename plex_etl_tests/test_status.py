@@ -174,6 +174,7 @@ def test_status_in_the_cli_the_asset_and_the_sensor(loaded_instance):
     reported = sensor(dg.build_sensor_context(instance=instance))
     (event,) = reported.asset_events
     assert event.asset_key == STATUS_KEY and event.description.startswith(f"{len(records)} tables: {ok} OK")
+    assert reported.skip_reason.skip_message.startswith("reported plex_etl/replication_status: ")
     assert len(event.metadata["tables"].value.records) == len(records)
 
     # A table kept current by change capture: the lag of its latest report, no tier refresh.
