@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-RECONCILE_CHECK = "warehouse_equals_mysql"
+RECONCILE_CHECK = "warehouse_equals_mysql"  # the whole-table reconciliation check (defs/checks.py)
 STATES = ("FAIL", "WARN", "OK")  # worst first
 _WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 

@@ -23,6 +23,7 @@ from plex_etl.extract.stream import describe_days
 from plex_etl.orphans import MAX_KEYS, Candidate, judge, parent_partitions
 from plex_etl.reconcile import reconcile_table
 from plex_etl.sources import Source
+from plex_etl.status import RECONCILE_CHECK
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
 from plex_etl.warehouse.queries import latest_partition, orphan_query
 
@@ -373,9 +374,6 @@ def orphan_result(
             "examples": dg.TextMetadataValue(judgement.examples() or "none"),
         },
     )
-
-
-RECONCILE_CHECK = "warehouse_equals_mysql"
 
 
 def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
