@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 DEMO_SCALE ?= 0.001
+DEV_PORT ?= 3000
 
 .PHONY: venv demo demo-capture test lint mysql dev clean lock pools
 
@@ -19,7 +20,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock setup.py plex_etl/extract/_b
 	touch $@
 
 venv: $(BIN)/.installed
-	@mkdir -p $(DAGSTER_HOME) && ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 mysql:
 	./scripts/ensure-mysql.sh
@@ -46,8 +47,10 @@ test: venv mysql
 lint: venv
 	$(BIN)/ruff check plex_etl plex_etl_tests benchmarks
 
+# `plex-etl dev` runs `dagster dev` so that SIGTERM and SIGINT stop it within seconds, even when
+# make itself was started in the background (plex_etl/supervise.py).
 dev: venv pools
-	$(BIN)/dagster dev -m plex_etl.definitions
+	$(BIN)/plex-etl dev --port $(DEV_PORT)
 
 # Both lock files from pyproject.toml, with uv (installed on the fly into a throwaway venv).
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header

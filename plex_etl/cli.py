@@ -423,6 +423,63 @@ def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
     return ranges
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Every replicated table's health from the Dagster instance of $DAGSTER_HOME: the table the
+    UI's asset plex_etl/replication_status shows (exit 1 when a table is FAIL)."""
+    import os
+
+    import dagster as dg
+
+    from plex_etl.sources import SourceConfigError, load_sources
+    from plex_etl.status import counts, text_report
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SourceConfigError("DAGSTER_HOME is not set: point it at the Dagster instance whose loads to report "
+                                "(the Makefile uses .dagster_home)")
+    from plex_etl.definitions import defs
+    from plex_etl.defs.status import gather, status_tables
+
+    sources = load_sources()
+    if args.source and args.source not in sources:
+        raise SourceConfigError(f"no source named {args.source!r} (sources: {', '.join(sorted(sources))})")
+    tables = [t for t in status_tables(defs.assets or [], defs.asset_checks or [],
+                                       {s.name: s.time_zone for s in sources.values()})
+              if not args.source or t.source == args.source]
+    skipped = dict((defs.metadata or {}).get("plex_etl/skipped_sources", {}))
+    for name, why in skipped.items():
+        if not args.source or name == args.source:
+            print(f"source {name} is not loaded by the code location: {why}", file=sys.stderr)
+    if not tables:
+        print("no replicated table" + (f" of source {args.source}" if args.source else ""), file=sys.stderr)
+        return 1
+    now = dt.datetime.now(dt.UTC)
+    with dg.DagsterInstance.get() as instance:
+        statuses = gather(instance, tables, now)
+    print(text_report(statuses), end="")
+    return 1 if counts(statuses)["FAIL"] else 0
+
+
+DEV_STOP_SECONDS = 20.0  # `dagster dev` stops its webserver, daemon and code servers in this time, or is killed
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """`dagster dev` on the code location (webserver, daemon, code server), stopped by SIGTERM,
+    SIGINT or SIGHUP within seconds however it was started (plex_etl/supervise.py says why
+    `dagster dev` alone may ignore them)."""
+    import shutil
+    from pathlib import Path
+
+    from plex_etl.supervise import run_stoppable
+
+    dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+    argv = [dagster, "dev", "-m", "plex_etl.definitions", "--host", args.host, "--port", str(args.port)]
+    run = run_stoppable(argv, grace_seconds=DEV_STOP_SECONDS, name="dagster dev")
+    if run.stopped_by is not None:
+        print(f"plex-etl dev: stopped (signal {run.stopped_by})", file=sys.stderr, flush=True)
+        return 128 + run.stopped_by
+    return run.returncode
+
+
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     """Remove what killed loads left behind: local staging folders in the temp directory and,
     on BigQuery, staging tables of the dataset older than --hours."""
@@ -654,6 +711,17 @@ def build_parser() -> argparse.ArgumentParser:
     accept.add_argument("--source", required=True)
     accept.add_argument("--table", action="append", help="only this table (repeatable; default: all proposed)")
     accept.set_defaults(func=_cmd_accept)
+
+    status = commands.add_parser("status", help="every replicated table: state, last load, freshness, "
+                                 "reconciliation, failing checks, next refresh (exit 1 if a table is FAIL)")
+    status.add_argument("--source", help="only this source (default: every source)")
+    status.set_defaults(func=_cmd_status)
+
+    dev = commands.add_parser("dev", help="the Dagster UI, daemon and code server (dagster dev); "
+                              "SIGTERM or SIGINT stops them all within seconds")
+    dev.add_argument("--host", default="127.0.0.1", help="the webserver's address")
+    dev.add_argument("--port", type=int, default=3000, help="the webserver's port")
+    dev.set_defaults(func=_cmd_dev)
 
     pools = commands.add_parser("pools", help="set each source's Dagster pool to its sources.yaml pool_limit")
     pools.set_defaults(func=_cmd_pools)

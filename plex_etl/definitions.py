@@ -29,6 +29,7 @@ from plex_etl.defs.io_manager import warehouse_io_manager
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.problems import SOURCE_STAND_IN, Problem, problem_checks, problems_sensor, stand_in_asset
 from plex_etl.defs.resources import MySQLResource, warehouse_from_environment
+from plex_etl.defs.status import build_status, status_tables
 from plex_etl.defs.views import build_view_assets, view_problems
 from plex_etl.extract.spec import warehouse_table_name
 from plex_etl.sources import Source, load_sources
@@ -83,7 +84,7 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
     reconciliation = build_reconcile_checks(source, catalog, plan)
     tables = sorted(p.table for p in plan.included)
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]
-    checks += [c for c in (build_orphan_checks(source.name, catalog, plan), reconciliation,
+    checks += [c for c in (build_orphan_checks(source, catalog, plan), reconciliation,
                            capture_checks(source, catalog, plan)) if c]
     jobs = [reconcile_job(source, reconciliation)] if reconciliation else []
     table_keys = {
@@ -114,13 +115,17 @@ def _combine(
         *tables.values(),
         *view_problems(loaded, tables, skipped),
     ]
-    checks = problem_checks(problems)
+    problem_check = problem_checks(problems)
+    table_assets = [a for b in parts for a in b.assets]
+    checks = [c for b in parts for c in b.checks]
+    status, status_sensor = build_status(
+        status_tables(table_assets, checks, {s.name: s.time_zone for s, _ in built.values()}))
     return dg.Definitions(
-        assets=[a for b in parts for a in b.assets] + views + [stand_in_asset(p) for p in problems],
-        asset_checks=[c for b in parts for c in b.checks] + ([checks] if checks else []),
+        assets=[*table_assets, *views, status, *(stand_in_asset(p) for p in problems)],
+        asset_checks=checks + ([problem_check] if problem_check else []),
         sensors=[
             *tier_sensors([s for s, _ in built.values()], {n: b.plan for n, (_, b) in built.items()}),
-            views_sensor(), alerts_sensor, dead_runs_sensor, problems_sensor(problems),
+            views_sensor(), alerts_sensor, dead_runs_sensor, problems_sensor(problems), status_sensor,
         ],
         jobs=[j for b in parts for j in b.jobs],
         resources=resources,

@@ -145,8 +145,10 @@ def test_one_running_sensor_per_tier_named_with_cadence_and_time_zone(clock_asse
     assert {k.path[-1] for k in critical} == {p.table for p in plan.included if p.tier == "critical"}
     covered = [k for s in sensors for k in s.asset_selection.resolve(graph)]
     assert sorted(covered) == sorted(k for a in clock_assets for k in a.keys)  # each table exactly once
-    description = next(iter(next(a for a in clock_assets if dg.AssetKey(["plex", "factlineas"]) in a.keys).specs))
-    assert "every 4h, America/Argentina/Buenos_Aires" in description.description and "`" not in description.description
+    spec = next(iter(next(a for a in clock_assets if dg.AssetKey(["plex", "factlineas"]) in a.keys).specs))
+    assert "refreshed every 4h (America/Argentina/Buenos_Aires)" in spec.description
+    assert spec.metadata["refresh"] == "every 4h (America/Argentina/Buenos_Aires)"
+    assert spec.metadata["freshness"] == "warning after 4h, failure after 9h"
 
 
 def test_views_refresh_after_their_tables_and_have_freshness_policies():

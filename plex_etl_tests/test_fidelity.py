@@ -145,7 +145,8 @@ def compare_table(engine: sa.Engine, warehouse: Warehouse, spec: ReplicatedTable
     ]
 
 
-def replicate(defs: dg.Definitions, sources: tuple[str, ...], start: dt.date, today: dt.date) -> None:
+def replicate(defs: dg.Definitions, sources: tuple[str, ...], start: dt.date, today: dt.date,
+              instance: dg.DagsterInstance | None = None) -> None:
     """Materialize every included table of `sources`: dated ones over [start, today], snapshots
     for today; every run succeeds and every asset check passes."""
     for source in sources:
@@ -153,7 +154,7 @@ def replicate(defs: dg.Definitions, sources: tuple[str, ...], start: dt.date, to
         dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
         snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
         for keys, first in ((dated, start), (snapshots, today)):
-            result = materialize(defs, keys, first, today)
+            result = materialize(defs, keys, first, today, instance=instance)
             assert result.success
             failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
             assert not failed, [(e.asset_key, e.check_name, e.description) for e in failed]
@@ -177,8 +178,10 @@ def replicated(demo_sources, demo_end_date, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         point_at_test_databases(patch, demo_sources, path)
         defs = build_defs()
-        replicate(defs, ("plex", "quantio"), start, demo_end_date)
-        yield {"warehouse": LocalWarehouse(path), "start": start, "today": demo_end_date, "defs": defs}
+        instance = dg.DagsterInstance.ephemeral()  # the loads' history: the orphan checks read it
+        replicate(defs, ("plex", "quantio"), start, demo_end_date, instance)
+        yield {"warehouse": LocalWarehouse(path), "start": start, "today": demo_end_date, "defs": defs,
+               "instance": instance}
 
 
 @pytest.mark.parametrize("source", ["plex", "quantio"])
@@ -245,7 +248,7 @@ def test_no_orphans_across_replicated_relationships(replicated):
         [*defs.assets, *checks],
         selection=dg.AssetSelection.checks(*orphan_keys, *reconcile_keys),
         resources=defs.resources,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=replicated["instance"],
     )
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == len(orphan_keys) + len(reconcile_keys) and len(orphan_keys) > 50
@@ -256,7 +259,9 @@ def test_no_orphans_across_replicated_relationships(replicated):
 
 
 def test_orphan_check_names_the_missing_parents(replicated):
-    """Removes an invoice from the warehouse, and puts it back whatever happens (order-independent)."""
+    """An invoice removed from the warehouse after its day was loaded again (so after its lines
+    landed: the warehouse should hold it) is named by its lines' orphan check. It is put back
+    whatever happens (order-independent)."""
     import duckdb
 
     defs: dg.Definitions = replicated["defs"]
@@ -265,6 +270,9 @@ def test_orphan_check_names_the_missing_parents(replicated):
     lines = warehouse.query(
         f"SELECT COUNT(*) AS n FROM {DATASET}.plex_factlineas WHERE IDComprobante = {victim}"
     ).to_pylist()[0]["n"]
+    day = warehouse.query(f"SELECT _etl_partition_date AS d FROM {DATASET}.plex_factcabecera "
+                          f"WHERE IDComprobante = {victim}").to_pylist()[0]["d"]
+    assert materialize(defs, ["plex/factcabecera"], day, instance=replicated["instance"]).success
     saved = f"{DATASET}.plex_factcabecera_saved_by_test"
     with duckdb.connect(str(warehouse.path)) as connection:
         connection.execute(f"CREATE TABLE {saved} AS SELECT * FROM {DATASET}.plex_factcabecera "
@@ -275,7 +283,7 @@ def test_orphan_check_names_the_missing_parents(replicated):
         key = dg.AssetCheckKey(dg.AssetKey(["plex", "factlineas"]), "no_orphans_FK_FactLineas_FactCabecera")
         result = dg.materialize(
             [*defs.assets, *checks], selection=dg.AssetSelection.checks(key), resources=defs.resources,
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=replicated["instance"],
         )
     finally:
         with duckdb.connect(str(warehouse.path)) as connection:
@@ -284,4 +292,5 @@ def test_orphan_check_names_the_missing_parents(replicated):
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["orphans"].value == lines
-    assert f"IDComprobante={victim}" in evaluation.description
+    assert evaluation.metadata["waiting_for_parent"].value == 0
+    assert f"IDComprobante={victim} (day {day})" in evaluation.description

@@ -1,14 +1,21 @@
 """The Dagster UI as an operator uses it, in a real browser (Debian's chromium driven by
 Playwright): the webserver on a free port against a temporary Dagster home and the test
-databases; open the asset graph, materialize one partition of plex/factcabecera from the
-UI, wait for the run to succeed, and read the two blocking checks on its Checks tab.
+databases, loaded as `make demo` loads them (7 days) with quantio's reconciliation run. Open the
+asset graph and the asset list (descriptions in plain text), a table's page (its schedule in the
+metadata), materialize one partition of plex/factcabecera from the UI, wait for the run to
+succeed, read the two blocking checks on its Checks tab, see that a past day of factcabecera
+warns of no missing upstream data (its dated parent clientes has nothing to do with its days)
+while one of factlineas does (its invoices' day is not loaded), and refresh the replication
+status (plex_etl/replication_status) to read every table's state.
 
 Screenshots go to the test's temporary directory (and to docs/ui/ with
-PLEX_ETL_UI_SCREENSHOTS=docs/ui). Bounded: every wait has a timeout, the whole test < 3 min.
+PLEX_ETL_UI_SCREENSHOTS=docs/ui), cropped to the page's content. Bounded: every wait has a
+timeout, the whole test < 6 min.
 """
 
 import datetime as dt
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,6 +40,11 @@ run_coordinator:
   class: DefaultRunCoordinator
 """
 
+# The screenshots docs/ui.md shows (PLEX_ETL_UI_SCREENSHOTS=docs/ui copies these only).
+DOC_SCREENSHOTS = ("asset-graph", "asset-list", "asset-factcabecera", "asset-factcabecera-metadata",
+                   "materialize-past-day", "run", "check-schema_matches_catalog",
+                   "replication-status")
+
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="chromium is not installed (scripts/ensure-build-deps.sh installs it)"
 )
@@ -56,12 +68,37 @@ def wait_for(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def load_like_the_demo(today: dt.date) -> None:
+    """What `make demo` loads (every table's last 7 days, today's snapshots) into the instance of
+    $DAGSTER_HOME, then quantio's reconciliation (its older days are not loaded: they differ)."""
+    import dagster as dg
+
+    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.defs.checks import RECONCILE_CHECK
+    from plex_etl_tests.replication import build_defs, materialize
+
+    defs = build_defs()
+    with dg.DagsterInstance.get() as instance:
+        for source in ("plex", "quantio"):
+            _, plan = load_source_catalog(source)
+            snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
+            dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
+            assert materialize(defs, snapshots, None, instance=instance).success
+            assert materialize(defs, dated, today - dt.timedelta(days=6), today, instance=instance).success
+        reconcile = [k for c in defs.asset_checks or [] for k in c.check_keys
+                     if k.name == RECONCILE_CHECK and k.asset_key.path[0] == "quantio"]
+        dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.checks(*reconcile),
+                       resources=defs.resources, instance=instance, raise_on_error=False)
+
+
 @pytest.fixture
-def webserver(demo_sources, tmp_path, monkeypatch) -> Iterator[str]:
+def webserver(demo_sources, demo_end_date, tmp_path, monkeypatch) -> Iterator[str]:
     point_at_test_databases(monkeypatch, demo_sources, tmp_path / "warehouse.duckdb")
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    load_like_the_demo(demo_end_date)
     port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     server = subprocess.Popen(
@@ -90,7 +127,7 @@ def check_status(text: str, check: str) -> str:
     return statuses[0] if statuses else "not shown"
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(360)
 def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo_end_date, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
@@ -98,14 +135,35 @@ def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo
     shots = tmp_path / "screenshots"
     shots.mkdir()
     day = (demo_end_date - dt.timedelta(days=1)).isoformat()
+    past = (demo_end_date - dt.timedelta(days=10)).isoformat()  # before the 7 days loaded
 
     def shot(page, name: str) -> None:
-        page.screenshot(path=str(shots / f"{name}.png"))
+        # The page's content only (no navigation bar): smaller files for docs/ui.
+        page.screenshot(path=str(shots / f"{name}.png"), clip={"x": 240, "y": 0, "width": 1040, "height": 800})
+
+    def partitions_dialog(page, asset: str, partition: str):
+        """The Materialize dialog of a partitioned asset with one partition typed in."""
+        page.goto(f"{webserver}/assets/{asset}", wait_until="domcontentloaded")
+        materialize = page.get_by_role("button", name="Materialize…")
+        expect(materialize).to_be_visible(timeout=60_000)
+        materialize.click()
+        # A parent that never loaded: the UI asks to confirm first.
+        confirm = page.get_by_role("button", name="Confirm", exact=True)
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        expect(confirm.or_(dialog)).to_be_visible(timeout=15_000)
+        if confirm.is_visible():
+            confirm.click()
+        expect(dialog).to_be_visible()
+        partitions = dialog.locator("input:not([type=checkbox])").first
+        partitions.fill(partition)
+        partitions.press("Enter")
+        expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible(timeout=15_000)
+        return dialog
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.set_default_timeout(30_000)
             # Dagster's "Join the community" dialog on a fresh instance: skip it whenever it shows.
             page.add_locator_handler(page.get_by_role("button", name="Skip", exact=True), lambda b: b.click())
@@ -119,13 +177,25 @@ def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo
             except PlaywrightTimeout:
                 pass
             shot(page, "asset-graph")
-            # One partition of plex/factcabecera, from its page.
+            # The asset list shows each description as it is written: plain sentences.
+            page.goto(f"{webserver}/assets", wait_until="domcontentloaded")
+            expect(page.get_by_text("MySQL table plex.asientos, loaded by day of FechaHora.").first).to_be_visible(
+                timeout=60_000)
+            listed = page.locator("body").inner_text()
+            assert "**" not in listed and "| ---" not in listed and "| schedule" not in listed
+            shot(page, "asset-list")
+            # One partition of plex/factcabecera, from its page: its description, its schedule in the metadata.
             page.goto(f"{webserver}/assets/plex/factcabecera", wait_until="domcontentloaded")
             materialize = page.get_by_role("button", name="Materialize…")
             expect(materialize).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("MySQL table plex.factcabecera, loaded by day of Emision.")).to_be_visible()
             shot(page, "asset-factcabecera")
+            page.get_by_text("each_refresh_loads", exact=True).scroll_into_view_if_needed()
+            expect(page.get_by_text("every 6h (America/Argentina/Buenos_Aires)", exact=True)).to_be_visible()
+            shot(page, "asset-factcabecera-metadata")
             materialize.click()
-            # A fresh warehouse: its parents (plex/clientes, plex/operadores) never loaded, and the UI says so.
+            # Its snapshot parent (plex/operadores) has loaded: no confirmation (on a fresh warehouse,
+            # the UI asks to confirm first).
             confirm = page.get_by_role("button", name="Confirm", exact=True)
             dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
             expect(confirm.or_(dialog)).to_be_visible(timeout=15_000)
@@ -134,7 +204,7 @@ def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo
                 confirm.click()
             expect(dialog).to_be_visible()
             shot(page, "materialize-dialog-open")
-            partitions = dialog.locator("input").first
+            partitions = dialog.locator("input:not([type=checkbox])").first
             partitions.fill(day)
             partitions.press("Enter")
             shot(page, "materialize-dialog")
@@ -157,6 +227,35 @@ def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo
                 expect(page.get_by_text("Evaluation result")).to_be_visible()
                 expect(page.get_by_text("This is a blocking asset check.", exact=False)).to_be_visible()
                 shot(page, f"check-{check}")
+            # A past day of factlineas: the lines of that day belong to invoices of that day, which
+            # are not loaded: a real warning (Dagster opens the Warnings section when it has one).
+            dialog = partitions_dialog(page, "plex/factlineas", past)
+            expect(dialog.get_by_text("Upstream data missing")).to_be_visible(timeout=30_000)
+            dialog.get_by_role("button", name="Cancel", exact=True).click()
+            # A past day of factcabecera: its dated parent clientes has no loaded day at all, which
+            # is no reason to warn (an invoice's client may be of any day).
+            dialog = partitions_dialog(page, "plex/factcabecera", past)
+            page.wait_for_timeout(5_000)  # longer than factlineas' warning took to show
+            assert "Upstream data missing" not in dialog.inner_text()
+            shot(page, "materialize-past-day")
+            dialog.get_by_role("button", name="Cancel", exact=True).click()
+            # The replication status: refreshed from its page, every table in one table.
+            page.goto(f"{webserver}/assets/plex_etl/replication_status", wait_until="domcontentloaded")
+            refresh = page.get_by_role("button", name=re.compile(r"Materialize$"))
+            expect(refresh).to_be_visible(timeout=60_000)
+            refresh.click()
+            page.get_by_role("link", name="View", exact=True).first.click(timeout=30_000)
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=120_000)
+            page.goto(f"{webserver}/assets/plex_etl/replication_status", wait_until="domcontentloaded")
+            summary = page.get_by_text(re.compile(r"^\d+ tables: \d+ OK, \d+ WARN, \d+ FAIL"))
+            expect(summary).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("cell", name="plex.factcabecera", exact=True)).to_be_visible()
+            expect(page.get_by_role("cell", name="quantio.stocklotes", exact=True)).to_be_visible()
+            # Its latest materialization, as the Events tab shows it: the summary, then the table.
+            page.goto(f"{webserver}/assets/plex_etl/replication_status?view=events", wait_until="domcontentloaded")
+            expect(page.get_by_role("cell", name="plex.factcabecera", exact=True)).to_be_visible(timeout=60_000)
+            page.get_by_text("Metadata", exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+            shot(page, "replication-status")
         except Exception:
             shot(page, "failure")
             raise
@@ -164,5 +263,7 @@ def test_materialize_a_partition_from_the_ui_and_read_its_checks(webserver, demo
             browser.close()
             target = os.environ.get("PLEX_ETL_UI_SCREENSHOTS")
             if target:
-                for png in shots.glob("*.png"):
-                    shutil.copy(png, Path(target) / png.name)
+                Path(target).mkdir(parents=True, exist_ok=True)
+                for name in DOC_SCREENSHOTS:
+                    if (shots / f"{name}.png").exists():
+                        shutil.copy(shots / f"{name}.png", Path(target) / f"{name}.png")

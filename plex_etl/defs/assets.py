@@ -20,7 +20,7 @@ from plex_etl.catalog.graph import TableGraph, table_graph
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.naming import group_name, tag_value
 from plex_etl.catalog.plan import SourcePlan, TablePlan
-from plex_etl.defs.automation import freshness_policy, table_condition, tier_schedule_table
+from plex_etl.defs.automation import freshness_policy, table_condition, tier_cadence, tier_schedule
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.defs.retries import only_transient_retried
@@ -96,24 +96,28 @@ def column_schema(spec: ReplicatedTable, warehouse_kind: str) -> dg.TableSchema:
     )
 
 
-def describe_table(source: Source, plan: SourcePlan, table_plan: TablePlan, table: str) -> str:
-    """Markdown for the UI: what a partition holds, and when the table refreshes."""
-    strategy = {
-        "event": "by day of its date",
-        "child": "by day of its parent row",
-        "upsert": "by day of creation or modification, merged by primary key",
-        "snapshot": "as a whole-table snapshot per day (history kept in the warehouse)",
-    }[table_plan.strategy]
-    how = []
-    if table_plan.partition_columns:
-        how.append(f"date: {', '.join(table_plan.partition_columns)}")
-    if table_plan.parent:
-        how.append(f"parent relationship: {table_plan.parent}")
+def _dates(columns: tuple[str, ...]) -> str:
+    return ", else ".join(columns)
+
+
+def describe_table(source: Source, spec: ReplicatedTable) -> str:
+    """What the table is and when it refreshes, in plain sentences: Dagster shows a description
+    as Markdown on the asset's page, but as raw text in the asset list and only its first line in
+    the lineage graph. The schedule in detail is in the asset's metadata (`tier_schedule`)."""
+    table_plan = spec.plan
+    if table_plan.strategy == "child":
+        root = spec.hops[-1].table.name
+        how = f"by day of its {spec.hops[0].table.name} row ({root}.{_dates(spec.dated.partition_columns)})"
+    elif table_plan.strategy == "upsert":
+        how = f"by day of its last change ({_dates(table_plan.partition_columns)}), merged by key"
+    elif table_plan.strategy == "event":
+        how = f"by day of {_dates(table_plan.partition_columns)}"
+    else:
+        how = "whole, as a daily snapshot"
     return (
-        f"MySQL table **{source.name}.{table}**, replicated {strategy}"
-        + (f" ({'; '.join(how)})" if how else "")
-        + ".\n\n"
-        + tier_schedule_table(source, plan, table_plan)
+        f"MySQL table {source.name}.{spec.name}, loaded {how}.\n\n"
+        f"Tier {table_plan.tier}: refreshed {tier_cadence(table_plan.tier)} ({source.time_zone}); "
+        "the schedule, partitions and freshness are in the metadata."
     )
 
 
@@ -131,9 +135,17 @@ def build_table_asset(
     partitioned = is_partitioned(table_plan)
     spec = replicated_table(catalog, plan, table)
     not_drawn = [f"{parent}: {why}" for child, parent, why in graph.broken if child == table]
+    chain = {hop.table.name for hop in spec.hops}  # the parents whose day is this table's day
     deps = []
     for parent in graph.parents[table]:
         mapping = None
+        if partitioned and is_partitioned(plan.tables[parent]) and parent not in chain:
+            # Its rows' days are not this table's: a day-to-day dependency would make the UI warn
+            # "upstream data missing" for any past day of this table whose day of the parent is not
+            # loaded, which says nothing about this table's rows. The orphan check judges it.
+            not_drawn.append(f"{parent}: a dated table whose days are not this table's days (its rows are "
+                             "referenced whatever their day); the orphan check judges the relationship")
+            continue
         if not partitioned and is_partitioned(plan.tables[parent]):
             mapping = dg.LastPartitionMapping()  # a snapshot follows its dated parent's latest day
         deps.append(dg.AssetDep(table_key(source.name, catalog, parent), partition_mapping=mapping))
@@ -143,11 +155,12 @@ def build_table_asset(
         "tier": table_plan.tier,
         "chunk_rows": table_plan.chunk_rows,
         "warehouse_table": spec.warehouse_name,
+        **tier_schedule(source, plan, table_plan),
         "dagster/column_schema": column_schema(spec, warehouse_kind),
     }
     if not_drawn:
         metadata["foreign_keys_not_drawn"] = dg.MetadataValue.md(
-            "Relationships not drawn as graph edges (they would close a loop):\n\n"
+            "Relationships not drawn as graph edges:\n\n"
             + "\n".join(f"- {line}" for line in not_drawn)
         )
 
@@ -160,6 +173,7 @@ def build_table_asset(
             "plex_etl/source": tag_value(source.name),
             "plex_etl/tier": tag_value(table_plan.tier),
             "plex_etl/strategy": tag_value(table_plan.strategy),
+            "plex_etl/capture": tag_value(table_plan.capture),  # poll, or binlog (change capture)
         },
         pool=pool_name(source),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),  # loads are idempotent
@@ -168,7 +182,7 @@ def build_table_asset(
         io_manager_key=IO_MANAGER_KEY,
         automation_condition=table_condition(source, plan, table_plan),
         freshness_policy=freshness_policy(table_plan),
-        description=describe_table(source, plan, table_plan, table),
+        description=describe_table(source, spec),
         metadata=metadata,
     )
     @only_transient_retried

@@ -62,10 +62,20 @@ def table_condition(source: Source, plan: SourcePlan, table: TablePlan) -> dg.Au
     ).with_label(f"tier {table.tier}: {tier_cadence(table.tier)} ({source.time_zone})")
 
 
+def freshness_windows(interval: dt.timedelta) -> tuple[dt.timedelta, dt.timedelta]:
+    """(warn, fail) for something refreshed every `interval`: warn when it missed one tick,
+    fail when it missed two (the hour lets a long load finish)."""
+    return interval, interval * 2 + dt.timedelta(hours=1)
+
+
+def freshness_policy_every(interval: dt.timedelta) -> dg.FreshnessPolicy:
+    warn, fail = freshness_windows(interval)
+    return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn)
+
+
 def freshness_policy(table: TablePlan) -> dg.FreshnessPolicy:
     """Warn when a table misses one tick of its tier, fail when it misses two."""
-    interval = tier_interval(table.tier)
-    return dg.FreshnessPolicy.time_window(fail_window=interval * 2 + dt.timedelta(hours=1), warn_window=interval)
+    return freshness_policy_every(tier_interval(table.tier))
 
 
 def tier_interval(tier: str) -> dt.timedelta:
@@ -91,23 +101,21 @@ def tier_cadence(tier: str) -> str:
     return f"daily {at}"
 
 
-def tier_schedule_table(source: Source, plan: SourcePlan, table: TablePlan) -> str:
-    """The refresh schedule of one table, as a Markdown table for its description."""
-    rows = [("tier", table.tier), ("refresh", f"{tier_cadence(table.tier)}, {source.time_zone}")]
+def tier_schedule(source: Source, plan: SourcePlan, table: TablePlan) -> dict[str, str]:
+    """The refresh schedule of one table in words, entry by entry (the asset's metadata)."""
+    schedule = {"refresh": f"{tier_cadence(table.tier)} ({source.time_zone})"}
     if table.strategy == "snapshot":
-        rows.append(("each refresh loads", "the whole table, as today's snapshot"))
+        schedule["each_refresh_loads"] = "the whole table, as today's snapshot"
     else:
-        rows += [
-            ("each refresh loads", f"the last {plan.lookback_for(table)} days, and missing or failed days "
-                                   f"of the last {plan.gap_fill_days}"),
-            ("weekly catch-up", f"{tier_cadence_of(WEEKLY_CATCHUP_CRON)}: the last {plan.weekly_catchup_days} days"),
-            ("daily partitions", f"from the 1st of the month {plan.window_days} days back; the first one "
-                                 f"also holds all older history (from {plan.first_day})"),
-        ]
-    interval = tier_interval(table.tier)
-    fail = interval * 2 + dt.timedelta(hours=1)
-    rows.append(("freshness", f"warning after {_hours(interval)}, failure after {_hours(fail)}"))
-    return "| schedule | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        schedule["each_refresh_loads"] = (f"the last {plan.lookback_for(table)} days, and missing or failed days "
+                                          f"of the last {plan.gap_fill_days}")
+        schedule["weekly_catch_up"] = (f"{tier_cadence_of(WEEKLY_CATCHUP_CRON)}: the last "
+                                       f"{plan.weekly_catchup_days} days")
+        schedule["daily_partitions"] = (f"from the 1st of the month {plan.window_days} days back; the first one "
+                                        f"also holds all older history (from {plan.first_day})")
+    warn, fail = freshness_windows(tier_interval(table.tier))
+    schedule["freshness"] = f"warning after {_hours(warn)}, failure after {_hours(fail)}"
+    return schedule
 
 
 def tier_cadence_of(cron: str) -> str:

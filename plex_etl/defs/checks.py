@@ -4,7 +4,7 @@ with itself (no child row without its parent)."""
 import contextlib
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,9 +20,12 @@ from plex_etl.defs.io_manager import LOAD_FIRST_DAY, LOAD_LAST_DAY, MYSQL_COUNTS
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.extract.spec import ReplicatedTable, live_replicated_table, replicated_table, warehouse_table_name
+from plex_etl.extract.sql import rows_by_key_query
 from plex_etl.extract.stream import describe_days
+from plex_etl.orphans import MAX_KEYS, Candidate, judge, parent_partitions
 from plex_etl.reconcile import error_text, reconcile_table, value_coverage
 from plex_etl.sources import Source
+from plex_etl.status import RECONCILE_CHECK
 from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse
 from plex_etl.warehouse.queries import latest_partition, orphan_query
 
@@ -233,10 +236,11 @@ def orphan_check_name(relationship: Relationship) -> str:
     return "no_orphans_" + re.sub(r"[^A-Za-z0-9_]", "_", relationship.name)
 
 
-def build_orphan_checks(source: str, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
-    """One check per relationship between replicated tables: child keys without a parent row.
+def build_orphan_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:
+    """One check per relationship between replicated tables: child rows without their parent row
+    although the warehouse should hold it (plex_etl/orphans.py says when it should).
 
-    Warnings, not blocking: a parent can legitimately lag (it is loaded on its own tier).
+    Warnings, not blocking: even a real orphan may be a parent loaded a moment later than its child.
     """
     replicated = {p.table for p in plan.included}
     relationships = [
@@ -245,7 +249,7 @@ def build_orphan_checks(source: str, catalog: Catalog, plan: SourcePlan) -> dg.A
     ]
     if not relationships:
         return None
-    keys = {t: table_key(source, catalog, t) for t in replicated}
+    keys = {t: table_key(source.name, catalog, t) for t in replicated}
     specs = {
         orphan_check_name(r): (
             r,
@@ -254,30 +258,77 @@ def build_orphan_checks(source: str, catalog: Catalog, plan: SourcePlan) -> dg.A
                 asset=keys[r.table],
                 additional_deps=[keys[r.referenced_table]],
                 description=f"every {r.table}({', '.join(r.columns)}) has its {r.referenced_table} row "
-                f"({'inferred' if r.inferred else 'declared'} relationship {r.name})",
+                f"({'inferred' if r.inferred else 'declared'} relationship {r.name}) once the warehouse should "
+                "hold it: MySQL has it and its day was loaded since",
             ),
         )
         for r in relationships
     }
 
     @dg.multi_asset_check(
-        name=f"{source}_orphan_checks", specs=[spec for _, spec in specs.values()], can_subset=True
+        name=f"{source.name}_orphan_checks", specs=[spec for _, spec in specs.values()], can_subset=True
     )
-    def _orphans(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    def _orphans(context: dg.AssetCheckExecutionContext, mysql: MySQLResource, warehouse: WarehouseResource):
         store = warehouse.get()
-        for check_key in context.selected_asset_check_keys:
-            rel, _ = specs[check_key.name]
-            yield orphan_result(store, warehouse.dataset, catalog, plan, source, rel, check_key)
+        with contextlib.ExitStack() as stack:
+            connection = Lazy(lambda: stack.enter_context(mysql.connect(source.name)))
+            for check_key in context.selected_asset_check_keys:
+                rel, _ = specs[check_key.name]
+                yield orphan_result(context.instance, store, warehouse.dataset, connection, catalog, plan, source,
+                                    rel, check_key, keys[rel.referenced_table])
 
     return _orphans
 
 
+class Lazy:
+    """A value made on first use: a MySQL connection only for the checks that find candidates."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._value: Any = None
+
+    def get(self) -> Any:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+
+def partition_loaded_at(instance: dg.DagsterInstance, key: dg.AssetKey) -> Callable[[str], dt.datetime | None]:
+    """When the last load of each partition of a table began to read MySQL ("": an unpartitioned
+    snapshot's latest load): its materialization's time less the load's `seconds`."""
+    cache: dict[str, dt.datetime | None] = {}
+
+    def loaded_at(partition: str) -> dt.datetime | None:
+        if partition not in cache:
+            if partition:
+                records = instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+                event = records[0].event_log_entry if records else None
+            else:
+                event = instance.get_latest_materialization_event(key)
+            materialization = event.asset_materialization if event else None
+            if event is None or materialization is None:
+                cache[partition] = None
+            else:
+                seconds = materialization.metadata.get("seconds")
+                began = event.timestamp - (float(seconds.value) if seconds is not None else 0.0)
+                cache[partition] = dt.datetime.fromtimestamp(began, dt.UTC)
+        return cache[partition]
+
+    return loaded_at
+
+
+def _utc(value: Any) -> dt.datetime:
+    """A warehouse TIMESTAMP as an aware UTC datetime (DuckDB gives naive UTC or aware values)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def orphan_result(
-    store: Warehouse, dataset: str, catalog: Catalog, plan: SourcePlan, source: str, rel: Relationship,
-    check_key: dg.AssetCheckKey,
+    instance: dg.DagsterInstance, store: Warehouse, dataset: str, connection: Lazy, catalog: Catalog,
+    plan: SourcePlan, source: Source, rel: Relationship, check_key: dg.AssetCheckKey, parent_key: dg.AssetKey,
 ) -> dg.AssetCheckResult:
     child, parent = catalog.table(rel.table), catalog.table(rel.referenced_table)
-    child_table, parent_table = warehouse_table_name(source, child), warehouse_table_name(source, parent)
+    child_table, parent_table = warehouse_table_name(source.name, child), warehouse_table_name(source.name, parent)
     missing = [t for t in (child_table, parent_table) if store.columns(dataset, t) is None]
     if missing:
         # Not a failure: nothing can be judged until both tables have landed once.
@@ -289,29 +340,45 @@ def orphan_result(
                       "not_loaded_yet": dg.TextMetadataValue(", ".join(missing))},
         )
     names = {c.name: c.warehouse_name or c.name for c in (*child.columns, *parent.columns)}
-    parent_is_dated = plan.tables[rel.referenced_table].strategy != "snapshot"
+    columns = tuple(names[c] for c in rel.columns)
+    snapshot = plan.tables[rel.referenced_table].strategy == "snapshot"
     query = orphan_query(
-        dataset, child_table, tuple(names[c] for c in rel.columns),
-        parent_table, tuple(names[c] for c in rel.referenced_columns),
-        parent_is_dated=parent_is_dated,
-        parent_latest=None if parent_is_dated else latest_partition(store, dataset, parent_table),
+        dataset, child_table, columns, parent_table, tuple(names[c] for c in rel.referenced_columns),
+        keys=MAX_KEYS, parent_latest=latest_partition(store, dataset, parent_table) if snapshot else None,
     )
-    orphans = int(store.query(query.count_sql).column(0)[0].as_py())
-    examples = store.query(query.examples_sql).to_pylist() if orphans else []
-    shown = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in examples)
+    total = int(store.query(query.count_sql).column(0)[0].as_py())
+    candidates = [
+        Candidate(tuple(row[c] for c in columns), int(row["child_rows"]), _utc(row["landed"]))
+        for row in (store.query(query.keys_sql).to_pylist() if total else [])
+    ]
+    found: dict = {}
+    if candidates:
+        import sqlalchemy as sa
+
+        today = dt.datetime.now(ZoneInfo(source.time_zone)).date()
+        spec = replicated_table(catalog, plan, rel.referenced_table, dataset=dataset)
+        found = parent_partitions(
+            lambda sql, params: connection.get().execute(sa.text(sql), params).all(),
+            lambda n: rows_by_key_query(spec, rel.referenced_columns, n),
+            [c.key for c in candidates], plan.first_partition(today), today,
+        )
+    judgement = judge(rel.table, rel.referenced_table, rel.columns, total, candidates, found,
+                      partition_loaded_at(instance, parent_key))
     return dg.AssetCheckResult(
         asset_key=check_key.asset_key,
         check_name=check_key.name,
-        passed=orphans == 0,
+        passed=not judgement.orphans,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"{orphans:,} {rel.table} rows without their {rel.referenced_table} row"
-        + (f", e.g. {shown}" if shown else ""),
-        metadata={"judged": dg.BoolMetadataValue(True), "orphans": dg.IntMetadataValue(orphans),
-                  "examples": dg.TextMetadataValue(shown or "none")},
+        description=judgement.describe()[:2000],
+        metadata={
+            "judged": dg.BoolMetadataValue(True),
+            "orphans": dg.IntMetadataValue(judgement.orphan_rows),
+            "waiting_for_parent": dg.IntMetadataValue(judgement.waiting_rows),
+            "missing_in_mysql_too": dg.IntMetadataValue(judgement.missing_rows),
+            "not_classified": dg.IntMetadataValue(judgement.unclassified_rows),
+            "examples": dg.TextMetadataValue(judgement.examples() or "none"),
+        },
     )
-
-
-RECONCILE_CHECK = "warehouse_equals_mysql"
 
 
 def build_reconcile_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:

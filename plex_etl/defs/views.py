@@ -9,7 +9,7 @@ import datetime as dt
 import dagster as dg
 
 from plex_etl.defs.assets import WAREHOUSE_KINDS
-from plex_etl.defs.automation import view_condition
+from plex_etl.defs.automation import freshness_policy_every, view_condition
 from plex_etl.defs.problems import Problem
 from plex_etl.defs.resources import WarehouseResource
 from plex_etl.views import View, load_views
@@ -32,9 +32,7 @@ def build_view_asset(
         description=view.description,
         metadata={"bigquery_sql": dg.MetadataValue.md(f"```sql\n{view.sql}\n```")},
         automation_condition=view_condition(),
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=interval * 2 + dt.timedelta(hours=1), warn_window=interval
-        ),
+        freshness_policy=freshness_policy_every(interval),
     )
     def _view_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         store = warehouse.get()

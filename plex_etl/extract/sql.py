@@ -106,6 +106,37 @@ def key_columns(spec: ReplicatedTable) -> list[str]:
     return refs
 
 
+def _with_hops(spec: ReplicatedTable) -> tuple[str, str]:
+    """`table t LEFT JOIN parent p1 ... ` up to the dated ancestor, and the alias of that ancestor."""
+    joins = [f"{quote(spec.table.name)} t"]
+    alias = "t"
+    for i, hop in enumerate(spec.hops, start=1):
+        parent = f"p{i}"
+        on = " AND ".join(
+            f"{parent}.{quote(r)} = {alias}.{quote(c)}"
+            for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
+        )
+        # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
+        joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
+        alias = parent
+    return " ".join(joins), alias
+
+
+def rows_by_key_query(spec: ReplicatedTable, columns: tuple[str, ...], count: int) -> str:
+    """`columns` and the day (the partition expression; NULL for a snapshot) of the rows whose
+    `columns` equal one of `count` value tuples, bound as :k<i>_<j>. Index lookups when `columns`
+    are a key (the referenced columns of a relationship)."""
+    refs = ", ".join(f"t.{quote(c)}" for c in columns)
+    rows = [", ".join(f":k{i}_{j}" for j in range(len(columns))) for i in range(count)]
+    match = (f"{refs} IN ({', '.join(rows)})" if len(columns) == 1
+             else f"({refs}) IN ({', '.join(f'({row})' for row in rows)})")
+    if spec.plan.strategy == "snapshot":
+        return f"SELECT {refs}, NULL AS d FROM {quote(spec.table.name)} t WHERE {match}"
+    from_joins, alias = _with_hops(spec)
+    day, _ = _date_filter(alias, spec.dated.partition_columns, None, None, spec.first_day)
+    return f"SELECT {refs}, {day} AS d FROM {from_joins} WHERE {match}"
+
+
 def partition_read(
     spec: ReplicatedTable, start: dt.date | None, end: dt.date | None, keys: KeyRange | None = None
 ) -> PartitionRead:
@@ -119,22 +150,11 @@ def partition_read(
     holds that key, see key_columns), next to the date condition, which stays: the rows
     selected are the same as without it whenever no row of the window lies outside it.
     """
-    source = f"{quote(spec.table.name)} t"
     if spec.plan.strategy == "snapshot":
         if start is None or start != end:
             raise ValueError(f"{spec.name}: a snapshot reads one day, not {start}..{end}")
-        return PartitionRead(source, None, f"DATE {_literal(start)}")
-    joins = []
-    alias = "t"
-    for i, hop in enumerate(spec.hops, start=1):
-        parent = f"p{i}"
-        on = " AND ".join(
-            f"{parent}.{quote(r)} = {alias}.{quote(c)}"
-            for c, r in zip(hop.relationship.columns, hop.relationship.referenced_columns, strict=True)
-        )
-        # LEFT: a child whose parent is missing (or whose key is NULL) still has a day.
-        joins.append(f"LEFT JOIN {quote(hop.table.name)} {parent} ON {on}")
-        alias = parent
+        return PartitionRead(f"{quote(spec.table.name)} t", None, f"DATE {_literal(start)}")
+    source, alias = _with_hops(spec)
     hi = end + dt.timedelta(days=1) if end is not None else None
     day, where = _date_filter(alias, spec.dated.partition_columns, start, hi, spec.first_day)
     if keys is not None:
@@ -142,7 +162,7 @@ def partition_read(
         bounds += [f"{ref} < {int(keys.hi)}" for ref in key_columns(spec) if keys.hi is not None]
         if bounds:
             where = " AND ".join([*([f"({where})"] if where else []), *bounds])
-    return PartitionRead(" ".join([source, *joins]), where, day)
+    return PartitionRead(source, where, day)
 
 
 def partition_query(

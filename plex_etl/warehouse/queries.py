@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from plex_etl.warehouse.base import PARTITION_COLUMN, Warehouse, day_range
+from plex_etl.warehouse.base import LOADED_AT_COLUMN, PARTITION_COLUMN, Warehouse, day_range
 
 
 def latest_view_sql(dataset: str, table: str, day: dt.date) -> str:
@@ -27,8 +27,8 @@ def latest_partition(warehouse: Warehouse, dataset: str, table: str) -> dt.date 
 
 @dataclass(frozen=True)
 class OrphanQuery:
-    count_sql: str
-    examples_sql: str
+    count_sql: str  # child rows without their parent row
+    keys_sql: str  # per missing parent key: the key, its child rows, when the first of them landed
 
 
 def orphan_query(
@@ -37,36 +37,30 @@ def orphan_query(
     child_columns: tuple[str, ...],
     parent: str,
     parent_columns: tuple[str, ...],
-    parent_is_dated: bool,
-    examples: int = 5,
+    keys: int = 10_000,
     *,
     start: dt.date | None = None,
     end: dt.date | None = None,
     parent_latest: dt.date | None = None,
 ) -> OrphanQuery:
-    """Child rows whose (non-NULL) key has no parent row in the warehouse.
+    """Child rows whose (non-NULL) key has no parent row in the warehouse, whatever their day.
 
-    Only the child's partitions in [start, end] are judged (None: open; e.g. the days of
-    the load just done). A dated parent holds only the days loaded so far, so only child
-    rows within the parent's loaded days are judged. A snapshot parent is judged by its
-    snapshot of `parent_latest` (see `latest_partition`: a literal, so BigQuery reads one
-    partition), or over all its snapshots when that is None.
+    Only the child's partitions in [start, end] are looked at (None: open). A snapshot parent
+    is looked up in its snapshot of `parent_latest` (see `latest_partition`: a literal, so BigQuery
+    reads one partition), or in all its snapshots when that is None. Whether such a row is a
+    problem depends on MySQL and on what was loaded since (plex_etl/orphans.py); `keys_sql` lists
+    the `keys` parent keys whose child rows landed last, first.
     """
-    keys = " AND ".join(f"c.{c} IS NOT NULL" for c in child_columns)
+    where = " AND ".join(f"c.{c} IS NOT NULL" for c in child_columns)
     match = " AND ".join(f"p.{p} = c.{c}" for c, p in zip(child_columns, parent_columns, strict=True))
     if start is not None or end is not None:
-        keys += f" AND {day_range('c.' + PARTITION_COLUMN, start, end)}"
-    if not parent_is_dated and parent_latest is not None:
+        where += f" AND {day_range('c.' + PARTITION_COLUMN, start, end)}"
+    if parent_latest is not None:
         match += f" AND p.{PARTITION_COLUMN} = DATE '{parent_latest.isoformat()}'"
-    where = f"{keys} AND NOT EXISTS (SELECT 1 FROM {dataset}.{parent} p WHERE {match})"
-    if parent_is_dated:
-        where += (
-            f" AND c.{PARTITION_COLUMN} BETWEEN (SELECT MIN({PARTITION_COLUMN}) FROM {dataset}.{parent})"
-            f" AND (SELECT MAX({PARTITION_COLUMN}) FROM {dataset}.{parent})"
-        )
-    rows = f"FROM {dataset}.{child} c WHERE {where}"
+    rows = f"FROM {dataset}.{child} c WHERE {where} AND NOT EXISTS (SELECT 1 FROM {dataset}.{parent} p WHERE {match})"
     columns = ", ".join(f"c.{c}" for c in child_columns)
     return OrphanQuery(
         count_sql=f"SELECT COUNT(*) AS orphans {rows}",
-        examples_sql=f"SELECT DISTINCT {columns} {rows} ORDER BY {columns} LIMIT {int(examples)}",
+        keys_sql=f"SELECT {columns}, COUNT(*) AS child_rows, MIN(c.{LOADED_AT_COLUMN}) AS landed {rows} "
+                 f"GROUP BY {columns} ORDER BY landed DESC, {columns} LIMIT {int(keys)}",
     )
