@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,11 +115,13 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
 
     SIGTERM or SIGINT to plex-etl is forwarded to the child as SIGTERM (Dagster interrupts the
     running step: the read stops and frees its MySQL connection), the child is waited for
-    (killed after STOP_GRACE_SECONDS) and plex-etl exits with 128 + the signal number.
+    (killed after STOP_GRACE_SECONDS, or at once while it only waits for a pool slot, which
+    Dagster's in-process executor keeps waiting through SIGTERM) and plex-etl exits with
+    128 + the signal number (plex_etl/supervise.py).
     """
     import os
-    import signal
-    import subprocess
+
+    from plex_etl.supervise import run_stoppable
 
     _release_dead_runs()
     print("$ " + " ".join(f"'{c}'" if " " in c else c for c in [*base[1:], *arguments]), flush=True)
@@ -132,43 +133,16 @@ def _materialize(base: list[str], arguments: list[str]) -> int:
     # launch keep Dagster's per-day planned events.
     env = {**os.environ}
     env.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
-    child = subprocess.Popen([*base, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
-    received: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        if not received:
-            print(f"plex-etl: signal {signum}: stopping the Dagster run (pid {child.pid})", file=sys.stderr,
-                  flush=True)
-        received.append(signum)
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        deadline = None
-        while True:
-            try:
-                stdout, stderr = child.communicate(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                if received and deadline is None:
-                    deadline = time.monotonic() + STOP_GRACE_SECONDS
-                # A run waiting for a pool slot ignores SIGTERM (Dagster's in-process executor):
-                # with nothing in flight it is stopped at once, a load gets the grace to stop cleanly.
-                if deadline is not None and (time.monotonic() > deadline or not _running_a_step(child.pid)):
-                    child.kill()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if received:
+    run = run_stoppable([*base, *arguments], grace_seconds=STOP_GRACE_SECONDS, name="the Dagster run", env=env,
+                        capture=True, idle=lambda pid: not _running_a_step(pid))
+    if run.stopped_by is not None:
         _release_dead_runs()  # the run of a killed child, with its waiting steps
-        print(f"plex-etl: stopped by signal {received[0]} (the run's exit code: {child.returncode})",
+        print(f"plex-etl: stopped by signal {run.stopped_by} (the run's exit code: {run.returncode})",
               file=sys.stderr, flush=True)
-        return 128 + received[0]
-    if child.returncode != 0:
-        print(stdout[-5000:] + stderr[-5000:], file=sys.stderr)
-        return child.returncode
+        return 128 + run.stopped_by
+    if run.returncode != 0:
+        print(run.output[-10000:], file=sys.stderr)
+        return run.returncode
     print("  run succeeded", flush=True)
     return 0
 

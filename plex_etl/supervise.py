@@ -1,5 +1,5 @@
 """A child process that stops when plex-etl is asked to stop (`plex-etl dev` runs `dagster dev`
-through it).
+through it, `plex-etl replicate` and `reconcile --repair` each `dagster asset materialize`).
 
 A stop must reach the child, in the order Dagster expects, whatever plex-etl inherited:
 
@@ -12,6 +12,9 @@ A stop must reach the child, in the order Dagster expects, whatever plex-etl inh
   all of them at once made `dagster dev` restart the code server it was stopping (~20 s).
 - Whatever is left of the child's process group when the child has exited (a run worker of a
   stopped `dagster dev`) is stopped too, SIGTERM then SIGKILL: nothing outlives plex-etl.
+- A child that has nothing in flight when asked to stop (`idle`: a Dagster run waiting for a pool
+  slot, which Dagster's in-process executor keeps waiting through SIGTERM) is stopped at once
+  instead of after the grace.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -32,6 +35,7 @@ LEFTOVER_GRACE_SECONDS = 5.0  # what outlived the child gets this long after SIG
 class Finished:
     returncode: int
     stopped_by: int | None  # the signal plex-etl received, if any
+    output: str = ""  # stdout then stderr, when captured
 
 
 def _default_signal_handlers() -> None:
@@ -70,11 +74,32 @@ def run_stoppable(
     *,
     grace_seconds: float = 30.0,
     name: str = "child",
+    env: Mapping[str, str] | None = None,
+    capture: bool = False,
+    idle: Callable[[int], bool] | None = None,
 ) -> Finished:
     """Runs `argv` until it exits. SIGTERM, SIGINT or SIGHUP to this process is passed on to the
-    child as SIGTERM; a child still running `grace_seconds` later is killed with its process
-    group. Its output goes where this process's goes."""
-    child = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=_default_signal_handlers)
+    child as SIGTERM; a child still running `grace_seconds` later, or at once when `idle(pid)`
+    says it has nothing in flight, is killed with its process group. Its output goes where this
+    process's goes, or, with `capture`, into `Finished.output`."""
+    import contextlib
+    import tempfile
+
+    # A file, not a pipe: a pipe nobody reads while waiting could fill and block the child.
+    with tempfile.TemporaryFile("w+") if capture else contextlib.nullcontext() as output:
+        returncode, stopped_by = _supervise(argv, grace_seconds, name, env, output, idle)
+        text = ""
+        if output is not None:
+            output.seek(0)
+            text = output.read()
+    return Finished(returncode, stopped_by, text)
+
+
+def _supervise(argv: Sequence[str], grace_seconds: float, name: str, env: Mapping[str, str] | None,
+               output: object, idle: Callable[[int], bool] | None) -> tuple[int, int | None]:
+    child = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=_default_signal_handlers,
+                             env=dict(env) if env is not None else None, stdout=output,
+                             stderr=subprocess.STDOUT if output else None, text=True)
     received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -94,9 +119,13 @@ def run_stoppable(
             except subprocess.TimeoutExpired:
                 if received and deadline is None:
                     deadline = time.monotonic() + grace_seconds
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is None:
+                    continue
+                if time.monotonic() > deadline:
                     print(f"plex-etl: {name} did not stop within {grace_seconds:.0f} s: killed", file=sys.stderr,
                           flush=True)
+                    end_group(child.pid, grace_seconds=0)
+                elif idle is not None and idle(child.pid):
                     end_group(child.pid, grace_seconds=0)
     finally:
         for signum, handler in previous.items():
@@ -105,4 +134,4 @@ def run_stoppable(
             child.kill()
             child.wait()
         end_group(child.pid)
-    return Finished(child.returncode, received[0] if received else None)
+    return child.returncode, (received[0] if received else None)
