@@ -22,7 +22,7 @@ from plex_etl.catalog.store import catalog_path, load_source, plan_path
 from plex_etl.defs.alerts import alerts_sensor
 from plex_etl.defs.assets import build_source_assets
 from plex_etl.defs.automation import reconcile_job, tier_interval, tier_sensors, views_sensor
-from plex_etl.defs.cdc import capture_checks, without_polling
+from plex_etl.defs.cdc import capture_checks
 from plex_etl.defs.checks import build_orphan_checks, build_reconcile_checks, build_table_checks
 from plex_etl.defs.dead_runs import dead_runs_sensor
 from plex_etl.defs.io_manager import warehouse_io_manager
@@ -80,7 +80,7 @@ def _source_definitions(source: Source, warehouse_kind: str) -> SourceDefinition
         log.error("table %s.%s does not load: %s", source.name, table, why)
         name, key = _problem_key(source.name, catalog, plan, table)
         problems[name] = Problem(key, why, source.name)
-    assets = without_polling(build_source_assets(source, catalog, plan, warehouse_kind), source, catalog, plan)
+    assets = build_source_assets(source, catalog, plan, warehouse_kind)
     reconciliation = build_reconcile_checks(source, catalog, plan)
     tables = sorted(p.table for p in plan.included)
     checks = [build_table_checks(source.name, catalog, plan, table) for table in tables]

@@ -94,7 +94,8 @@ def test_polling_capture_polling(source, monkeypatch, tmp_path, demo_end_date):
     assert spec.automation_condition is None and spec.freshness_policy == CAPTURE_FRESHNESS
     assert spec.tags[CAPTURE_TAG] == "binlog" and "captured from the binary log" in spec.description
     assert dg.AssetCheckKey(order, CAPTURE_CHECK) in defs.resolve_asset_graph().asset_check_keys
-    assert order not in defs.resolve_job_def("plex_first_partition").asset_layer.selected_asset_keys
+    assert spec.metadata["kept_current_by"].startswith("the capture worker `plex-etl capture --source plex`")
+    assert "refresh" not in spec.metadata and "each_refresh_loads" not in spec.metadata  # no tier schedule
     # The worker, reporting to the instance (no run): its first copy, then a change.
     catalog, plan = load_source_catalog("plex")
     partitions = {t: defs.resolve_assets_def(dg.AssetKey(["plex", t])).partitions_def for t in plan.captured}

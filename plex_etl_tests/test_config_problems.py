@@ -161,7 +161,7 @@ def test_the_ui_shows_each_problem_as_a_failed_check(config: Path, tmp_path: Pat
         assert sorted(nodes) == sorted([
             "plex/factcabecera", *(f"plex/{t}" for t in CHILDREN), *(f"views/{v}" for v in BROKEN_VIEWS)])
         description = nodes["plex/factcabecera"]["description"]
-        assert description.startswith("**ERROR: this asset does not load (configuration).**")
+        assert description.startswith("ERROR: this asset does not load (configuration).")
         assert "plex.plan.yaml, line" in description and "in the entry of table factcabecera" in description
         runs = graphql(url, "{ runsOrError { ... on Runs { results { runId } } } }")["runsOrError"]["results"]
         assert runs == []  # reported by the sensor, not by a run

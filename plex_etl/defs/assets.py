@@ -21,6 +21,7 @@ from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.naming import group_name, tag_value
 from plex_etl.catalog.plan import SourcePlan, TablePlan
 from plex_etl.defs.automation import freshness_policy, table_condition, tier_cadence, tier_schedule
+from plex_etl.defs.cdc import CAPTURE_FRESHNESS, CAPTURE_TAG, capture_schedule, describe_captured
 from plex_etl.defs.keys import table_key
 from plex_etl.defs.resources import MySQLResource, WarehouseResource
 from plex_etl.defs.retries import only_transient_retried
@@ -149,13 +150,18 @@ def build_table_asset(
         if not partitioned and is_partitioned(plan.tables[parent]):
             mapping = dg.LastPartitionMapping()  # a snapshot follows its dated parent's latest day
         deps.append(dg.AssetDep(table_key(source.name, catalog, parent), partition_mapping=mapping))
+    # A captured table (`capture: binlog`) is kept current by the capture worker: no polling
+    # automation (a reload racing a change batch could land an older row), the capture's
+    # freshness policy and description. A manual materialization stays possible (prefer a resync).
+    captured = table_plan.capture == "binlog"
     metadata = {
         "mysql_table": f"{source.name}.{table}",
         "strategy": table_plan.strategy,
         "tier": table_plan.tier,
         "chunk_rows": table_plan.chunk_rows,
         "warehouse_table": spec.warehouse_name,
-        **tier_schedule(source, plan, table_plan),
+        # How the table is kept current: its tier's schedule, or, captured, the capture worker's.
+        **(capture_schedule(source, table) if captured else tier_schedule(source, plan, table_plan)),
         "dagster/column_schema": column_schema(spec, warehouse_kind),
     }
     if not_drawn:
@@ -173,16 +179,16 @@ def build_table_asset(
             "plex_etl/source": tag_value(source.name),
             "plex_etl/tier": tag_value(table_plan.tier),
             "plex_etl/strategy": tag_value(table_plan.strategy),
-            "plex_etl/capture": tag_value(table_plan.capture),  # poll, or binlog (change capture)
+            CAPTURE_TAG: tag_value(table_plan.capture),  # poll, or binlog (change capture)
         },
         pool=pool_name(source),
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),  # loads are idempotent
         partitions_def=partitions_def if partitioned else None,
         backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
         io_manager_key=IO_MANAGER_KEY,
-        automation_condition=table_condition(source, plan, table_plan),
-        freshness_policy=freshness_policy(table_plan),
-        description=describe_table(source, spec),
+        automation_condition=None if captured else table_condition(source, plan, table_plan),
+        freshness_policy=CAPTURE_FRESHNESS if captured else freshness_policy(table_plan),
+        description=describe_captured(source, table) if captured else describe_table(source, spec),
         metadata=metadata,
     )
     @only_transient_retried

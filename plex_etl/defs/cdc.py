@@ -56,48 +56,33 @@ CAPTURE_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hour
 
 
 def describe_captured(source: Source, table: str) -> str:
-    """Markdown for the UI: how a captured table is kept current, and where to look."""
-    settings = WorkerSettings()
-    rows = [
-        ("kept current by", f"the capture worker `plex-etl capture --source {source.name}` (no Dagster run), "
-                            "seconds after each commit in MySQL"),
-        ("reports", f"a materialization (without a run) at most every {settings.report_seconds:.0f} s while rows "
-                    f"change, every {settings.idle_report_seconds / 60:.0f} min otherwise: `lag_seconds` "
-                    "(commit in MySQL to commit in the warehouse), row changes, binary-log `position`"),
-        (f"check `{CAPTURE_CHECK}`", "fails when the table's capture stopped (the message says how to recover), "
-                                     f"warns when the lag exceeds {settings.lag_warn_seconds / 60:.0f} min"),
-        ("freshness", "warning after 30 min without a report, failure after 1h (the worker is down)"),
-        ("reconciliation", f"daily ({RECONCILE_CRON}): the whole table against MySQL"),
-        ("tier automation", "none: a reload could land an older row than the capture's; resync with "
-                            f"`plex-etl capture --source {source.name} --resync {table}`"),
-    ]
+    """What a captured table is, in plain sentences (the asset list shows a description raw, the
+    lineage graph its first line); how it is kept current, entry by entry, is in `capture_schedule`."""
     return (
-        f"MySQL table **{source.name}.{table}**, **captured from the binary log** (`capture: binlog`): "
-        "inserts, updates and deletes are applied as they commit.\n\n"
-        "| change capture | |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        f"MySQL table {source.name}.{table}, captured from the binary log (capture: binlog): inserts, "
+        "updates and deletes land seconds after they commit.\n\n"
+        f"Kept current by the capture worker (plex-etl capture --source {source.name}), not by a tier; "
+        "the capture's reports, check and freshness are in the metadata."
     )
 
 
-def without_polling(
-    assets: list[dg.AssetsDefinition], source: Source, catalog: Catalog, plan: SourcePlan
-) -> list[dg.AssetsDefinition]:
-    """The source's assets with captured tables made what they are: no polling automation
-    (change capture keeps them current, and a reload racing a change batch could land an older
-    row), the capture's freshness policy, description and tag. A manual materialization stays
-    possible (prefer a resync)."""
-    captured = {table_key(source.name, catalog, t): t for t in plan.captured}
-    if not captured:
-        return assets
-
-    def captured_spec(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if spec.key not in captured:
-            return spec
-        return spec.replace_attributes(
-            automation_condition=None, freshness_policy=CAPTURE_FRESHNESS,
-            description=describe_captured(source, captured[spec.key]),
-        ).merge_attributes(tags={CAPTURE_TAG: "binlog"})
-
-    return [a.map_asset_specs(captured_spec) if set(a.keys) & set(captured) else a for a in assets]
+def capture_schedule(source: Source, table: str) -> dict[str, str]:
+    """How a captured table is kept current, entry by entry (the asset's metadata, replacing the
+    tier's `tier_schedule`)."""
+    settings = WorkerSettings()
+    return {
+        "kept_current_by": f"the capture worker `plex-etl capture --source {source.name}` (no Dagster run), "
+                           "seconds after each commit in MySQL",
+        "reports": f"a materialization (without a run) at most every {settings.report_seconds:.0f} s while rows "
+                   f"change, every {settings.idle_report_seconds / 60:.0f} min otherwise: lag_seconds (commit in "
+                   "MySQL to commit in the warehouse), row changes, binary-log position",
+        "check": f"{CAPTURE_CHECK}: fails when the table's capture stopped (the message says how to recover), "
+                 f"warns when the lag exceeds {settings.lag_warn_seconds / 60:.0f} min",
+        "freshness": "warning after 30 min without a report, failure after 1h (the worker is down)",
+        "reconciliation": f"daily ({RECONCILE_CRON}): the whole table against MySQL",
+        "tier_automation": "none: a reload could land an older row than the capture's; resync with "
+                           f"`plex-etl capture --source {source.name} --resync {table}`",
+    }
 
 
 def capture_checks(source: Source, catalog: Catalog, plan: SourcePlan) -> dg.AssetChecksDefinition | None:

@@ -48,7 +48,7 @@ def stand_in_asset(problem: Problem) -> dg.AssetsDefinition:
         deps=list(problem.deps),
         group_name=ERRORS_GROUP,
         tags=tags,
-        description=f"**ERROR: this {what} does not load (configuration).**\n\n{problem.message}",
+        description=f"ERROR: this {what} does not load (configuration).\n\n{problem.message}",
         metadata={"plex_etl/problem": dg.MetadataValue.text(problem.message)},
     )
     def _stand_in() -> None:
