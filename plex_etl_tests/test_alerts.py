@@ -229,7 +229,7 @@ def test_failures_reported_without_a_run_are_posted_once(instance, webhook, monk
     from dataclasses import replace
 
     from plex_etl.catalog.store import load_source_catalog
-    from plex_etl.cdc.worker import TableReport
+    from plex_etl.cdc.report import TableReport
     from plex_etl.defs.cdc import DagsterReporter
     from plex_etl.defs.problems import Problem, problems_sensor
     from plex_etl.sources import get_source

@@ -219,22 +219,23 @@ def test_project_objects_render_offline_and_fit_kubectl_apply():
 
 
 def test_a_deployment_added_as_the_readme_says_gets_the_code_servers_image(tmp_path):
-    """The recipe for a new Deployment in deploy/k8s (e.g. `plex-etl capture --source plex`),
-    followed in a copy of deploy/k8s."""
+    """The recipe for a new Deployment in deploy/k8s (e.g. a second source's capture worker,
+    `plex-etl capture --source quantio`), followed in a copy of deploy/k8s."""
     shutil.copytree(DEPLOY / "k8s", tmp_path, dirs_exist_ok=True)
     (tmp_path / "capture.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plex-etl-capture-plex"},
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plex-etl-capture-quantio"},
         "spec": {"selector": {"matchLabels": {"app": "capture"}}, "template": {
             "metadata": {"labels": {"app": "capture"}},
             "spec": {"serviceAccountName": "plex-etl", "containers": [{
-                "name": "capture", "image": "plex-etl", "args": ["plex-etl", "capture", "--source", "plex"],
+                "name": "capture", "image": "plex-etl", "args": ["plex-etl", "capture", "--source", "quantio"],
                 "envFrom": [{"configMapRef": {"name": "plex-etl-env"}}, {"secretRef": {"name": "plex-etl-secrets"}}],
                 "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}}]}}}}))
     kustomization = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())
     kustomization["resources"].append("capture.yaml")
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     image = code_server(values())["image"]
-    [deployment] = [o for o in _kustomize(tmp_path) if o["kind"] == "Deployment"]
+    [deployment] = [o for o in _kustomize(tmp_path)
+                    if o["kind"] == "Deployment" and o["metadata"]["name"] == "plex-etl-capture-quantio"]
     assert _deployment_problems(deployment, f"{image['repository']}:{image['tag']}") == []
     deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"].pop()
     assert _deployment_problems(deployment, "other:1") == [

@@ -22,7 +22,7 @@ server has it. Per captured table and report (see the worker for when):
   the alert sensor posts that.
 
 Captured tables keep their asset, their checks and the daily reconciliation, but leave the
-polling automation (`without_polling`) and say what they are in their description.
+polling automation (built so by plex_etl/defs/assets.py) and say what they are in their description.
 """
 
 import datetime as dt
@@ -38,7 +38,7 @@ import dagster as dg
 
 from plex_etl.catalog.model import Catalog
 from plex_etl.catalog.plan import SourcePlan
-from plex_etl.cdc.worker import TableReport, WorkerSettings
+from plex_etl.cdc.report import TableReport, WorkerSettings
 from plex_etl.defs.alerts import post_alert
 from plex_etl.defs.automation import RECONCILE_CRON
 from plex_etl.defs.keys import table_key
