@@ -152,7 +152,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
         os.makedirs(os.path.dirname(os.path.abspath(self.local_path)), exist_ok=True)
         # Capped so that a load's swap-in does not dwarf the streaming extraction's flat memory
-        # (docs/benchmarks.md: 607 MB at DuckDB's defaults, 360 MB capped, for 1M rows).
+        # (docs/benchmarks.md, *The local warehouse's side of a load*: 607 MB at DuckDB's defaults,
+        # 360-380 MB capped, for 1M rows).
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
 
 
