@@ -55,7 +55,7 @@ def wait(
         if timeout is not None and mark is not None and now - mark >= timeout:
             raise WaitTimeout(what(), now - mark)
         if now >= next_log:
-            log.info("%s: still waiting, %.0f s so far", what(), now - started)
+            log.info("%s (waited %.0f s)", what(), now - started)
             next_log = now + every
 
 
@@ -63,14 +63,15 @@ def call(
     fn: Callable[..., Any],
     *args: Any,
     what: str | Callable[[], str],
-    timeout: float | None,
+    limit: float | None,
     done: threading.Event | None = None,
     log_every: float | None = None,
     **kwargs: Any,
 ) -> Any:
     """`fn(*args, **kwargs)` in a helper thread, its result or error returned or raised here;
-    WaitTimeout after `timeout` seconds (the call then runs on, abandoned). `done` (optional)
-    is set when the helper thread no longer runs `fn`."""
+    WaitTimeout after `limit` seconds (the call then runs on, abandoned). `done` (optional)
+    is set when the helper thread no longer runs `fn`. (`limit`, not `timeout`: many a client
+    call takes a `timeout` of its own, passed on in `kwargs`.)"""
     box: dict[str, Any] = {}
     finished = done or threading.Event()
 
@@ -84,7 +85,7 @@ def call(
 
     threading.Thread(target=run, name="plex-etl-wait", daemon=True).start()
     describe = what if callable(what) else (lambda: what)  # type: ignore[return-value]
-    wait(finished.wait, describe, timeout, log_every=log_every)
+    wait(finished.wait, describe, limit, log_every=log_every)
     if "error" in box:
         raise box["error"]
     return box.get("value")

@@ -125,7 +125,7 @@ def test_the_reader_s_own_deadline_ends_a_stall_and_kills_the_server_thread(stal
     assert message.startswith("plex.lineas ") and "fetching rows" in message and "source 'plex'" in message
     assert "no data for 2 s" in message and "read_timeout" in message
     assert is_transient(error.value)
-    waiting = [r.getMessage() for r in caplog.records if "still waiting" in r.getMessage()]
+    waiting = [r.getMessage() for r in caplog.records if "(waited " in r.getMessage()]
     assert waiting and all(w.startswith("plex.lineas ") and "rows so far" in w for w in waiting), waiting
     assert not [t for t in threading.enumerate() if t.name == "plex-etl-fetch"]
 

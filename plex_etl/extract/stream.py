@@ -102,7 +102,7 @@ class _Session:
         self.rows = 0  # rows fetched so far (the fetch thread counts them)
         # Abandoned on timeout, a late connection is closed when the helper's result is dropped.
         self.connection = waits.call(connect, source, what=self.describe("connecting"),
-                                     timeout=source.connect_timeout + source.read_timeout)
+                                     limit=source.connect_timeout + source.read_timeout)
         self.thread_id: int | None = self.connection.thread_id()
         # Our own handle on the socket, to shut it under a blocked call: a duplicate, so that it
         # cannot be another file's should libmariadb close its descriptor meanwhile.
@@ -119,7 +119,7 @@ class _Session:
         return f"{self.label}: {doing} from MySQL {self.source.describe()}, {self.rows:,} rows so far"
 
     def call(self, fn: Callable[..., Any], *args: Any, doing: str = "running a statement", **kwargs: Any) -> Any:
-        return waits.call(fn, *args, what=lambda: self.describe(doing), timeout=self.source.read_timeout,
+        return waits.call(fn, *args, what=lambda: self.describe(doing), limit=self.source.read_timeout,
                           done=self.running(), **kwargs)
 
     def running(self) -> threading.Event:
@@ -167,7 +167,7 @@ class _Session:
                 killer.close()
 
         try:
-            waits.call(kill, what=self.describe(f"killing server thread {self.thread_id}"), timeout=budget)
+            waits.call(kill, what=self.describe(f"killing server thread {self.thread_id}"), limit=budget)
         except Exception as exc:  # 1094 unknown thread: it had ended already
             if not (getattr(exc, "args", None) and exc.args[0] == 1094):
                 log.warning("could not kill MySQL thread %s of %s: %s", self.thread_id, self.source.name, exc)
