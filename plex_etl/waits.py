@@ -36,13 +36,13 @@ class WaitTimeout(TimeoutError):
 def wait(
     ready: Callable[[float], bool],
     what: Callable[[], str],
-    timeout: float | None,
+    limit: float | None,
     since: Callable[[], float | None] | None = None,
     log_every: float | None = None,
 ) -> None:
     """Call `ready(slice)` (which blocks at most `slice` seconds) until it returns True.
 
-    Raises WaitTimeout once `timeout` seconds (None: never) have passed since `since()` (the
+    Raises WaitTimeout once `limit` seconds (None: never) have passed since `since()` (the
     last progress; default the start of this wait; None from it: no progress is due, e.g. a
     producer waiting for its consumer). Logs `what()` every `log_every` seconds (default
     LOG_EVERY) of waiting."""
@@ -52,7 +52,7 @@ def wait(
     while not ready(WAIT_SLICE):
         now = time.monotonic()
         mark = started if since is None else since()
-        if timeout is not None and mark is not None and now - mark >= timeout:
+        if limit is not None and mark is not None and now - mark >= limit:
             raise WaitTimeout(what(), now - mark)
         if now >= next_log:
             log.info("%s (waited %.0f s)", what(), now - started)

@@ -24,9 +24,10 @@ decorators are not used.
 Every wait is bounded and interruptible (plex_etl/waits.py): each client call runs in a helper
 thread while the caller waits in slices (a SIGTERM/SIGINT exception surfaces within 0.1 s),
 each HTTP request has a timeout (`http_timeout`), an API call (with its retries) is given up
-after the retry's deadline (`api_timeout`, request_timeout_seconds), a job wait, an upload or
-a download of rows after `job_timeout`; then a WarehouseTimeout names the table and the
-operation.
+after the retry's deadline (`api_timeout`, request_timeout_seconds), a job wait or a download
+of rows after `job_timeout`, the Parquet upload (as long as it takes) when a request stays
+silent for the HTTP timeout (the client retries it up to 6 times); then a WarehouseTimeout
+names the table and the operation.
 
 The endpoint is the only thing that differs for tests (a local emulator): see
 `bigquery_client(..., api_endpoint=...)`.
@@ -385,8 +386,8 @@ class BigQueryWarehouse:
         )
         try:
             with path.open("rb") as file:
-                # An upload may take long: bounded by the job's limit, each request by the HTTP one.
-                job = bounded(f"{name}: uploading {size:,} bytes of Parquet into staging", self.job_timeout,
+                # A large upload takes long: no limit on the whole, each request's silence bounded.
+                job = bounded(f"{name}: uploading {size:,} bytes of Parquet into staging", None,
                               self.client.load_table_from_file, file, staging, job_config=config, size=size,
                               location=self.location, timeout=self.http_timeout)
             wait_for_job(job, f"{name}: Parquet load into staging", timeout=self.job_timeout,
