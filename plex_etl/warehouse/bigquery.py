@@ -21,6 +21,14 @@ value. Every job is waited for by `wait_for_job` (a log line every 30 s, cancell
 `job_timeout`). The staging table is dropped afterwards, also on failure. Partition
 decorators are not used.
 
+Every wait is bounded and interruptible (plex_etl/waits.py): each client call runs in a helper
+thread while the caller waits in slices (a SIGTERM/SIGINT exception surfaces within 0.1 s),
+each HTTP request has a timeout (`http_timeout`), an API call (with its retries) is given up
+after the retry's deadline (`api_timeout`, request_timeout_seconds), a job wait or a download
+of rows after `job_timeout`, the Parquet upload (as long as it takes) when a request stays
+silent for the HTTP timeout (the client retries it up to 6 times); then a WarehouseTimeout
+names the table and the operation.
+
 The endpoint is the only thing that differs for tests (a local emulator): see
 `bigquery_client(..., api_endpoint=...)`.
 """
@@ -44,12 +52,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import requests
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
-from plex_etl import canonical
+from plex_etl import canonical, waits
 from plex_etl.canonical import RowDigest, Scope
 from plex_etl.warehouse.base import (
     CDC_POSITIONS_TABLE,
@@ -95,6 +104,8 @@ _TYPE_RE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\
 _CONCURRENT = ("concurrent update", "could not serialize", "transaction is aborted",
                "failed to commit")
 _TRANSACTION_ATTEMPTS = 4
+HTTP_TIMEOUT = 60.0  # seconds one HTTP request may go unanswered (each attempt of a call)
+CANCEL_WAIT = 2.0  # seconds to wait for the cancellation of a job given up on
 
 
 def bigquery_client(
@@ -208,6 +219,10 @@ class BigQueryWarehouse:
         self.retry = retry
         self.job_retry = job_retry
         self.job_timeout = job_timeout
+        # An API call with its retries is given up after the retry's deadline; each HTTP request
+        # in it after HTTP_TIMEOUT (at most that deadline).
+        self.api_timeout: float = retry.timeout if retry is not None and retry.timeout is not None else 600.0
+        self.http_timeout = min(HTTP_TIMEOUT, self.api_timeout)
         self.staging_expiration = staging_expiration
         self.staging_dir = staging_dir
         # Datasets and tables known to be ready for change batches (no lookup per batch).
@@ -232,20 +247,28 @@ class BigQueryWarehouse:
     def _ref(self, dataset: str, table: str) -> str:
         return _q(self._table_id(dataset, table))
 
+    def _api(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One client call (an API request and its retries), bounded and interruptible (see the
+        module docstring); `what` names the table and the operation."""
+        return bounded(what, self.api_timeout, fn, *args, retry=self.retry, timeout=self.http_timeout, **kwargs)
+
+    def _rows(self, what: str, job: Any) -> list[Any]:
+        """The rows of a finished query job, fetched within `job_timeout`."""
+        return bounded(what, self.job_timeout,
+                       lambda: list(job.result(retry=self.retry, timeout=self.job_timeout or self.http_timeout)))
+
     def _get_table(self, dataset: str, table: str) -> bigquery.Table | None:
         try:
-            return self.client.get_table(self._table_id(dataset, table), retry=self.retry)
+            return self._api(f"{dataset}.{table}: reading the table's metadata", self.client.get_table,
+                             self._table_id(dataset, table))
         except gexc.NotFound:
             return None
 
-    def _run(self, sql: str, *, job_retry: Retry | str | None = "default") -> Any:
-        job = self.client.query(
-            sql,
-            location=self.location,
-            retry=self.retry,
-            job_retry=self.job_retry if job_retry == "default" else job_retry,
-        )
-        wait_for_job(job, _summary(sql), timeout=self.job_timeout, retry=self.retry)
+    def _run(self, sql: str, *, job_retry: Retry | str | None = "default", what: str | None = None) -> Any:
+        what = what or _summary(sql)
+        job = self._api(f"{what}: starting the query job", self.client.query, sql, location=self.location,
+                        job_retry=self.job_retry if job_retry == "default" else job_retry)
+        wait_for_job(job, what, timeout=self.job_timeout, retry=self.retry, cancel_timeout=self.http_timeout)
         return job
 
     def drop_stale_staging_tables(
@@ -257,7 +280,8 @@ class BigQueryWarehouse:
         cutoff = dt.datetime.now(dt.UTC) - older_than
         dropped: list[str] = []
         try:
-            tables = list(self.client.list_tables(f"{self.project}.{dataset}", retry=self.retry))
+            tables = self._api(f"{dataset}: listing tables",
+                               lambda **kw: list(self.client.list_tables(f"{self.project}.{dataset}", **kw)))
         except gexc.NotFound:
             return []
         except gexc.GoogleAPIError as e:
@@ -269,8 +293,8 @@ class BigQueryWarehouse:
             if created is None or created > cutoff:
                 continue
             try:
-                self.client.delete_table(self._table_id(dataset, item.table_id), not_found_ok=True,
-                                         retry=self.retry)
+                self._api(f"{dataset}.{item.table_id}: dropping the stale staging table", self.client.delete_table,
+                          self._table_id(dataset, item.table_id), not_found_ok=True)
             except gexc.GoogleAPIError as e:
                 raise WarehouseError(f"{dataset}.{item.table_id}: cannot drop: {_message(e)}") from e
             log.info("%s.%s: dropped stale staging table (created %s)", dataset, item.table_id, created)
@@ -282,14 +306,14 @@ class BigQueryWarehouse:
         project-level bigquery.datasets.create permission (even with exists_ok), which a loader
         granted only on its dataset lacks, and the emulator fails concurrent creations."""
         try:
-            self.client.get_dataset(f"{self.project}.{dataset}", retry=self.retry)
+            self._api(f"{dataset}: reading the dataset", self.client.get_dataset, f"{self.project}.{dataset}")
             return
         except gexc.NotFound:
             pass
         ds = bigquery.Dataset(f"{self.project}.{dataset}")
         if self.location:
             ds.location = self.location
-        self.client.create_dataset(ds, exists_ok=True, retry=self.retry)
+        self._api(f"{dataset}: creating the dataset", self.client.create_dataset, ds, exists_ok=True)
 
     # ------------------------------------------------------------------ load
     def load(
@@ -324,7 +348,7 @@ class BigQueryWarehouse:
             )
             staging.expires = dt.datetime.now(dt.UTC) + self.staging_expiration
             staging.description = f"plex_etl staging for {name}; dropped after the load"
-            self.client.create_table(staging, retry=self.retry)
+            self._api(f"{name}: creating staging table {staging_name}", self.client.create_table, staging)
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{name}: cannot prepare the load: {_message(e)}") from e
 
@@ -349,7 +373,8 @@ class BigQueryWarehouse:
             raise WarehouseError(f"{name}: load failed: {_message(e)}") from e
         finally:
             try:
-                self.client.delete_table(staging, not_found_ok=True, retry=self.retry)
+                self._api(f"{name}: dropping staging table {staging_name}", self.client.delete_table, staging,
+                          not_found_ok=True)
             except Exception as e:  # the expiration removes it eventually
                 log.warning("%s: could not drop staging table %s: %s", name, staging_name, e)
         return LoadResult(
@@ -374,23 +399,23 @@ class BigQueryWarehouse:
             # A staging table that vanished fails the load instead of being recreated empty.
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
         )
-        upload: dict[str, Any] = {} if self.job_timeout is None else {"timeout": self.job_timeout}
         try:
             with path.open("rb") as file:
-                job = self.client.load_table_from_file(
-                    file, staging, job_config=config, size=size, location=self.location, **upload
-                )
+                # A large upload takes long: no limit on the whole, each request's silence bounded.
+                job = bounded(f"{name}: uploading {size:,} bytes of Parquet into staging", None,
+                              self.client.load_table_from_file, file, staging, job_config=config, size=size,
+                              location=self.location, timeout=self.http_timeout)
             wait_for_job(job, f"{name}: Parquet load into staging", timeout=self.job_timeout,
-                         retry=self.retry)
+                         retry=self.retry, cancel_timeout=self.http_timeout)
         except gexc.GoogleAPIError as e:
             raise WarehouseError(
                 f"{name}: Parquet load into staging table {staging.table_id} failed: {_message(e)}"
             ) from e
         staged = job.output_rows
         if staged is None:  # not reported: count
-            staged = int(next(iter(self._run(
-                f"SELECT COUNT(*) FROM {self._ref(target.dataset, staging.table_id)}"
-            ).result(retry=self.retry, timeout=self.job_timeout)))[0])
+            what = f"{name}: counting the rows of staging table {staging.table_id}"
+            job = self._run(f"SELECT COUNT(*) FROM {self._ref(target.dataset, staging.table_id)}", what=what)
+            staged = int(self._rows(what, job)[0][0])
         check_staged_rows(name, staging.table_id, int(staged), rows)
 
     def _ensure_target(self, target: TargetTable) -> tuple[str, ...]:
@@ -414,7 +439,7 @@ class BigQueryWarehouse:
             if target.description:
                 table.description = target.description
             try:
-                self.client.create_table(table, retry=self.retry)
+                self._api(f"{target.qualified_name}: creating the table", self.client.create_table, table)
                 return ()
             except gexc.Conflict:  # created meanwhile by a concurrent load
                 table = self._get_table(target.dataset, target.name)
@@ -433,7 +458,8 @@ class BigQueryWarehouse:
             table.description = target.description
             changed.append("description")
         if changed:
-            self.client.update_table(table, changed, retry=self.retry)
+            self._api(f"{target.qualified_name}: updating the table's {' and '.join(changed)}",
+                      self.client.update_table, table, changed)
         return tuple(f.name for f in new)
 
     def _replace(
@@ -446,7 +472,7 @@ class BigQueryWarehouse:
         )
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
-                self._run(sql, job_retry=None)
+                self._run(sql, job_retry=None, what=f"{target.qualified_name}: replacing partitions from staging")
                 return
             except gexc.GoogleAPIError as e:
                 text = _message(e).lower()
@@ -466,8 +492,9 @@ class BigQueryWarehouse:
         try:
             table = self._get_table(target.dataset, target.name)
             if table is not None and not table.num_rows and not table.streaming_buffer:
-                self.client.delete_table(table, not_found_ok=True, retry=self.retry)
-        except gexc.GoogleAPIError as e:  # the failure being raised is the one to report
+                self._api(f"{target.qualified_name}: dropping the empty table", self.client.delete_table, table,
+                          not_found_ok=True)
+        except (gexc.GoogleAPIError, WarehouseTimeout) as e:  # the failure being raised is the one to report
             log.warning("%s: could not drop the empty table created by this failed load: %s",
                         target.qualified_name, _message(e))
 
@@ -483,9 +510,10 @@ class BigQueryWarehouse:
             for c in wide
         )
         try:
+            what = f"{target.qualified_name}: looking for the value that does not convert"
             job = self._run(f"SELECT {probes} FROM {self._ref(target.dataset, staging_name)}",
-                            job_retry=None)
-            row = next(iter(job.result(retry=self.retry, timeout=self.job_timeout)))
+                            job_retry=None, what=what)
+            row = next(iter(self._rows(what, job)))
         except (gexc.GoogleAPIError, WarehouseError, StopIteration):
             return
         for c in wide:
@@ -553,7 +581,8 @@ class BigQueryWarehouse:
         try:
             if self._get_table(dataset, table) is None:
                 return []
-            return list(self._run(sql).result(retry=self.retry, timeout=self.job_timeout))
+            what = f"{dataset}.{table}: query"
+            return self._rows(what, self._run(sql, what=what))
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{dataset}.{table}: query failed: {_message(e)}") from e
 
@@ -561,7 +590,9 @@ class BigQueryWarehouse:
         """Run a BigQuery (GoogleSQL) query and return the rows."""
         try:
             job = self._run(sql)
-            return job.to_arrow(create_bqstorage_client=False)
+            return bounded(f"{_summary(sql)}: reading the rows", self.job_timeout, lambda: job.result(
+                retry=self.retry, timeout=self.job_timeout or self.http_timeout
+            ).to_arrow(create_bqstorage_client=False))
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"query failed: {_message(e)}") from e
 
@@ -574,7 +605,7 @@ class BigQueryWarehouse:
             job = self._run(
                 f"DELETE FROM {self._ref(dataset, table)} "
                 f"WHERE {_q(PARTITION_COLUMN)} < DATE '{before.isoformat()}'",
-                job_retry=None,
+                job_retry=None, what=f"{dataset}.{table}: deleting partitions before {before}",
             )
             return int(job.num_dml_affected_rows or 0)
         except gexc.GoogleAPIError as e:
@@ -584,7 +615,8 @@ class BigQueryWarehouse:
         """Create or replace a view from a BigQuery (GoogleSQL) query."""
         try:
             self._ensure_dataset(dataset)
-            self._run(f"CREATE OR REPLACE VIEW {self._ref(dataset, name)} AS\n{sql}")
+            self._run(f"CREATE OR REPLACE VIEW {self._ref(dataset, name)} AS\n{sql}",
+                      what=f"{dataset}.{name}: creating the view")
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{dataset}.{name}: cannot create view: {_message(e)}") from e
 
@@ -729,7 +761,8 @@ class BigQueryWarehouse:
                 self._ensure_dataset(dataset)
                 self._ensure_positions(dataset)
                 self._cdc_ready.add(dataset)
-            self._run("BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;", job_retry=None)
+            self._run("BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;", job_retry=None,
+                      what=f"{what}: committing a change batch")
         except gexc.GoogleAPIError as e:
             self._cdc_ready.clear()
             if _POSITION_CONFLICT in str(e):
@@ -743,7 +776,8 @@ class BigQueryWarehouse:
     def _drop_staging(self, dataset: str, names: Iterable[str], what: str) -> None:
         for name in names:
             try:
-                self.client.delete_table(self._table_id(dataset, name), not_found_ok=True, retry=self.retry)
+                self._api(f"{dataset}.{name}: dropping the staging table", self.client.delete_table,
+                          self._table_id(dataset, name), not_found_ok=True)
             except Exception as e:  # the expiration removes it eventually
                 log.warning("%s: could not drop staging table %s: %s", what, name, e)
 
@@ -755,7 +789,8 @@ class BigQueryWarehouse:
         table = bigquery.Table(self._table_id(target.dataset, name), schema=fields)
         table.expires = dt.datetime.now(dt.UTC) + self.staging_expiration
         table.description = f"plex_etl change-capture staging for {target.qualified_name}"
-        table = self.client.create_table(table, retry=self.retry)
+        table = self._api(f"{target.qualified_name}: creating change staging table {name}", self.client.create_table,
+                          table)
         with tempfile.TemporaryDirectory(prefix=f"plex_etl_cdc_{target.name}_") as tmp:
             path = Path(tmp) / "changes.parquet"
             pq.write_table(rows, path, compression="snappy", coerce_timestamps="us")
@@ -773,7 +808,7 @@ class BigQueryWarehouse:
             ])
             table.description = "plex_etl change capture: the binary-log position each table has reached"
             with contextlib.suppress(gexc.Conflict):
-                self.client.create_table(table, retry=self.retry)
+                self._api(f"{dataset}.{CDC_POSITIONS_TABLE}: creating the table", self.client.create_table, table)
         return ref
 
     def cdc_positions(self, dataset: str, stream: str) -> dict[str, str]:
@@ -793,7 +828,7 @@ class BigQueryWarehouse:
             self._run(
                 f"DELETE FROM {self._ref(dataset, CDC_POSITIONS_TABLE)} "
                 f"WHERE stream = {_text(stream)} AND table_name = {_text(table)}",
-                job_retry=None,
+                job_retry=None, what=f"{dataset}.{CDC_POSITIONS_TABLE}: forgetting the position of {table}",
             )
         except gexc.GoogleAPIError as e:
             raise WarehouseError(f"{dataset}.{CDC_POSITIONS_TABLE}: delete failed: {_message(e)}") from e
@@ -884,28 +919,37 @@ def _summary(sql: str) -> str:
 
 
 def wait_for_job(
-    job: Any, what: str, *, timeout: float | None, retry: Retry = DEFAULT_RETRY, poll: float = POLL_SECONDS
+    job: Any, what: str, *, timeout: float | None, retry: Retry = DEFAULT_RETRY, poll: float = POLL_SECONDS,
+    cancel_timeout: float = HTTP_TIMEOUT,
 ) -> None:
-    """Wait for a BigQuery job, logging every `poll` seconds that it is still running (a long
-    job is never a silent wait); after `timeout` seconds (None: no limit) cancel it and raise
-    a WarehouseError naming `what` and the job."""
-    started = time.monotonic()
-    while True:
-        waited = time.monotonic() - started
-        step = poll if timeout is None else max(min(poll, timeout - waited), 0.001)
-        try:
-            job.result(retry=retry, timeout=step)
-            return
-        except concurrent.futures.TimeoutError:
-            waited = time.monotonic() - started
-            if timeout is not None and waited >= timeout:
-                with contextlib.suppress(Exception):
-                    job.cancel()
-                raise WarehouseTimeout(
-                    f"{what}: BigQuery job {job.job_id} still running after {waited:.0f} s "
-                    "(request_timeout_seconds); cancelled"
-                ) from None
-            log.info("%s: waiting for BigQuery job %s (%.0f s so far)", what, job.job_id, waited)
+    """Wait for a BigQuery job, interruptibly, logging every `poll` seconds that it is still
+    running (a long job is never a silent wait); after `timeout` seconds (None: no limit) cancel
+    it (waiting at most CANCEL_WAIT s for that) and raise a WarehouseTimeout naming `what` and
+    the job."""
+    try:
+        waits.call(job.result, retry=retry, timeout=timeout, what=f"{what}: waiting for BigQuery job {job.job_id}",
+                   limit=timeout, log_every=poll)
+    except TimeoutError as e:  # ours, or the client's (concurrent.futures.TimeoutError)
+        with contextlib.suppress(Exception):
+            waits.call(job.cancel, timeout=cancel_timeout, what=f"{what}: cancelling BigQuery job {job.job_id}",
+                       limit=CANCEL_WAIT)
+        raise WarehouseTimeout(
+            f"{what}: BigQuery job {job.job_id} not finished after {timeout:.0f} s (request_timeout_seconds: still "
+            "running, or BigQuery not answering); cancel requested"
+        ) from e
+
+
+def bounded(what: str, limit: float | None, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)` (a client call), waited for interruptibly and given up after `limit`
+    seconds (None: no limit) with a WarehouseTimeout naming `what` (the table and the operation),
+    as is a call whose retries ran out of time."""
+    try:
+        return waits.call(fn, *args, what=what, limit=limit, **kwargs)
+    except (TimeoutError, gexc.RetryError, requests.exceptions.Timeout) as e:
+        detail = "" if isinstance(e, waits.WaitTimeout) else f": {e}"  # the client's own, e.g. its retries'
+        raise WarehouseTimeout(
+            f"{what}: no answer from BigQuery within {limit or 0:.0f} s (request_timeout_seconds){detail}"
+        ) from e
 
 
 def check_staged_rows(table: str, staging: str, staged: int, read: int) -> None:
