@@ -105,8 +105,9 @@ static int is_temporal(enum enum_field_types type) {
            type == MYSQL_TYPE_TIME;
 }
 
+/* Room for `need` bytes; `data` exists afterwards even for 0 (memcpy's pointers must not be NULL). */
 static int reserve(Bytes *b, size_t need) {
-    if (need <= b->cap)
+    if (need <= b->cap && b->data)
         return 0;
     size_t size = b->cap ? b->cap : 4096;
     while (size < need)
