@@ -16,8 +16,8 @@ paging.
 The read (docs/benchmarks.md, section F): the rows statement runs as a prepared statement
 over the binary protocol, on the reader's own mysqlclient connection (the C extension
 `extract/_binary.c`, which takes the connection's MYSQL* through extract/native.py; where it
-cannot run, the text protocol of extract/text.py, the same interface). A fetch thread reads ahead: each
-fetch fills Arrow column buffers in C with the GIL released. Integers, doubles, decimals,
+cannot run, the text protocol of extract/text.py, same interface, all values as text). A
+fetch thread reads ahead: each fetch fills Arrow column buffers in C with the GIL released. Integers, doubles, decimals,
 dates and timestamps come as the type map's Arrow values where the protocol's value is
 exactly that (`column_kinds`); every other value, and every date that is no calendar date,
 comes as the bytes of the server's text protocol and is converted by the type map as
