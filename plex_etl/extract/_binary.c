@@ -539,11 +539,6 @@ static PyObject *as_bytes(const Bytes *b) {
     return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
 }
 
-/* fetch(max_rows) -> (rows, columns) for the next rows, (0, []) once the result has ended.
- * A column is (null_count, validity, values, text, odd): buffers in Arrow's layout for that
- * many rows: `values` fixed-width, or int32 offsets into `text` for 'b' (text None
- * otherwise); `odd` None, or for 'd'/'t' (rows, offsets, text) of the values that are no
- * calendar date. */
 /* Whether a call may use the statement now (else a Python error is set). */
 static int usable(Statement *self) {
     if (self->busy) {
@@ -557,6 +552,11 @@ static int usable(Statement *self) {
     return owner_open(self) == 1;
 }
 
+/* fetch(max_rows) -> (rows, columns) for the next rows, (0, []) once the result has ended.
+ * A column is (null_count, validity, values, text, odd): buffers in Arrow's layout for that
+ * many rows: `values` fixed-width, or int32 offsets into `text` for 'b' (text None
+ * otherwise); `odd` None, or for 'd'/'t' (rows, offsets, text) of the values that are no
+ * calendar date. */
 static PyObject *Statement_fetch(Statement *self, PyObject *arg) {
     Py_ssize_t max_rows = PyLong_AsSsize_t(arg);
     if (max_rows < 1) { /* the column buffers are sized by the first fetch: none exist for 0 rows */
