@@ -36,6 +36,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 dagster
 COPY --from=build /opt/venv /opt/venv
+# The binary read's extension is optional for pip (setup.py): the image must have it, built
+# against the libmariadb mysqlclient links (plex_etl/extract/native.py), or not build at all.
+RUN /opt/venv/bin/python -c "from plex_etl.extract.native import binary_module; binary_module()"
 # DAGSTER_EVENT_BATCH_SIZE: a run hands its asset materializations to the instance's storage in
 # batches, which dagster-postgres writes with one INSERT per batch (a range run records one
 # materialization per day). Run pods use this image, so they all batch.

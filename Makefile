@@ -39,7 +39,9 @@ demo: venv mysql pools
 demo-capture: venv
 	$(BIN)/python -m plex_etl.demo.capture
 
+# The binary read's C extension first, built with AddressSanitizer/UBSan (about 2 minutes).
 test: venv mysql
+	./scripts/sanitizer-tests.sh
 	./scripts/setup-bq-emulator.sh
 	./scripts/setup-helm.sh
 	$(BIN)/python -m pytest

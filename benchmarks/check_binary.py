@@ -2,9 +2,10 @@
 
 `python -m benchmarks.check_binary DATABASE [SOURCE] [--ref CHECKOUT]`: every included table of
 SOURCE's plan (default plex) in that demo database, over the last 400 days, read by
-PartitionStream and by `TextProtocolStream` (the same statement, snapshot and tally, its rows
-fetched through mysqlclient's text protocol as tuples of bytes and converted by the type map:
-the per-column read the reader had before the binary read). With `--ref`, also with a
+PartitionStream with the binary read and with the text read (PLEX_ETL_READER=text,
+extract/text.py: the same statement, snapshot and tally, its rows fetched through
+mysqlclient's text protocol as tuples of bytes and converted by the type map: the per-column
+read the reader had before the binary read, now its fallback). With `--ref`, also with a
 checkout of an earlier reader (e.g. `git archive main | tar -x -C /tmp/ref-main`), run in a
 subprocess on the same tables. The Arrow tables, the fixes counted and the chunk sizes must
 be identical. A safety net next to the fidelity tests (which compare checksums with MySQL).
@@ -13,6 +14,7 @@ be identical. A safety net next to the fidelity tests (which compare checksums w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -26,29 +28,24 @@ import pyarrow as pa
 
 from plex_etl.catalog.store import load_source_catalog
 from plex_etl.extract.spec import replicated_table
-from plex_etl.extract.stream import FETCH_ROWS, PartitionStream, _Session
+from plex_etl.extract.stream import PartitionStream
 from plex_etl.sources import get_source, with_database
 
 
-class TextProtocolStream(PartitionStream):
-    """PartitionStream with its rows read through the text protocol (tuples of bytes)."""
+@contextlib.contextmanager
+def text_read() -> Iterator[None]:
+    """Streams iterated inside read through the text protocol (extract/text.py)."""
+    from plex_etl.extract.text import READER_VARIABLE  # here: a --ref checkout may predate it
 
-    def _chunks(self, session: _Session) -> Iterator[pa.RecordBatch]:
-        session.query(self.query.rows_sql)
-        result = session.connection.use_result()
-        chunk_rows = self.spec.plan.chunk_rows
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        while True:
-            rows = session.call(result.fetch_row, maxrows=min(FETCH_ROWS, chunk_rows - pending_rows), how=0)
-            if rows:
-                pending.append(self._to_batch([pa.array(v, pa.binary()) for v in zip(*rows, strict=True)]))
-                pending_rows += len(rows)
-            if pending and (pending_rows >= chunk_rows or not rows):
-                yield pa.Table.from_batches(pending, self.schema).combine_chunks().to_batches()[0]
-                pending, pending_rows = [], 0
-            if not rows:
-                return
+    before = os.environ.get(READER_VARIABLE)
+    os.environ[READER_VARIABLE] = "text"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[READER_VARIABLE]
+        else:
+            os.environ[READER_VARIABLE] = before
 
 
 def read(stream: PartitionStream) -> tuple[pa.Table, list[int], dict[str, int]]:
@@ -103,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             _from_ref(options.ref, options.database, options.source, options.days, directory)
         for name, stream in _streams(options.database, options.source, options.days):
             ours = read(stream)
-            text = read(TextProtocolStream(stream.source, stream.spec, stream.start, stream.end))
+            with text_read():
+                text = read(PartitionStream(stream.source, stream.spec, stream.start, stream.end))
             verdicts = {"text protocol": ours[0].equals(text[0]) and ours[1:] == text[1:]}
             if options.ref:
                 theirs = pa.ipc.open_file(os.path.join(directory, f"{name}.arrow")).read_all()

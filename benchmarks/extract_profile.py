@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         return usage.ru_utime + usage.ru_stime
 
     def fetch(sql: str, binary: bool = False) -> tuple[float, float, float]:
-        from plex_etl.extract._binary import Statement
-
+        from plex_etl.extract.native import binary_statement
         from plex_etl.extract.stream import column_kinds
 
         connection = raw_connection(source)
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             tid = int(connection.store_result().fetch_row()[0][0])
             started, client, served = time.perf_counter(), own_cpu(), thread_cpu(tid)
             if binary:
-                statement = Statement(connection, sql, [*column_kinds(spec.mapped), ("d", 0, 0)])
+                statement = binary_statement(connection, sql, [*column_kinds(spec.mapped), ("d", 0, 0)])
                 while statement.fetch(8192)[0]:
                     pass
                 statement.close()

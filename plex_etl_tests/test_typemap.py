@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plex_etl.extract._binary import Statement
 
 from plex_etl import typemap
 from plex_etl.canonical import markdown_table as canonical_table
 from plex_etl.catalog.model import Column
+from plex_etl.extract.native import binary_statement
 from plex_etl.extract.stream import column_kinds, fetched_arrays, typed
 from plex_etl.typemap import (
     FIXES,
@@ -274,7 +274,7 @@ class Scratch:
 
     def binary_read(self, sql: str, mapped: MappedType) -> tuple[pa.Array, dict[str, int]]:
         """The statement's one column as the extractor reads it: binary protocol, then typed."""
-        statement = Statement(self.connection, sql, column_kinds([mapped]))
+        statement = binary_statement(self.connection, sql, column_kinds([mapped]))
         values, fixes = [], Counter()
         try:
             while True:

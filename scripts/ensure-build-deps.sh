@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # mysqlclient (the C driver used for extraction) and plex_etl's own C extension (the binary read,
-# plex_etl/extract/_binary.c) compile against libmariadb at install time;
+# plex_etl/extract/_binary.c, optional: setup.py) compile against libmariadb at install time;
 # the browser test of the Dagster UI (plex_etl_tests/test_ui.py) drives Debian's chromium.
 set -euo pipefail
 missing=()

@@ -4,9 +4,19 @@
  * Why: the text protocol makes the server print every number, date and time (most of its
  * CPU per row) and the client parse them back; the binary protocol sends them as they are
  * stored. Why on the reader's own connection (mysqlclient's MYSQL*, taken from its
- * native-connection capsule): the statement then runs inside the reader's consistent
- * snapshot, FOUND_ROWS() after it counts its rows, and the session's timeouts and the
- * reader's KILL on stop apply to it unchanged (plex_etl/extract/stream.py).
+ * native-connection capsule by plex_etl/extract/native.py, the one user of that private API,
+ * which also checks that this module and mysqlclient use the same client library): the
+ * statement then runs inside the reader's consistent snapshot, FOUND_ROWS() after it counts
+ * its rows, and the session's timeouts and the reader's KILL on stop apply to it unchanged
+ * (plex_etl/extract/stream.py).
+ *
+ * The MYSQL* belongs to the mysqlclient connection: a Statement holds a reference to it (the
+ * struct lives as long as the connection object does) and checks its public `open` member
+ * before every call that touches the connection, because mysqlclient's close() frees the
+ * connection's buffers and detaches this statement from it (a fetch then would read freed or
+ * NULL memory). Closing the connection from another thread while a fetch runs is the
+ * caller's to prevent, as for any mysqlclient connection (stream.py waits for its fetch
+ * thread before closing).
  *
  * Each column comes out as one of these kinds, asked for by the caller and kept only where
  * the value is exactly the one the type map gives for the text protocol's text:
@@ -68,6 +78,7 @@ typedef struct {
     MYSQL_BIND *binds;
     size_t rows_cap;
     int done;
+    int busy; /* a fetch runs (GIL released): a second fetch or a close now would race it */
 } Statement;
 
 static PyObject *OperationalError; /* MySQLdb.OperationalError: errors read as mysqlclient's */
@@ -94,8 +105,9 @@ static int is_temporal(enum enum_field_types type) {
            type == MYSQL_TYPE_TIME;
 }
 
+/* Room for `need` bytes; `data` exists afterwards even for 0 (memcpy's pointers must not be NULL). */
 static int reserve(Bytes *b, size_t need) {
-    if (need <= b->cap)
+    if (need <= b->cap && b->data)
         return 0;
     size_t size = b->cap ? b->cap : 4096;
     while (size < need)
@@ -184,20 +196,21 @@ static int bind_columns(Statement *self, PyObject *wants) {
         raise_stmt_error(self->stmt, self->mysql);
         return -1;
     }
-    self->ncols = mysql_num_fields(meta);
-    if ((Py_ssize_t)self->ncols != PySequence_Fast_GET_SIZE(wants)) {
+    unsigned int ncols = mysql_num_fields(meta);
+    if ((Py_ssize_t)ncols != PySequence_Fast_GET_SIZE(wants)) {
         mysql_free_result(meta);
-        PyErr_Format(PyExc_ValueError, "the statement has %u columns, %zd kinds were given", self->ncols,
+        PyErr_Format(PyExc_ValueError, "the statement has %u columns, %zd kinds were given", ncols,
                      PySequence_Fast_GET_SIZE(wants));
         return -1;
     }
-    self->cols = calloc(self->ncols, sizeof(Column));
-    self->binds = calloc(self->ncols, sizeof(MYSQL_BIND));
+    self->cols = calloc(ncols, sizeof(Column));
+    self->binds = calloc(ncols, sizeof(MYSQL_BIND));
     if (!self->cols || !self->binds) {
         mysql_free_result(meta);
         PyErr_NoMemory();
         return -1;
     }
+    self->ncols = ncols; /* only once its columns exist: the kinds getter and free_columns walk them */
     MYSQL_FIELD *fields = mysql_fetch_fields(meta);
     for (unsigned int i = 0; i < self->ncols; i++) {
         Column *col = &self->cols[i];
@@ -248,25 +261,39 @@ static int bind_columns(Statement *self, PyObject *wants) {
     return 0;
 }
 
+/* 1 while the owner connection is open, 0 once closed (ValueError set), -1 on error. */
+static int owner_open(Statement *self) {
+    PyObject *open = PyObject_GetAttrString(self->owner, "open"); /* mysqlclient's member, 0 after close() */
+    if (!open)
+        return -1;
+    int is_open = PyObject_IsTrue(open);
+    Py_DECREF(open);
+    if (is_open == 0)
+        PyErr_SetString(PyExc_ValueError, "the statement's connection is closed");
+    return is_open;
+}
+
 static int Statement_init(Statement *self, PyObject *args, PyObject *kwds) {
-    PyObject *owner, *kinds;
+    PyObject *owner, *capsule, *kinds;
     const char *sql;
     Py_ssize_t sql_len;
-    if (!PyArg_ParseTuple(args, "Os#O", &owner, &sql, &sql_len, &kinds))
+    if (!PyArg_ParseTuple(args, "OOs#O", &owner, &capsule, &sql, &sql_len, &kinds))
+        return -1;
+    if (self->owner) { /* a second __init__ would replace the statement under a running fetch */
+        PyErr_SetString(PyExc_RuntimeError, "the statement is initialized already");
+        return -1;
+    }
+    MYSQL *mysql = PyCapsule_GetPointer(capsule, "_mysql.connection.native_connection");
+    if (!mysql)
+        return -1;
+    Py_INCREF(owner);
+    self->owner = owner;
+    self->mysql = mysql;
+    if (owner_open(self) != 1)
         return -1;
     PyObject *wants = PySequence_Fast(kinds, "kinds must be a sequence of (kind, precision, scale)");
     if (!wants)
         return -1;
-    PyObject *capsule = PyObject_CallMethod(owner, "_get_native_connection", NULL);
-    MYSQL *mysql = capsule ? PyCapsule_GetPointer(capsule, "_mysql.connection.native_connection") : NULL;
-    Py_XDECREF(capsule);
-    if (!mysql) {
-        Py_DECREF(wants);
-        return -1;
-    }
-    Py_INCREF(owner);
-    self->owner = owner;
-    self->mysql = mysql;
     self->stmt = mysql_stmt_init(mysql);
     if (!self->stmt) {
         Py_DECREF(wants);
@@ -512,6 +539,19 @@ static PyObject *as_bytes(const Bytes *b) {
     return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
 }
 
+/* Whether a call may use the statement now (else a Python error is set). */
+static int usable(Statement *self) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the statement is being fetched by another thread");
+        return 0;
+    }
+    if (!self->stmt) {
+        PyErr_SetString(PyExc_ValueError, "the statement is closed");
+        return 0;
+    }
+    return owner_open(self) == 1;
+}
+
 /* fetch(max_rows) -> (rows, columns) for the next rows, (0, []) once the result has ended.
  * A column is (null_count, validity, values, text, odd): buffers in Arrow's layout for that
  * many rows: `values` fixed-width, or int32 offsets into `text` for 'b' (text None
@@ -519,15 +559,13 @@ static PyObject *as_bytes(const Bytes *b) {
  * calendar date. */
 static PyObject *Statement_fetch(Statement *self, PyObject *arg) {
     Py_ssize_t max_rows = PyLong_AsSsize_t(arg);
-    if (max_rows < 0) {
+    if (max_rows < 1) { /* the column buffers are sized by the first fetch: none exist for 0 rows */
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "max_rows must be >= 0");
+            PyErr_SetString(PyExc_ValueError, "max_rows must be >= 1");
         return NULL;
     }
-    if (!self->stmt) {
-        PyErr_SetString(PyExc_ValueError, "the statement is closed");
+    if (!usable(self))
         return NULL;
-    }
     if ((size_t)max_rows > self->rows_cap) {
         for (unsigned int c = 0; c < self->ncols; c++) {
             Column *col = &self->cols[c];
@@ -552,6 +590,7 @@ static PyObject *Statement_fetch(Statement *self, PyObject *arg) {
     size_t rows = 0;
     const char *why = NULL;
     int failed = 0;
+    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     while (!self->done && rows < (size_t)max_rows) {
         int rc = mysql_stmt_fetch(self->stmt);
@@ -579,6 +618,7 @@ static PyObject *Statement_fetch(Statement *self, PyObject *arg) {
         rows++;
     }
     Py_END_ALLOW_THREADS
+    self->busy = 0;
     if (failed) {
         if (why)
             return PyErr_Format(PyExc_RuntimeError, "binary read: %s", why);
@@ -624,9 +664,24 @@ static PyObject *Statement_kinds(Statement *self, void *closure) {
 }
 
 static PyObject *Statement_close(Statement *self, PyObject *unused) {
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the statement is being fetched by another thread");
+        return NULL;
+    }
+    /* After the connection's close() the statement is detached from it: this frees it locally. */
     close_statement(self);
     Py_RETURN_NONE;
 }
+
+static PyObject *client_info(PyObject *module, PyObject *unused) {
+    return PyUnicode_FromString(mysql_get_client_info());
+}
+
+static PyMethodDef module_methods[] = {
+    {"client_info", client_info, METH_NOARGS,
+     "client_info() -> the version of the client library this module is linked with (mysql_get_client_info)"},
+    {NULL},
+};
 
 static PyMethodDef Statement_methods[] = {
     {"fetch", (PyCFunction)Statement_fetch, METH_O,
@@ -643,7 +698,8 @@ static PyGetSetDef Statement_getset[] = {
 static PyTypeObject StatementType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "plex_etl.extract._binary.Statement",
-    .tp_doc = "Statement(connection, sql, kinds): a prepared SELECT executed on a mysqlclient connection; "
+    .tp_doc = "Statement(connection, native, sql, kinds): a prepared SELECT executed on a mysqlclient connection "
+              "(native: its native-connection capsule, see plex_etl/extract/native.py); "
               "kinds: one (kind, precision, scale) per column",
     .tp_basicsize = sizeof(Statement),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -654,7 +710,8 @@ static PyTypeObject StatementType = {
     .tp_getset = Statement_getset,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_binary", "The binary-protocol read (see _binary.c)", -1};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_binary", "The binary-protocol read (see _binary.c)", -1,
+                                     module_methods};
 
 PyMODINIT_FUNC PyInit__binary(void) {
     if (PyType_Ready(&StatementType) < 0)

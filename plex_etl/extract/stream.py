@@ -15,9 +15,10 @@ paging.
 
 The read (docs/benchmarks.md, *Extraction*): the rows statement runs as a prepared statement
 over the binary protocol, on the reader's own mysqlclient connection (the C extension
-`extract/_binary.c`, which takes the connection's MYSQL*). A fetch thread reads ahead: each
-fetch fills Arrow column buffers in C with the GIL released. Integers, doubles, decimals,
-dates and timestamps come as the type map's Arrow values where the protocol's value is
+`extract/_binary.c`, which takes the connection's MYSQL* through extract/native.py; where it
+cannot run, the text protocol of extract/text.py, same interface, all values as text). A
+fetch thread reads ahead: each fetch fills Arrow column buffers in C with the GIL released.
+Integers, doubles, decimals, dates and timestamps come as the type map's Arrow values where the protocol's value is
 exactly that (`column_kinds`); every other value, and every date that is no calendar date,
 comes as the bytes of the server's text protocol and is converted by the type map as
 before (`typed`), while the next fetch is read. Being the same connection, the statement is
@@ -512,10 +513,10 @@ class PartitionStream:
         """The rows statement over the binary protocol, converted one fetch at a time."""
         import pyarrow as pa
 
-        from plex_etl.extract._binary import Statement
+        from plex_etl.extract.text import open_statement  # the binary read, or the text read (extract/text.py)
 
         kinds = [*column_kinds(self.spec.mapped), ("d", 0, 0)]  # the day: a DATE
-        statement = session.call(Statement, session.connection, self.query.rows_sql, kinds,
+        statement = session.call(open_statement, session.connection, self.query.rows_sql, kinds,
                                  doing="running the rows statement")
         types = [*(m.arrow_type for m in self.spec.mapped), pa.date32()]
         try:
@@ -555,7 +556,7 @@ class PartitionStream:
         day = columns[-1]
         if odd[-1] is not None:  # the text would not cast either
             raise ValueError(f"a row's {PARTITION_COLUMN} is no calendar date: {odd[-1][2][:10]!r}")
-        if day.type != pa.date32():  # the text protocol's day (benchmarks/check_binary.py)
+        if day.type != pa.date32():  # the text read's day (extract/text.py)
             day = pc.cast(day.cast(pa.string()), pa.date32())
         for entry in pc.value_counts(day).to_pylist():
             self._tally[entry["values"]] += entry["counts"]
