@@ -27,6 +27,7 @@ VARIANTS: list[tuple[str, dict]] = [
     ("DuckDB defaults (80% of RAM, a thread per core)", {"duckdb_memory_limit": None, "duckdb_threads": None}),
     ("128MB, 1 thread (the Dagster resource before)", {"duckdb_memory_limit": "128MB", "duckdb_threads": 1}),
     ("the warehouse's defaults (auto, 1 thread)", {}),
+    ("auto, 2 threads", {"duckdb_threads": 2}),
 ]
 
 
