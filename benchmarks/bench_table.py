@@ -1,4 +1,6 @@
 """The issue-6 bench table: one table of N rows x 12 columns in its own database.
+(`shape="lines"`: the invoice-line table of issue 26, 29 columns shaped like the demo's
+`factlineas`, see LINES_DDL.)
 
 INT PK, INT FK, DECIMAL(12,2), DOUBLE, VARCHAR(80), DATETIME, DATE, TINYINT(1), TIME,
 nullable TEXT, BIGINT UNSIGNED, CHAR(8). Generated server-side from MariaDB's SEQUENCE
@@ -62,38 +64,85 @@ FROM seq_{{lo}}_to_{{hi}}
 """
 
 
-def bench_source(rows: int) -> Source:
-    return with_database(get_source("plex"), f"{DATABASE}_{rows}")
+# Issue 26: a wide table like the demo's invoice lines (`factlineas`: composite key, 19 DOUBLEs,
+# nullable ints, a latin1 VARCHAR(200)), 4 lines per invoice.
+LINES_TABLE = "factlineas"
+_AMOUNTS = [
+    "PrecioUnitario", "PrecioReal", "IVA", "DesPorcentaje", "DesImporte", "ImporteCtaCte", "Adeudado",
+    "PrecioNeto", "Subtotal", "DesImporteGral", "ImporteIva", "AlicuotaPercepMun", "PercepMunicipal",
+    "AlicuotaPercepIIBB", "PercepIIBB", "Total", "ImporteACOS", "CantDecimal",
+]
+_NULLABLE_AMOUNTS = {"IVA", "DesPorcentaje"}
+LINES_DDL = f"""
+CREATE TABLE `{LINES_TABLE}` (
+  IDComprobante INT NOT NULL,
+  Orden INT NOT NULL,
+  IDGlobal INT NOT NULL,
+  IDProducto BIGINT NULL,
+  IDRubro INT NULL,
+  TipoCantidad CHAR(1) NULL,
+  Cantidad INT NULL,
+  Detalle VARCHAR(200) NULL,
+  RefIDGlobal INT NULL,
+  RefOrden INT NULL,
+  IDActividad INT NULL,
+  {", ".join(f"{a} DOUBLE {'NULL' if a in _NULLABLE_AMOUNTS else 'NOT NULL'}" for a in _AMOUNTS)},
+  PRIMARY KEY (IDComprobante, Orden)
+) ENGINE=InnoDB DEFAULT CHARSET=latin1
+"""
+LINES_INSERT = f"""
+INSERT INTO `{LINES_TABLE}`
+SELECT (seq - 1) DIV 4 + 1,
+       (seq - 1) % 4 + 1,
+       seq * 7 % 900000 + 1,
+       IF(seq % 11 = 0, NULL, seq * 104729 % 250000 + 1),
+       IF(seq % 13 = 0, NULL, seq % 120 + 1),
+       IF(seq % 5 = 0, 'K', 'U'),
+       IF(seq % 17 = 0, NULL, seq % 24 + 1),
+       IF(seq % 7 = 0, NULL, CONCAT('Producto ', seq % 9973, ' presentacion ', REPEAT('x', seq % 50))),
+       IF(seq % 9 = 0, seq * 3 % 900000 + 1, NULL),
+       IF(seq % 9 = 0, seq % 4 + 1, NULL),
+       IF(seq % 19 = 0, NULL, seq % 40 + 1),
+       {", ".join(f"(seq * {7919 + 2 * i} % 1000003) / {97 + i}.0" for i in range(len(_AMOUNTS)))}
+FROM seq_{{lo}}_to_{{hi}}
+"""
+SHAPES = {"bench": (TABLE, DDL, INSERT), "lines": (LINES_TABLE, LINES_DDL, LINES_INSERT)}
 
 
-def ensure_bench_table(rows: int, log=print) -> Source:
+def bench_source(rows: int, shape: str = "bench") -> Source:
+    suffix = "" if shape == "bench" else f"_{shape}"
+    return with_database(get_source("plex"), f"{DATABASE}{suffix}_{rows}")
+
+
+def ensure_bench_table(rows: int, log=print, shape: str = "bench") -> Source:
     """Create (or reuse, when it already holds `rows` rows) the bench table; returns its source."""
     import sqlalchemy as sa
 
     from plex_etl.mysql import create_engine
 
-    source = bench_source(rows)
+    table, ddl, insert = SHAPES[shape]
+    source = bench_source(rows, shape)
     engine = create_engine(with_database(source, ""))
     try:
         with engine.connect() as con:
             exists = con.execute(
                 sa.text("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = :d AND table_name = :t"),
-                {"d": source.database, "t": TABLE},
+                {"d": source.database, "t": table},
             ).scalar()
             if exists:
-                count = con.execute(sa.text(f"SELECT COUNT(*) FROM `{source.database}`.`{TABLE}`")).scalar()
+                count = con.execute(sa.text(f"SELECT COUNT(*) FROM `{source.database}`.`{table}`")).scalar()
                 if count == rows:
                     _write_catalog(source)
                     return source
-            log(f"building {source.database}.{TABLE} ({rows:,} rows)")
+            log(f"building {source.database}.{table} ({rows:,} rows)")
             con.execute(sa.text(f"DROP DATABASE IF EXISTS `{source.database}`"))
             con.execute(sa.text(f"CREATE DATABASE `{source.database}`"))
             con.execute(sa.text(f"USE `{source.database}`"))
-            con.execute(sa.text(DDL))
+            con.execute(sa.text(ddl))
             step = 500_000
             for lo in range(1, rows + 1, step):
                 hi = min(rows, lo + step - 1)
-                con.execute(sa.text(INSERT.format(lo=lo, hi=hi)))
+                con.execute(sa.text(insert.format(lo=lo, hi=hi)))
                 con.commit()
     finally:
         engine.dispose()
@@ -120,15 +169,18 @@ def _write_catalog(source: Source) -> Catalog:
     return catalog
 
 
-def bench_spec(source: Source, chunk_rows: int = 100_000, dataset: str = "plexetl_bench") -> ReplicatedTable:
+def bench_spec(
+    source: Source, chunk_rows: int = 100_000, dataset: str = "plexetl_bench", shape: str = "bench"
+) -> ReplicatedTable:
     """The bench table as a replicated `snapshot` table: the whole table is one partition.
 
     The catalog comes from the file `ensure_bench_table` wrote, as a run's comes from the
     committed catalog: no discovery (nor SQLAlchemy, +16 MB) in the measured process."""
     path = _catalog_path(source)
     catalog = load_catalog(path) if path.exists() else _write_catalog(source)
-    plan = SourcePlan(source=SOURCE, tables={TABLE: TablePlan(TABLE, strategy="snapshot", chunk_rows=chunk_rows)})
-    return replicated_table(catalog, plan, TABLE, dataset=dataset)
+    table = SHAPES[shape][0]
+    plan = SourcePlan(source=SOURCE, tables={table: TablePlan(table, strategy="snapshot", chunk_rows=chunk_rows)})
+    return replicated_table(catalog, plan, table, dataset=dataset)
 
 
 def today() -> dt.date:

@@ -39,8 +39,9 @@ def method(function: Callable[[dict[str, Any]], int]) -> Callable[[dict[str, Any
 def _bench(args: dict[str, Any]):  # -> (Source, ReplicatedTable)
     from benchmarks.bench_table import bench_source, bench_spec
 
-    source = bench_source(args["table_rows"])
-    return source, bench_spec(source, chunk_rows=args.get("chunk_rows", 100_000))
+    shape = args.get("shape", "bench")
+    source = bench_source(args["table_rows"], shape)
+    return source, bench_spec(source, chunk_rows=args.get("chunk_rows", 100_000), shape=shape)
 
 
 def _stream(args: dict[str, Any]):
@@ -118,9 +119,10 @@ def plex_local(args: dict[str, Any]) -> int:
 
     stream = _stream(args)
     with tempfile.TemporaryDirectory(prefix="plexetl_bench_") as tmp:
-        warehouse = LocalWarehouse(Path(tmp) / "warehouse.duckdb", staging_dir=tmp,
-                                   memory_limit=args.get("duckdb_memory_limit"), threads=args.get("duckdb_threads"))
-        result = warehouse.load(stream.spec.target, stream, stream.start, stream.end)
+        # DuckDB settings only when given (null: DuckDB's own default), else the warehouse's defaults.
+        settings = {k: args[f"duckdb_{k}"] for k in ("memory_limit", "threads") if f"duckdb_{k}" in args}
+        warehouse = LocalWarehouse(Path(tmp) / "warehouse.duckdb", staging_dir=tmp, **settings)
+        result = warehouse.load(stream.spec.target, stream, stream.start, stream.end, mode=args.get("mode", "replace"))
     return result.rows
 
 

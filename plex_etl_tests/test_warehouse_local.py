@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import multiprocessing
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 
@@ -200,3 +202,62 @@ def test_invalid_load_arguments(harness: sc.Harness) -> None:
     with pytest.raises(WarehouseError, match="reserved"):
         harness.wh.load(TargetTable("plex_analytics", "r", (reserved,)), [], sc.D1, sc.D1)
     assert harness.wh.columns("plex_analytics", "args") is None
+
+
+def _duckdb_size(limit: str) -> str:
+    """DuckDB's own spelling of a memory limit ('73MB' -> '69.6 MiB')."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{limit}'")
+        return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_memory_settings_reach_duckdb(tmp_path: Path) -> None:
+    """By default DuckDB gets one thread and a memory cap: 128MB for queries, and for a load one
+    sized by the table's width (never DuckDB's own 80% of RAM); explicit settings win."""
+    path = tmp_path / "w.duckdb"
+    wh = LocalWarehouse(path)
+    settings = "SELECT current_setting('memory_limit') AS m, current_setting('threads') AS t"
+    assert wh.query(settings).to_pylist() == [{"m": _duckdb_size("128MB"), "t": 1}]
+    wide = TargetTable("plex_analytics", "wide", (sc.ID, *(WarehouseColumn(f"c{i}", pa.float64(), "FLOAT64", "DOUBLE")
+                                                         for i in range(60))), ("id",))
+    # A connection held open meanwhile shares the load's database instance, hence its settings.
+    held = duckdb.connect(str(path))
+    try:
+        wh.load(wide, [sc.batch(wide, sc.D1, [{"id": 1}])], sc.D1, sc.D1)
+        assert held.execute(settings).fetchall() == [(_duckdb_size("158MB"), 1)]  # 63 columns x 2.5 MB
+    finally:
+        held.close()
+    assert LocalWarehouse(path, memory_limit="1GB", threads=2).query(settings).to_pylist() == [
+        {"m": _duckdb_size("1GB"), "t": 2}]
+    from plex_etl.warehouse.local import load_memory_limit
+
+    assert [load_memory_limit(3), load_memory_limit(63), load_memory_limit(63, threads=2)] == ["64MB", "158MB", "315MB"]
+
+
+def test_load_of_several_row_groups_is_atomic(harness: sc.Harness) -> None:
+    """300,000 rows (DuckDB writes row groups of 122,880) in 3 chunks under the default memory cap,
+    merged by key (their keys deleted in 2 slices): a reload replaces them all; a reload whose
+    last row cannot be cast leaves them all."""
+    t = sc.simple_target(harness, "big", WarehouseColumn("n", pa.int64(), "NUMERIC(9, 0)", "DECIMAL(9,0)"))
+
+    def chunks(last: int, day: dt.date = sc.D1) -> Iterator[pa.RecordBatch]:
+        for lo in range(0, 300_000, 100_000):
+            ids = pa.array(range(lo, lo + 100_000), pa.int64())
+            n = pa.array([last if i == 299_999 else i for i in range(lo, lo + 100_000)], pa.int64())
+            names = pa.compute.binary_join_element_wise("name ", pa.compute.cast(ids, pa.string()), "")
+            yield pa.RecordBatch.from_arrays([ids, names, n, pa.array([day] * 100_000, pa.date32())],
+                                             schema=t.arrow_schema)
+
+    summary = "SELECT COUNT(*) AS rows, SUM(n) AS total, MIN(_etl_loaded_at) AS at FROM plex_analytics.big"
+    harness.wh.load(t, chunks(1), sc.D1, sc.D1, "upsert")
+    harness.wh.load(t, chunks(2, sc.D2), sc.D2, sc.D2, "upsert")  # every key moves to D2: replaced, not added
+    before = harness.wh.query(summary).to_pylist()
+    assert before[0]["rows"] == 300_000 and before[0]["total"] == sum(range(299_999)) + 2
+    assert harness.wh.count_by_partition("plex_analytics", "big", None, None) == {sc.D2: 300_000}
+    with pytest.raises(WarehouseError, match=r"plex_analytics\.big: load failed"):
+        harness.wh.load(t, chunks(10**12), sc.D1, sc.D1, "upsert")  # beyond DECIMAL(9,0), in the last row group
+    assert harness.wh.query(summary).to_pylist() == before
+    assert harness.staging_leftovers() == []

@@ -76,10 +76,15 @@ class WarehouseResource(dg.ConfigurableResource):
         f"it ({GCP_CREDENTIALS_ENV}); default: the environment's credentials",
     )
     local_path: str = Field(default=DEFAULT_LOCAL_WAREHOUSE, description="DuckDB file (local kind)")
-    local_memory_limit: str = Field(
-        default="128MB", description="DuckDB memory limit of the local warehouse (it spills beyond it)"
+    local_memory_limit: str | None = Field(
+        default="auto",
+        description="DuckDB memory limit of the local warehouse (it spills beyond it), e.g. 512MB; auto: "
+        "a load's sized by its table's width (2.5 MB a column, at least 64 MB, per thread), other "
+        "statements' 128MB; None: DuckDB's default (80% of RAM)",
     )
-    local_threads: int = Field(default=1, description="DuckDB threads of the local warehouse")
+    local_threads: int | None = Field(
+        default=1, description="DuckDB threads of the local warehouse (None: one per core)"
+    )
     request_timeout_seconds: float | None = Field(
         default=300.0,
         description="BigQuery: give up retrying an API call or a job after this many seconds, and wait "
@@ -151,9 +156,8 @@ class WarehouseResource(dg.ConfigurableResource):
         from plex_etl.warehouse.local import LocalWarehouse
 
         os.makedirs(os.path.dirname(os.path.abspath(self.local_path)), exist_ok=True)
-        # Capped so that a load's swap-in does not dwarf the streaming extraction's flat memory
-        # (docs/benchmarks.md, *The local warehouse's side of a load*: 607 MB at DuckDB's defaults,
-        # 360-380 MB capped, for 1M rows).
+        # Capped so that a load's swap-in stays flat and within the streaming extraction's memory
+        # (docs/benchmarks.md, *Memory of one load, end to end*).
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
 
 

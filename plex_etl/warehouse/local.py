@@ -51,6 +51,18 @@ from plex_etl.warehouse.base import (
 )
 
 DEFAULT_LOCK_TIMEOUT = 120.0
+# DuckDB's own defaults (80% of RAM, a thread per core) let a load's INSERT keep every block it
+# writes in memory: peak RSS grew with the partition (docs/benchmarks.md, "Memory of one load").
+# Capped, it writes them out and spills beyond the cap (to `<file>.tmp`), so memory stays flat.
+# Its need grows with the table's width, not its rows: a buffer per column per thread while it
+# writes, and the Parquet reader's row group of every column (a 62-column table, a third of it
+# text, failed at 64 MB and loaded at 128; a 150-column one failed at 128 and loaded at 256).
+AUTO = "auto"
+LOAD_MEMORY_FLOOR_MB = 64
+LOAD_MEMORY_PER_COLUMN_MB = 2.5
+OTHER_MEMORY_LIMIT = "128MB"  # queries, checks, positions: the cap Dagster runs used since issue 14
+KEYS_PER_DELETE = 200_000  # staged keys per DELETE of an upsert (see _apply)
+DEFAULT_THREADS = 1  # each thread needs its own write buffers; on 2 cores 2 threads merged no faster
 _MAX_DUCKDB_DECIMAL = 38
 
 
@@ -80,6 +92,13 @@ def normalize_type(type_name: str) -> str:
     return str(row[0]) if row else type_name
 
 
+def load_memory_limit(columns: int, threads: int | None = DEFAULT_THREADS) -> str:
+    """DuckDB's memory limit for writing a table of `columns` columns with `threads` threads
+    (None: one per core), e.g. "73MB"."""
+    per_thread = max(LOAD_MEMORY_FLOOR_MB, LOAD_MEMORY_PER_COLUMN_MB * columns)
+    return f"{round(per_thread * (threads or os.cpu_count() or 1))}MB"
+
+
 def _is_lock_error(error: Exception) -> bool:
     text = str(error).lower()
     return "lock" in text and ("conflicting" in text or "could not set" in text)
@@ -96,12 +115,14 @@ class LocalWarehouse:
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         staging_dir: str | Path | None = None,
-        memory_limit: str | None = None,
-        threads: int | None = None,
+        memory_limit: str | None = AUTO,
+        threads: int | None = DEFAULT_THREADS,
     ) -> None:
         """`path`: the DuckDB file (created on first write). `lock_timeout`: how long to wait
         while another process holds the file. `staging_dir`: where per-load temporary
-        directories go (default: the system temp dir). `memory_limit`: DuckDB's, e.g. "2GB".
+        directories go (default: the system temp dir). `memory_limit`: DuckDB's, e.g. "2GB";
+        "auto": a load's sized by its table's width (`load_memory_limit`), other statements'
+        128MB; None: DuckDB's default (80% of RAM). `threads`: DuckDB's (None: one per core).
         """
         self.path = Path(path)
         self.memory_limit = memory_limit
@@ -142,13 +163,19 @@ class LocalWarehouse:
             con.execute("SET TimeZone = 'UTC'")
             # Large INSERT ... SELECT FROM read_parquet need far less memory without it.
             con.execute("SET preserve_insertion_order = false")
-            if self.memory_limit:
-                con.execute(f"SET memory_limit = {_literal(self.memory_limit)}")
+            memory_limit = OTHER_MEMORY_LIMIT if self.memory_limit == AUTO else self.memory_limit
+            if memory_limit:
+                con.execute(f"SET memory_limit = {_literal(memory_limit)}")
             if self.threads:
                 con.execute(f"SET threads = {int(self.threads)}")
             yield con
         finally:
             con.close()
+
+    def _size_memory(self, con: duckdb.DuckDBPyConnection, columns: int) -> None:
+        """With the automatic limit, size DuckDB's for writing a table of `columns` columns."""
+        if self.memory_limit == AUTO:
+            con.execute(f"SET memory_limit = {_literal(load_memory_limit(columns, self.threads))}")
 
     @contextmanager
     def _transaction(self, what: str, failure: str) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -181,7 +208,7 @@ class LocalWarehouse:
         check_mode(target, mode, merge_outside)
         stream = BatchStream(target, batches, start, end, merge_outside)
         with spool(stream, _staging_type, self.staging_dir) as (staged, nbytes):
-            added, retired = self._apply(target, staged, start, end, mode)
+            added, retired = self._apply(target, staged, stream.rows, start, end, mode)
         return LoadResult(
             rows=stream.rows,
             bytes=nbytes,
@@ -196,6 +223,7 @@ class LocalWarehouse:
         self,
         target: TargetTable,
         staged: Path | None,
+        staged_rows: int,
         start: dt.date | None,
         end: dt.date | None,
         mode: LoadMode,
@@ -205,7 +233,9 @@ class LocalWarehouse:
         ref = f"{quote(target.dataset)}.{quote(target.name)}"
         with self._transaction(name, "load failed") as con:
             added = _ensure_table(con, target)
-            retired = retired_columns(_columns(con, target.dataset, target.name) or {}, target)
+            existing = _columns(con, target.dataset, target.name) or {}
+            retired = retired_columns(existing, target)
+            self._size_memory(con, len(existing))
             date_range = day_range(quote(PARTITION_COLUMN), start, end)
             source = f"read_parquet({_literal(str(staged))})" if staged else None
             carried = bool(source and retired and target.primary_key)
@@ -218,7 +248,14 @@ class LocalWarehouse:
                 keys = " AND ".join(
                     f"s.{quote(k)} = {ref}.{quote(k)}" for k in target.primary_key
                 )
-                con.execute(f"DELETE FROM {ref} WHERE EXISTS (SELECT 1 FROM {source} s WHERE {keys})")
+                # DuckDB's DELETE does not spill the join's table of staged keys: under the cap,
+                # 1M keys failed where 500k passed (a 5M-row reload: out of memory at 128MB).
+                # Slices of the keys by hash bound it, one scan of the table each.
+                slices = -(-staged_rows // KEYS_PER_DELETE) or 1
+                hashed = f"hash({', '.join(f's.{quote(k)}' for k in target.primary_key)}) % {slices}"
+                for i in range(slices):
+                    sliced = f" AND {hashed} = {i}" if slices > 1 else ""
+                    con.execute(f"DELETE FROM {ref} WHERE EXISTS (SELECT 1 FROM {source} s WHERE {keys}{sliced})")
             if source:
                 cols = [c.name for c in target.columns]
                 insert_cols = ", ".join(
@@ -237,8 +274,13 @@ class LocalWarehouse:
                     on = " AND ".join(f"c.{quote(k)} = s.{quote(k)}" for k in target.primary_key)
                     joined += f" LEFT JOIN {_CARRIED} c ON {on}"
                 dedup = ""
-                if mode == "upsert":
-                    pk = ", ".join(f"s.{quote(k)}" for k in target.primary_key)
+                pk = ", ".join(f"s.{quote(k)}" for k in target.primary_key)
+                # The window sorts every staged row, spilling under the memory cap (3x the time
+                # of the plain INSERT at 5M rows); a look for a repeated key is one aggregate of
+                # the keys alone, and a read rarely repeats one.
+                if mode == "upsert" and con.execute(
+                    f"SELECT 1 FROM {source} s GROUP BY {pk} HAVING COUNT(*) > 1 LIMIT 1"
+                ).fetchall():
                     dedup = (
                         f" QUALIFY row_number() OVER (PARTITION BY {pk} "
                         f"ORDER BY s.{quote(PARTITION_COLUMN)} DESC) = 1"
@@ -365,6 +407,7 @@ class LocalWarehouse:
         dataset = staged.dataset
         what = f"{dataset}.{CDC_POSITIONS_TABLE}"
         with self._transaction(what, "change batch failed") as con:
+            self._size_memory(con, max((len(c.target.columns) + 2 for c in staged.changes), default=0))
             pos_ref = _ensure_positions(con, dataset)
             stored = dict(con.execute(
                 f"SELECT table_name, position FROM {pos_ref} WHERE stream = ?", [stream]).fetchall())
@@ -525,6 +568,9 @@ def spool(
         path = Path(tmp) / STAGING_FILE
         claim_staging(Path(tmp))
         nbytes = _write_parquet(stream, path, staged_type, parquet)
+        # The batches are gone: hand the pages Arrow's allocator keeps cached back to the system
+        # before the warehouse step adds its own (-40 to -60 MB of peak RSS, docs/benchmarks.md).
+        pa.default_memory_pool().release_unused()
         yield (path if stream.chunks else None), nbytes
 
 
