@@ -6,7 +6,8 @@
 One partition of the invoice-line bench table (`bench_table`, shape "lines": 29 columns like the
 demo's `factlineas`, built once per size and reused) read by `PartitionStream` and loaded by
 `LocalWarehouse.load` in a fresh process per run (`benchmarks.worker plex_local`): peak RSS is
-that process's ru_maxrss, rows/s is over the read and load (after imports). Variants, interleaved
+that process's ru_maxrss, rows/s and client CPU are over the read and load (after imports; the
+CPU of every thread of the process, not the server's: steadier than rows/s on a shared machine). Variants, interleaved
 round by round: DuckDB's own defaults (80% of RAM, a thread per core: `LocalWarehouse`'s before
 issue 26), 128MB and 1 thread (the Dagster resource's before), and the warehouse's defaults now;
 `--ref`: the same defaults run from another checkout (e.g. main before this change; copy this
@@ -56,14 +57,17 @@ def main(argv: list[str] | None = None) -> None:
             result = run(repo, "plex_local", args)
             results[rows, mode, label].append(result)
             print(f"round {round_} {rows:,} rows {mode} {label}: {rate(result) / 1000:.0f}k rows/s, "
-                  f"peak RSS {result['peak_rss_mb']:.0f} MB, load average {os.getloadavg()[0]:.1f}", flush=True)
+                  f"CPU {result['read_cpu_seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
     print(f"\nmedians of {options.runs} interleaved rounds\n")
-    print("| rows | mode | DuckDB settings | peak RSS MB (median) | rows/s (median) | runs (MB) | runs (k rows/s) |")
-    print("| ---: | --- | --- | ---: | ---: | --- | --- |")
+    print("| rows | mode | DuckDB settings | peak RSS MB (median) | rows/s (median) | client CPU s (median) "
+          "| runs (MB) | runs (k rows/s) |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | --- | --- |")
     for (rows, mode, label), runs in results.items():
         print(f"| {rows:,} | {mode} | {label} | {statistics.median(r['peak_rss_mb'] for r in runs):.0f} | "
               f"{statistics.median(map(rate, runs)) / 1000:.0f}k | "
+              f"{statistics.median(r['read_cpu_seconds'] for r in runs):.1f} | "
               f"{', '.join(str(round(r['peak_rss_mb'])) for r in runs)} | "
               f"{', '.join(f'{rate(r) / 1000:.0f}' for r in runs)} |")
 
