@@ -160,7 +160,6 @@ class WarehouseResource(dg.ConfigurableResource):
         # (docs/benchmarks.md, *Memory of one load, end to end*).
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
 
-
     def bigquery_client(self) -> "bigquery.Client":
         """The BigQuery client, from dagster-gcp's `BigQueryResource` (project, location,
         gcp_credentials: configured as in any Dagster project). dagster-gcp has no endpoint

@@ -52,7 +52,7 @@ from plex_etl.warehouse.base import (
 
 DEFAULT_LOCK_TIMEOUT = 120.0
 # DuckDB's own defaults (80% of RAM, a thread per core) let a load's INSERT keep every block it
-# writes in memory: peak RSS grew with the partition (docs/benchmarks.md, "Memory of one load").
+# writes in memory: peak RSS grew with the partition (docs/benchmarks.md, *Memory of one load, end to end*).
 # Capped, it writes them out and spills beyond the cap (to `<file>.tmp`), so memory stays flat.
 # Its need grows with the table's width, not its rows: a buffer per column per thread while it
 # writes, and the Parquet reader's row group of every column (a 62-column table, a third of it
@@ -62,7 +62,9 @@ LOAD_MEMORY_FLOOR_MB = 64
 LOAD_MEMORY_PER_COLUMN_MB = 2.5
 OTHER_MEMORY_LIMIT = "128MB"  # queries, checks, positions: the cap Dagster runs used since issue 14
 KEYS_PER_DELETE = 200_000  # staged keys per DELETE of an upsert (see _apply)
-DEFAULT_THREADS = 1  # each thread needs its own write buffers; on 2 cores 2 threads merged no faster
+# Each thread needs its own write buffers: with 2, the 29-column bench load peaked at 299-312 MB
+# (241 with 1), for 0-20% more rows/s on 2 cores.
+DEFAULT_THREADS = 1
 _MAX_DUCKDB_DECIMAL = 38
 
 
