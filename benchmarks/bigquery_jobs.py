@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Rows of the demo schema at factor 1 (docs/benchmarks.md) and Plex's tables.
+# Rows of the demo schema at factor 1 and Plex's tables.
 FULL_PLEX_ROWS = 118_320_130
 
 

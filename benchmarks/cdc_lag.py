@@ -18,7 +18,7 @@ reads query the emulator directly, without that delay.
    started again; the rate is the row changes it applied per second until it caught up, as the
    worker logs it ("caught up at ...").
 
-Prints one JSON line per rate and one for the catch-up. The figures go to docs/benchmarks.md.
+Prints one JSON line per rate and one for the catch-up. The figures go to docs/benchmarks.md, *Change capture*.
 """
 
 from __future__ import annotations

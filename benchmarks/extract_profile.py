@@ -9,8 +9,8 @@ seconds, this process's CPU and the server thread's CPU, medians of interleaved 
 Statements: the per-day COUNT the reader ran before issue 14, the CSV line it read then
 (rebuilt here: quoted text, IFNULL 'NULL'), the plain text protocol (`rows_sql`), the same
 statement over the binary protocol as the reader reads it now (`extract/_binary.c`, its
-column buffers filled, no conversion), and the first column alone. (The 0xFF line of
-section E was removed with the line read.)
+column buffers filled, no conversion), and the first column alone. (The 0xFF line of the
+one-pass text reader was removed with that reader.)
 """
 
 from __future__ import annotations

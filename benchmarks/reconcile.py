@@ -17,7 +17,7 @@ MariaDB's CPU is another process) of each run, their medians and the median of t
 `--sides` also times each side alone, in this process, table by table, round by round: MySQL's one
 statement per table with values hashed and with no day's values hashed (the rotating coverage's
 cost for a day it skips: counts and key hashes only), and the warehouse's. Seconds per million rows
-of each are what a larger database costs (docs/benchmarks.md extrapolates to the ERP's 113M rows).
+of each are what a larger database costs (docs/benchmarks.md, *Reconciliation*, extrapolates to the ERP's 113M rows).
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def build_definitions() -> dg.Definitions:
 # Building allocates ~140k objects that live as long as the process (the import leaves no
 # garbage: a collection right after finds none). Collecting while building costs ~10% of it;
 # freezing them afterwards keeps every later collection, and the interpreter's teardown at
-# exit, from walking them again: -0.4 s of CPU per process (docs/benchmarks.md, issue 14 A),
+# exit, from walking them again: -0.4 s of CPU per process (docs/benchmarks.md, *Loading the code location*),
 # paid by every Dagster process, each run's step workers included.
 with garbage_collection_paused():
     defs = build_definitions()

@@ -4,7 +4,7 @@ Two drivers, one set of connection parameters:
 - SQLAlchemy + PyMySQL for everything that is not the bulk read (discovery, counts,
   demo builds, checks): pure Python, portable;
 - mysqlclient (libmariadb, C) for the streaming extraction only, where per-row
-  decoding cost decides throughput (see docs/benchmarks.md).
+  decoding cost decides throughput (docs/benchmarks.md, *Extraction*).
 Errors are re-raised as `SourceConnectionError`, whose message names the source and
 never contains the password.
 """

@@ -567,8 +567,7 @@ def _convert_temporal(raw: pa.Array, mapped: MappedType, column: str) -> tuple[p
     year0 = pc.starts_with(text, "0000")
     # match_substring on the two-byte slice, not equal(..., b"00"): a Python value handed to a
     # compute function becomes an Arrow scalar, and pyarrow imports pandas for that (+37 MB in
-    # every extraction process, docs/benchmarks.md issue 14). Same test: a slice holds "00"
-    # only when it is "00".
+    # every extraction process). Same test: a slice holds "00" only when it is "00".
     month0 = pc.match_substring(pc.binary_slice(raw, 5, 7), "00")
     day0 = pc.match_substring(pc.binary_slice(raw, 8, 10), "00")
     suspicious = pc.or_(year0, pc.or_(month0, day0))

@@ -6,7 +6,7 @@ largest single cost of loading the code location; every Dagster process (webserv
 each run's step process) pays it. `load_file` keeps the parsed value of each text it parsed in
 a cache directory, keyed by a hash of the text (as Python keeps bytecode): reading it back with
 `marshal` takes ~1 ms, and a changed file has a new hash, so a stale value is never read
-(docs/benchmarks.md, issue 14).
+(docs/benchmarks.md, *Loading the code location*).
 """
 
 from __future__ import annotations

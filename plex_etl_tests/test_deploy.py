@@ -9,7 +9,6 @@ auth; `.ci/run` starts it); it creates and drops the database `<prefix>_instance
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,40 +18,23 @@ import pytest
 
 from plex_etl.defs.pools import apply_pool_limits
 from plex_etl.sources import load_sources
+from plex_etl_tests.postgres import PG, instance_environment, scratch_postgres
 
 REPO = Path(__file__).resolve().parents[1]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
 @pytest.fixture(scope="module")
 def postgres_db() -> Iterator[str]:
-    import psycopg2
-
-    name = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_instance"
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
-    except psycopg2.OperationalError as error:
-        pytest.fail(
-            f"PostgreSQL does not answer on {PG['host']}:{PG['port']} as {PG['user']} ({error}); start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (.ci/run does)"
-        )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_postgres("instance") as name:
+        yield name
 
 
 @pytest.fixture
 def production_instance(postgres_db, tmp_path, monkeypatch) -> Iterator[dg.DagsterInstance]:
     """A DagsterInstance from deploy/dagster.yaml, unchanged, with its settings in the environment."""
     shutil.copy(REPO / "deploy" / "dagster.yaml", tmp_path / "dagster.yaml")
-    for name, value in {"HOST": PG["host"], "PORT": str(PG["port"]), "DB": postgres_db,
-                        "USERNAME": PG["user"], "PASSWORD": ""}.items():
-        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    for name, value in instance_environment(postgres_db).items():
+        monkeypatch.setenv(name, value)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         yield instance
 

@@ -22,8 +22,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from plex_etl_tests.postgres import PG, scratch_postgres
 from plex_etl_tests.replication import build_defs, materialize, point_at_test_databases
-from plex_etl_tests.test_deploy_k8s import LAST_APPLIED_LIMIT, PG, code_server, run, scratch_postgres, tool, values
+from plex_etl_tests.test_deploy_k8s import LAST_APPLIED_LIMIT, code_server, run, tool, values
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER_VERSION = importlib.metadata.version("dagster")

@@ -33,11 +33,11 @@ from plex_etl.defs.alerts import ALERT_SENSOR, ALERT_WEBHOOK_ENV
 from plex_etl.defs.pools import apply_pool_limits
 from plex_etl.sources import load_sources
 from plex_etl_tests import daemon_location
+from plex_etl_tests.postgres import instance_environment, scratch_postgres
 
 pytestmark = [pytest.mark.daemon, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[1]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 # The test's copy of deploy/dagster.yaml differs only in these timings (seconds).
 MONITORING = {"poll_interval_seconds": 1, "max_runtime_seconds": 40, "free_slots_after_run_end_seconds": 2,
               "start_timeout_seconds": 60, "cancel_timeout_seconds": 30}
@@ -72,52 +72,37 @@ def webhook() -> Iterator[tuple[str, list[str]]]:
 def daemon(tmp_path_factory, webhook) -> Iterator[tuple[dg.DagsterInstance, Path]]:
     """(instance, step log directory) with `dagster-daemon run` running on that instance; the
     code location posts its alerts to `webhook`."""
-    import psycopg2
-
-    name = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_daemon"
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
-    except psycopg2.OperationalError as error:
-        pytest.fail(f"PostgreSQL does not answer on {PG['host']}:{PG['port']} ({error}); .ci/run starts it")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-
-    home = tmp_path_factory.mktemp("dagster_home")
-    steps = tmp_path_factory.mktemp("steps")
-    config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
-    config["run_monitoring"].update(MONITORING)
-    config["run_coordinator"]["config"] = {"dequeue_interval_seconds": DEQUEUE_SECONDS}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
-        "module_name": "plex_etl_tests.daemon_location", "working_directory": str(REPO),
-        "location_name": "daemon_test"}}]}))
-    env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": str(PG["port"]),
-           "DAGSTER_PG_DB": name, "DAGSTER_PG_USERNAME": PG["user"], "DAGSTER_PG_PASSWORD": "",
-           "PLEX_ETL_DAEMON_TEST_DIR": str(steps), ALERT_WEBHOOK_ENV: webhook[0]}
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            assert instance.run_monitoring_max_runtime_seconds == MONITORING["max_runtime_seconds"]
-            assert apply_pool_limits(instance, load_sources().values())["mysql_quantio"] == 1
-            log = (home / "daemon.log").open("w")
-            process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(home / "workspace.yaml")],
-                cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            try:
-                yield instance, steps
-            finally:
-                _stop(process)
-                log.close()
-                if os.environ.get("PLEX_ETL_SHOW_DAEMON_LOG"):
-                    print((home / "daemon.log").read_text()[-20000:])
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_postgres("daemon") as name:
+        home = tmp_path_factory.mktemp("dagster_home")
+        steps = tmp_path_factory.mktemp("steps")
+        config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
+        config["run_monitoring"].update(MONITORING)
+        config["run_coordinator"]["config"] = {"dequeue_interval_seconds": DEQUEUE_SECONDS}
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_module": {
+            "module_name": "plex_etl_tests.daemon_location", "working_directory": str(REPO),
+            "location_name": "daemon_test"}}]}))
+        env = {"DAGSTER_HOME": str(home), **instance_environment(name),
+               "PLEX_ETL_DAEMON_TEST_DIR": str(steps), ALERT_WEBHOOK_ENV: webhook[0]}
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                assert instance.run_monitoring_max_runtime_seconds == MONITORING["max_runtime_seconds"]
+                assert apply_pool_limits(instance, load_sources().values())["mysql_quantio"] == 1
+                log = (home / "daemon.log").open("w")
+                process = subprocess.Popen(
+                    [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(home / "workspace.yaml")],
+                    cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+                try:
+                    yield instance, steps
+                finally:
+                    _stop(process)
+                    log.close()
+                    if os.environ.get("PLEX_ETL_SHOW_DAEMON_LOG"):
+                        print((home / "daemon.log").read_text()[-20000:])
 
 
 def _stop(process: subprocess.Popen) -> None:

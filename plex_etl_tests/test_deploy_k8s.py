@@ -7,7 +7,6 @@ test needs PostgreSQL at 127.0.0.1:5432 (user postgres, trust) and creates and d
 database `<prefix>_k8s`. The chart itself is rendered by test_deploy_chart.py.
 """
 
-import contextlib
 import json
 import os
 import re
@@ -25,11 +24,11 @@ import yaml
 from plex_etl.defs.alerts import ALERT_WEBHOOK_ENV
 from plex_etl.defs.pools import pool_limits
 from plex_etl.sources import load_sources
+from plex_etl_tests.postgres import instance_environment, scratch_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 TOOLS = Path(os.environ.get("PLEX_ETL_HELM_DIR", REPO / ".helm")) / "bin"
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 # `kubectl apply` (client side) stores the whole object in this annotation, at most this long.
 LAST_APPLIED_LIMIT = 262_144
 
@@ -243,28 +242,6 @@ def test_a_deployment_added_as_the_readme_says_gets_the_code_servers_image(tmp_p
         "container capture: envFrom lacks plex-etl-env or plex-etl-secrets"]
 
 
-@contextlib.contextmanager
-def scratch_postgres(suffix: str) -> Iterator[str]:
-    """A new PostgreSQL database `<prefix>_<suffix>` on the local server, dropped afterwards."""
-    import psycopg2
-
-    name = f"{os.environ.get('PLEX_ETL_TEST_DB_PREFIX', 'plexetl_test')}_{suffix}"
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
-    except psycopg2.OperationalError as error:
-        pytest.fail(f"PostgreSQL does not answer on {PG['host']}:{PG['port']} ({error}); .ci/run starts it")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield name
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
-
-
 @pytest.fixture(scope="module")
 def postgres_db() -> Iterator[str]:
     with scratch_postgres("k8s") as name:
@@ -282,8 +259,7 @@ def test_readme_pool_commands_set_the_limits_of_sources_yaml(postgres_db, tmp_pa
     assert set_by_readme == pool_limits(load_sources().values())
 
     (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
-    env = {"DAGSTER_HOME": str(tmp_path), "DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": str(PG["port"]),
-           "DAGSTER_PG_DB": postgres_db, "DAGSTER_PG_USERNAME": PG["user"], "DAGSTER_PG_PASSWORD": ""}
+    env = {"DAGSTER_HOME": str(tmp_path), **instance_environment(postgres_db)}
     dagster = str(REPO / ".venv" / "bin" / "dagster")
     for command in commands:
         args = shlex.split(command.split(" -- ", 1)[1])

@@ -14,7 +14,8 @@ from plex_etl.mysql import connect, create_engine
 from plex_etl.sources import Source, get_source
 from plex_etl.warehouse.base import Warehouse, WarehouseSettingsError
 
-if TYPE_CHECKING:  # loading Definitions needs no SQLAlchemy
+if TYPE_CHECKING:  # loading Definitions needs no SQLAlchemy or BigQuery client
+    from google.cloud import bigquery
     from sqlalchemy import Connection, Engine
 
 DEFAULT_LOCAL_WAREHOUSE = "warehouse/plex_etl.duckdb"
@@ -28,6 +29,10 @@ WAREHOUSE_ENV = {
     "api_endpoint": "PLEX_ETL_BIGQUERY_ENDPOINT",
     "local_path": "PLEX_ETL_LOCAL_WAREHOUSE",
 }
+# A service-account key, base64-encoded as dagster-gcp's BigQueryResource takes it (optional:
+# without it the client uses the environment's credentials, e.g. Workload Identity). Given to
+# the resource as `dg.EnvVar`, so the UI and run config show the variable's name, never the key.
+GCP_CREDENTIALS_ENV = "PLEX_ETL_GCP_CREDENTIALS"
 # The settings that say where a load lands, per warehouse kind.
 WHERE = {"bigquery": ("kind", "project", "dataset", "location", "api_endpoint"),
          "local": ("kind", "dataset", "local_path")}
@@ -64,6 +69,11 @@ class WarehouseResource(dg.ConfigurableResource):
     location: str | None = Field(default=None, description="BigQuery location, e.g. US")
     api_endpoint: str | None = Field(
         default=None, description="BigQuery API endpoint override (a private endpoint or emulator)"
+    )
+    gcp_credentials: str | None = Field(
+        default=None,
+        description=f"BigQuery: a base64-encoded service-account key, as dagster-gcp's BigQueryResource takes "
+        f"it ({GCP_CREDENTIALS_ENV}); default: the environment's credentials",
     )
     local_path: str = Field(default=DEFAULT_LOCAL_WAREHOUSE, description="DuckDB file (local kind)")
     local_memory_limit: str = Field(
@@ -123,9 +133,9 @@ class WarehouseResource(dg.ConfigurableResource):
     def get(self) -> Warehouse:
         self.check_settings()
         if self.resolved_kind == "bigquery":
-            from plex_etl.warehouse.bigquery import BigQueryWarehouse, bigquery_client
+            from plex_etl.warehouse.bigquery import BigQueryWarehouse
 
-            client = bigquery_client(self.project, self.location, self.api_endpoint)
+            client = self.bigquery_client()
             if self.request_timeout_seconds is None:
                 return BigQueryWarehouse(client, location=self.location)
             from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
@@ -142,8 +152,28 @@ class WarehouseResource(dg.ConfigurableResource):
 
         os.makedirs(os.path.dirname(os.path.abspath(self.local_path)), exist_ok=True)
         # Capped so that a load's swap-in does not dwarf the streaming extraction's flat memory
-        # (docs/benchmarks.md: 607 MB at DuckDB's defaults, 360 MB capped, for 1M rows).
+        # (docs/benchmarks.md, *The local warehouse's side of a load*: 607 MB at DuckDB's defaults,
+        # 360-380 MB capped, for 1M rows).
         return LocalWarehouse(self.local_path, memory_limit=self.local_memory_limit, threads=self.local_threads)
+
+
+    def bigquery_client(self) -> "bigquery.Client":
+        """The BigQuery client, from dagster-gcp's `BigQueryResource` (project, location,
+        gcp_credentials: configured as in any Dagster project). dagster-gcp has no endpoint
+        setting, so a client for `api_endpoint` (a private endpoint, the tests' emulator) is
+        built by the warehouse module with the same project, location and key."""
+        from plex_etl.warehouse.bigquery import bigquery_client, service_account_credentials
+
+        key = self.gcp_credentials.get_value() if isinstance(self.gcp_credentials, dg.EnvVar) else self.gcp_credentials
+        credentials = service_account_credentials(key) if key else None  # a key that is none fails here, unquoted
+        if self.api_endpoint:
+            return bigquery_client(self.project, self.location, self.api_endpoint, credentials)
+        from dagster_gcp import BigQueryResource
+
+        # The client reads the key when it is built; the temporary key file dagster-gcp writes
+        # is gone when the context exits.
+        with BigQueryResource(project=self.project, location=self.location, gcp_credentials=key).get_client() as client:
+            return client
 
 
 def warehouse_from_environment(checked: bool = True) -> WarehouseResource:
@@ -151,6 +181,8 @@ def warehouse_from_environment(checked: bool = True) -> WarehouseResource:
     with their names unless `checked` is False."""
     defaults = WarehouseResource()
     values = {name: os.getenv(variable) or getattr(defaults, name) for name, variable in WAREHOUSE_ENV.items()}
+    if os.getenv(GCP_CREDENTIALS_ENV):
+        values["gcp_credentials"] = dg.EnvVar(GCP_CREDENTIALS_ENV)
     warehouse = WarehouseResource(**values)
     if checked:
         warehouse.check_settings()

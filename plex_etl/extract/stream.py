@@ -8,12 +8,12 @@ row); the fetches are numbered, so each row the driver delivered is tallied exac
 A row lost or doubled between the server and the tally fails the read; one lost or doubled
 after it (conversion, chunks, warehouse) fails the row-count check against these counts.
 Counts and rows are one snapshot by construction, without the second pass over the range
-that a COUNT(*) costs (docs/benchmarks.md, issue 14). Rows come through an unbuffered
+that a COUNT(*) costs (docs/benchmarks.md, *How we got here*). Rows come through an unbuffered
 (server-side) result in small fetches and are grouped into record batches of exactly the
 table's chunk size: memory is bounded by one chunk whatever the table size. No LIMIT/OFFSET
 paging.
 
-The read (docs/benchmarks.md, section F): the rows statement runs as a prepared statement
+The read (docs/benchmarks.md, *Extraction*): the rows statement runs as a prepared statement
 over the binary protocol, on the reader's own mysqlclient connection (the C extension
 `extract/_binary.c`, which takes the connection's MYSQL*). A fetch thread reads ahead: each
 fetch fills Arrow column buffers in C with the GIL released. Integers, doubles, decimals,

@@ -496,7 +496,7 @@ def _staging_type(f: pa.Field) -> pa.DataType:
 # encoding was half the writer's CPU (~0.55 of 1.1 s per 1M bench rows) and the statistics
 # (~0.1 s) are never read (the merge scans every row): without either, zstd writes in ~0.45 s
 # and its file shrinks (25 MB instead of 41; lz4 would save another ~0.1 s for 56 MB); DuckDB
-# reads it as fast (docs/benchmarks.md, F).
+# reads it as fast (docs/benchmarks.md, *The local warehouse's side of a load*).
 LOCAL_PARQUET: Mapping[str, Any] = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
 
 
