@@ -39,13 +39,15 @@ def wait(
     limit: float | None,
     since: Callable[[], float | None] | None = None,
     log_every: float | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
     """Call `ready(slice)` (which blocks at most `slice` seconds) until it returns True.
 
     Raises WaitTimeout once `limit` seconds (None: never) have passed since `since()` (the
     last progress; default the start of this wait; None from it: no progress is due, e.g. a
     producer waiting for its consumer). Logs `what()` every `log_every` seconds (default
-    LOG_EVERY) of waiting."""
+    LOG_EVERY) of waiting, to `report` when given (e.g. a Dagster run's log), else this
+    module's logger."""
     started = time.monotonic()
     every = LOG_EVERY if log_every is None else log_every
     next_log = started + every
@@ -55,7 +57,7 @@ def wait(
         if limit is not None and mark is not None and now - mark >= limit:
             raise WaitTimeout(what(), now - mark)
         if now >= next_log:
-            log.info("%s (waited %.0f s)", what(), now - started)
+            (report or log.info)(f"{what()} (waited {now - started:.0f} s)")
             next_log = now + every
 
 
@@ -66,6 +68,7 @@ def call(
     limit: float | None,
     done: threading.Event | None = None,
     log_every: float | None = None,
+    report: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> Any:
     """`fn(*args, **kwargs)` in a helper thread, its result or error returned or raised here;
@@ -85,7 +88,7 @@ def call(
 
     threading.Thread(target=run, name="plex-etl-wait", daemon=True).start()
     describe = what if callable(what) else (lambda: what)  # type: ignore[return-value]
-    wait(finished.wait, describe, limit, log_every=log_every)
+    wait(finished.wait, describe, limit, log_every=log_every, report=report)
     if "error" in box:
         raise box["error"]
     return box.get("value")

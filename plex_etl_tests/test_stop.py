@@ -104,11 +104,13 @@ def config_dir(source: Source, directory: Path) -> Path:
 
 
 def server_threads(source: Source, marker: str) -> list[tuple[int, str]]:
-    """(id, info) of the server's threads running a statement that mentions `marker`."""
+    """(id, info) of the server's threads on the source's database running a statement that
+    mentions `marker` (not those of a parallel session's own copy of the table)."""
     with connect(source) as connection:
         rows = connection.execute(sa.text(
-            "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE :m AND ID <> CONNECTION_ID()"
-        ), {"m": f"%{marker}%"}).all()
+            "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE :m AND DB = :d "
+            "AND ID <> CONNECTION_ID()"
+        ), {"m": f"%{marker}%", "d": source.database}).all()
     return [(int(r[0]), r[1]) for r in rows]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 import os
 import re
 import threading
@@ -39,7 +38,7 @@ def server_source():
 
 @pytest.fixture(scope="module")
 def stall_database() -> Iterator[str]:
-    """A table of 20,000 rows of 100 characters (about 2 MB to stream)."""
+    """A table of 20,000 rows of 100 characters (about 2 MB to stream), and one of 100."""
     database = f"{PREFIX}_stall"
     engine = create_engine(server_source())
     with engine.begin() as connection:
@@ -51,6 +50,8 @@ def stall_database() -> Iterator[str]:
         connection.execute(sa.text(
             f"INSERT INTO {database}.lineas SELECT seq, REPEAT(CHAR(65 + seq % 26), 100) FROM seq_1_to_20000"
         ))
+        connection.execute(sa.text(f"CREATE TABLE {database}.lenta LIKE {database}.lineas"))
+        connection.execute(sa.text(f"INSERT INTO {database}.lenta SELECT * FROM {database}.lineas WHERE id <= 100"))
     try:
         yield database
     finally:
@@ -59,12 +60,12 @@ def stall_database() -> Iterator[str]:
         engine.dispose()
 
 
-def lineas(database: str):
+def lineas(database: str, table: str = "lineas"):
     direct = with_database(get_source("plex"), database)
     with connect(direct) as connection:
         catalog = read_structure(connection, "plex", database)
-    plan = SourcePlan("plex", {"lineas": TablePlan("lineas", strategy="snapshot", chunk_rows=100)})
-    return direct, replicated_table(catalog, plan, "lineas")
+    plan = SourcePlan("plex", {table: TablePlan(table, strategy="snapshot", chunk_rows=100)})
+    return direct, replicated_table(catalog, plan, table)
 
 
 def read_all(stream: PartitionStream) -> int:
@@ -103,17 +104,19 @@ def test_a_stalled_stream_fails_within_the_read_timeout_naming_source_and_table(
     assert is_transient(error.value)
 
 
-def test_the_reader_s_own_deadline_ends_a_stall_and_kills_the_server_thread(stall_database, monkeypatch, caplog):
+def test_the_reader_s_own_deadline_ends_a_stall_and_kills_the_server_thread(stall_database, monkeypatch):
     """The driver would wait a minute: the read fails within 2 x read_timeout all the same, with
-    an error naming source, table and rows read, its server thread killed, having logged."""
+    an error naming source, table and rows read, its server thread killed, having logged the wait
+    to the run's log (the stream's `progress`)."""
     monkeypatch.setattr(waits, "LOG_EVERY", 0.5)
     direct, spec = lineas(stall_database)
     today = dt.date.today()
-    with FrozenProxy(MYSQL, freeze_after=64 * 1024) as proxy, caplog.at_level(logging.INFO, "plex_etl.waits"):
+    lines: list[str] = []
+    with FrozenProxy(MYSQL, freeze_after=64 * 1024) as proxy:
         source = dataclasses.replace(direct, port=proxy.port, read_timeout=2, write_timeout=2)
         started = time.monotonic()
         with pytest.raises(ExtractionTimeout) as error:
-            read_all(PartitionStream(source, spec, today, today, connect=deaf_driver))
+            read_all(PartitionStream(source, spec, today, today, progress=lines.append, connect=deaf_driver))
         elapsed = time.monotonic() - started
         assert proxy.frozen_connections == 1
         message = str(error.value)
@@ -125,7 +128,7 @@ def test_the_reader_s_own_deadline_ends_a_stall_and_kills_the_server_thread(stal
     assert message.startswith("plex.lineas ") and "fetching rows" in message and "source 'plex'" in message
     assert "no data for 2 s" in message and "read_timeout" in message
     assert is_transient(error.value)
-    waiting = [r.getMessage() for r in caplog.records if "(waited " in r.getMessage()]
+    waiting = [line for line in lines if "(waited " in line]
     assert waiting and all(w.startswith("plex.lineas ") and "rows so far" in w for w in waiting), waiting
     assert not [t for t in threading.enumerate() if t.name == "plex-etl-fetch"]
 
@@ -159,6 +162,30 @@ def test_a_stall_where_even_the_kill_cannot_reach_the_server_is_bounded_and_so_i
             read_all(PartitionStream(source, spec, today, today, connect=deaf_driver))
         assert time.monotonic() - started < 2 * 2 + 1
         assert "source 'plex'" in str(retry.value) and is_transient(retry.value)
+
+
+def test_a_statement_that_does_not_answer_is_given_up_and_killed(stall_database):
+    """The server works longer than read_timeout before the first row (a materialized view that
+    takes 10 s): the read is given up after read_timeout though the driver would wait on, and
+    the query is killed."""
+    direct, spec = lineas(stall_database, "lenta")
+    with connect(direct) as connection:
+        connection.execute(sa.text("RENAME TABLE lenta TO lenta_datos"))
+        connection.execute(sa.text(
+            "CREATE ALGORITHM=TEMPTABLE VIEW lenta AS SELECT id, texto FROM lenta_datos WHERE SLEEP(0.1) = 0"
+        ))
+        connection.commit()
+    source = dataclasses.replace(direct, read_timeout=2, write_timeout=2)
+    today = dt.date.today()
+    started = time.monotonic()
+    with pytest.raises(ExtractionTimeout) as error:
+        read_all(PartitionStream(source, spec, today, today, connect=deaf_driver))
+    elapsed = time.monotonic() - started
+    message = str(error.value)
+    thread_id = int(re.search(r"server thread (\d+) was killed", message).group(1))
+    assert not thread_alive(thread_id)
+    assert 2 <= elapsed < 4, elapsed
+    assert message.startswith("plex.lenta ") and "running the rows statement" in message and "0 rows so far" in message
 
 
 def test_sqlalchemy_and_raw_connections_give_up_after_the_read_timeout():

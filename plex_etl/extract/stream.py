@@ -93,17 +93,20 @@ class _Session:
     source's read_timeout (WaitTimeout). `abort` kills the connection's server thread from a
     second connection (idempotent) and shuts the socket under a call that still does not
     return. `close` waits for the helper threads (libmariadb is not thread-safe) before
-    closing the connection. `label` ("plex.lineas 2026-11-20") names the read in log lines.
+    closing the connection. `label` ("plex.lineas 2026-11-20") names the read in the lines
+    a long wait logs, to `report` when given (the run's log), else plex_etl.waits' logger.
     """
 
-    def __init__(self, source: Source, connect: Callable[[Source], Any], label: str = "") -> None:
+    def __init__(self, source: Source, connect: Callable[[Source], Any], label: str = "",
+                 report: Callable[[str], None] | None = None) -> None:
         self.source = source
         self.label = label or source.name
+        self.report = report
         self._connect = connect
         self.rows = 0  # rows fetched so far (the fetch thread counts them)
         # Abandoned on timeout, a late connection is closed when the helper's result is dropped.
         self.connection = waits.call(connect, source, what=self.describe("connecting"),
-                                     limit=source.connect_timeout + source.read_timeout)
+                                     limit=source.connect_timeout + source.read_timeout, report=report)
         self.thread_id: int | None = self.connection.thread_id()
         # Our own handle on the socket, to shut it under a blocked call: a duplicate, so that it
         # cannot be another file's should libmariadb close its descriptor meanwhile.
@@ -121,7 +124,7 @@ class _Session:
 
     def call(self, fn: Callable[..., Any], *args: Any, doing: str = "running a statement", **kwargs: Any) -> Any:
         return waits.call(fn, *args, what=lambda: self.describe(doing), limit=self.source.read_timeout,
-                          done=self.running(), **kwargs)
+                          done=self.running(), report=self.report, **kwargs)
 
     def running(self) -> threading.Event:
         """An event for a thread about to use the connection, to set when it stops using it."""
@@ -288,7 +291,7 @@ class _Fetcher:
         else:
             session = self._session
             waits.wait(ready, lambda: session.describe("fetching rows"), session.source.read_timeout,
-                       since=lambda: self._since)
+                       since=lambda: self._since, report=session.report)
         return box[0]
 
 
@@ -432,7 +435,7 @@ class PartitionStream:
         self._tally.clear()  # the counts are this iteration's
         name = f"{self.source.name}.{self.label}"
         try:
-            session = _Session(self.source, self._connect, name)
+            session = _Session(self.source, self._connect, name, self._progress)
         except waits.WaitTimeout as exc:
             raise ExtractionTimeout(
                 f"{name}: no answer from {self.source.describe()} within {exc.waited:.0f} s while connecting "

@@ -926,15 +926,17 @@ def wait_for_job(
     running (a long job is never a silent wait); after `timeout` seconds (None: no limit) cancel
     it (waiting at most CANCEL_WAIT s for that) and raise a WarehouseTimeout naming `what` and
     the job."""
+    started = time.monotonic()
     try:
         waits.call(job.result, retry=retry, timeout=timeout, what=f"{what}: waiting for BigQuery job {job.job_id}",
                    limit=timeout, log_every=poll)
     except TimeoutError as e:  # ours, or the client's (concurrent.futures.TimeoutError)
+        waited = time.monotonic() - started
         with contextlib.suppress(Exception):
             waits.call(job.cancel, timeout=cancel_timeout, what=f"{what}: cancelling BigQuery job {job.job_id}",
                        limit=CANCEL_WAIT)
         raise WarehouseTimeout(
-            f"{what}: BigQuery job {job.job_id} not finished after {timeout:.0f} s (request_timeout_seconds: still "
+            f"{what}: BigQuery job {job.job_id} not finished after {waited:.0f} s (request_timeout_seconds: still "
             "running, or BigQuery not answering); cancel requested"
         ) from e
 
