@@ -124,3 +124,23 @@ def accept_proposals(config: Path) -> None:
     entries do not load)."""
     for plan in config.glob("*.plan.yaml"):
         plan.write_text(plan.read_text().replace("    proposed: true\n", ""))
+
+
+def load_like_the_demo(defs: dg.Definitions, instance: dg.DagsterInstance, sources: tuple[str, ...],
+                       today: dt.date, reconcile: str = "quantio") -> None:
+    """What `make demo` loads of `sources` (every table's last 7 days, today's snapshots) into
+    `instance`, then the reconciliation checks of `reconcile` (its older days are not loaded:
+    they differ)."""
+    from plex_etl.catalog.store import load_source_catalog
+    from plex_etl.defs.checks import RECONCILE_CHECK
+
+    for source in sources:
+        _, plan = load_source_catalog(source)
+        snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
+        dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
+        assert materialize(defs, snapshots, None, instance=instance).success
+        assert materialize(defs, dated, today - dt.timedelta(days=6), today, instance=instance).success
+    checks = [k for c in defs.asset_checks or [] for k in c.check_keys
+              if k.name == RECONCILE_CHECK and k.asset_key.path[0] == reconcile]
+    dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.checks(*checks),
+                   resources=defs.resources, instance=instance, raise_on_error=False)

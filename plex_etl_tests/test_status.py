@@ -17,7 +17,7 @@ from plex_etl.defs.checks import RECONCILE_CHECK, ROW_COUNT_CHECK, SCHEMA_CHECK
 from plex_etl.defs.status import STATUS_KEY, STATUS_SENSOR, gather
 from plex_etl.status import CheckOutcome, LastLoad, StatusTable, next_tick, table_status, text_report
 from plex_etl_tests.conftest import REPO
-from plex_etl_tests.replication import build_defs, materialize, point_at_test_databases
+from plex_etl_tests.replication import build_defs, load_like_the_demo, point_at_test_databases
 
 UTC = dt.UTC
 BA = "America/Argentina/Buenos_Aires"  # UTC-3, no daylight saving time
@@ -121,14 +121,7 @@ def loaded_instance(demo_sources, demo_end_date, tmp_path, monkeypatch):
     defs = build_defs()
     _, plan = load_source_catalog("quantio")
     with dg.DagsterInstance.get() as instance:
-        snapshots = [f"quantio/{p.table}" for p in plan.included if p.strategy == "snapshot"]
-        dated = [f"quantio/{p.table}" for p in plan.included if p.strategy != "snapshot"]
-        assert materialize(defs, snapshots, None, instance=instance).success
-        assert materialize(defs, dated, demo_end_date - dt.timedelta(days=6), demo_end_date, instance=instance).success
-        reconcile = [k for c in defs.asset_checks or [] for k in c.check_keys
-                     if k.name == RECONCILE_CHECK and k.asset_key.path[0] == "quantio"]
-        dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.checks(*reconcile),
-                       resources=defs.resources, instance=instance, raise_on_error=False)
+        load_like_the_demo(defs, instance, ("quantio",), demo_end_date)
         yield defs, instance, plan
 
 

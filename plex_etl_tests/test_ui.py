@@ -25,9 +25,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from plex_etl_tests.replication import point_at_test_databases
+from plex_etl_tests.replication import build_defs, load_like_the_demo, point_at_test_databases
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -68,29 +69,6 @@ def wait_for(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def load_like_the_demo(today: dt.date) -> None:
-    """What `make demo` loads (every table's last 7 days, today's snapshots) into the instance of
-    $DAGSTER_HOME, then quantio's reconciliation (its older days are not loaded: they differ)."""
-    import dagster as dg
-
-    from plex_etl.catalog.store import load_source_catalog
-    from plex_etl.defs.checks import RECONCILE_CHECK
-    from plex_etl_tests.replication import build_defs, materialize
-
-    defs = build_defs()
-    with dg.DagsterInstance.get() as instance:
-        for source in ("plex", "quantio"):
-            _, plan = load_source_catalog(source)
-            snapshots = [f"{source}/{p.table}" for p in plan.included if p.strategy == "snapshot"]
-            dated = [f"{source}/{p.table}" for p in plan.included if p.strategy != "snapshot"]
-            assert materialize(defs, snapshots, None, instance=instance).success
-            assert materialize(defs, dated, today - dt.timedelta(days=6), today, instance=instance).success
-        reconcile = [k for c in defs.asset_checks or [] for k in c.check_keys
-                     if k.name == RECONCILE_CHECK and k.asset_key.path[0] == "quantio"]
-        dg.materialize([*defs.assets, *defs.asset_checks], selection=dg.AssetSelection.checks(*reconcile),
-                       resources=defs.resources, instance=instance, raise_on_error=False)
-
-
 @pytest.fixture
 def webserver(demo_sources, demo_end_date, tmp_path, monkeypatch) -> Iterator[str]:
     point_at_test_databases(monkeypatch, demo_sources, tmp_path / "warehouse.duckdb")
@@ -98,7 +76,8 @@ def webserver(demo_sources, demo_end_date, tmp_path, monkeypatch) -> Iterator[st
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    load_like_the_demo(demo_end_date)
+    with dg.DagsterInstance.get() as instance:
+        load_like_the_demo(build_defs(), instance, ("plex", "quantio"), demo_end_date)
     port = free_port()
     log = (tmp_path / "webserver.log").open("w")
     server = subprocess.Popen(
