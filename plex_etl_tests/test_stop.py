@@ -42,11 +42,14 @@ def slow_source() -> Source:
     with engine.begin() as connection:
         connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{database}`"))
         connection.execute(sa.text(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4"))
+        # Rows of ~1 KB: the server sends a result when its network buffer (net_buffer_length,
+        # 16 KB) fills or the result ends, so short rows would all arrive at the end of the read
+        # and "rows flow" would race with its end. At ~1 KB a row, a buffer goes every ~1.6 s.
         connection.execute(sa.text(
-            f"CREATE TABLE `{database}`.lento (id INT NOT NULL PRIMARY KEY, nombre VARCHAR(40) NOT NULL)"
+            f"CREATE TABLE `{database}`.lento (id INT NOT NULL PRIMARY KEY, nombre VARCHAR(1000) NOT NULL)"
         ))
-        connection.execute(sa.text(f"INSERT INTO `{database}`.lento SELECT seq, CONCAT('fila ', seq) "
-                                   f"FROM `{database}`.seq_1_to_{ROWS}"))
+        connection.execute(sa.text(f"INSERT INTO `{database}`.lento SELECT seq, CONCAT('fila ', seq, ' ', "
+                                   f"REPEAT('x', 980)) FROM `{database}`.seq_1_to_{ROWS}"))
     yield source
     with engine.begin() as connection:
         connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{database}`"))
